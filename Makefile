@@ -1,0 +1,55 @@
+# Driftwarden. Two commands do all set-up on a fresh machine:
+#   make demo   - the local end-to-end demo (no cluster needed)
+#   make test   - every test tier (unit, cluster, e2e)
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | md5sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: setup venv tools test test-unit test-cluster test-e2e demo bench generate lint \
+        kind-up kind-images kind-install kind-demo kind-down clean help
+
+help:
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+
+setup: venv tools ## Python venv and every pinned tool (control plane, Prometheus, helm)
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+tools: ## Build or fetch pinned tools into ~/.cache/driftwarden (reused across clones)
+	bash hack/install-tools.sh
+
+test: setup ## Run every test tier: unit, cluster (real control plane), e2e (real Prometheus/Alertmanager)
+	$(BIN)/python -m pytest -m "unit or cluster or e2e" $(PYTEST_ARGS)
+
+test-unit: venv ## Unit tier only (seconds)
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+test-cluster: setup ## Cluster tier only
+	$(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)
+
+test-e2e: setup ## End-to-end tier only
+	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
+
+demo: setup ## The local end-to-end demo: model server, 3 shards, Prometheus, Alertmanager, drifting traffic
+	$(BIN)/driftwarden demo $(DEMO_ARGS)
+
+bench: setup ## Benchmarks (not in CI); results in bench/results/*.json
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+generate: venv ## Regenerate the CRD, chart CRD and manifests from the pydantic spec
+	$(BIN)/driftwarden generate
+
+lint: venv ## ruff, generated files up to date, helm lint, Dockerfile pins
+	$(BIN)/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .hypothesis

@@ -1,0 +1,64 @@
+"""Single source of truth for names shared across components.
+
+Metric names, label keys and stream names are used by the drift worker, the
+model server, the alert rules and the dashboards; define them here only.
+"""
+
+from __future__ import annotations
+
+API_GROUP = "driftwarden.io"
+API_VERSION = "v1alpha1"
+KIND = "DriftMonitor"
+PLURAL = "driftmonitors"
+
+# Metric label keys. Kubernetes namespace comes from the scrape target
+# (ServiceMonitor / static config), never from an exported label.
+LABEL_MONITOR = "monitor"
+LABEL_STREAM = "stream"
+LABEL_DETECTOR = "detector"
+LABEL_SHARD = "shard"
+
+# Stream names: one monitored sequence each.
+STREAM_PREDICTION = "prediction"
+STREAM_PERFORMANCE = "performance"
+
+
+def feature_stream(feature: str) -> str:
+    return f"feature:{feature}"
+
+
+def embedding_stream(group: str) -> str:
+    return f"embedding:{group}"
+
+
+def monitor_key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+# Metric names (prefix driftwarden_). Owners may add metrics; add the name here.
+# drift worker
+M_STREAM_STATISTIC = "driftwarden_stream_statistic"
+M_STREAM_P_VALUE = "driftwarden_stream_p_value"
+M_STREAM_DRIFT = "driftwarden_stream_drift"  # 0/1 after gates and multiple-testing control
+M_STREAM_VALUES = "driftwarden_stream_values_total"
+M_STREAM_WINDOW_FILL = "driftwarden_stream_window_fill"
+M_STREAM_LAST_DRIFT = "driftwarden_stream_last_drift_timestamp_seconds"
+M_MONITOR_STREAMS = "driftwarden_monitor_streams"
+M_MONITOR_DRIFTING = "driftwarden_monitor_drifting_streams"
+M_WORKER_EPOCH = "driftwarden_worker_shard_epoch"
+M_WORKER_OWNED = "driftwarden_worker_owned_streams"
+M_WORKER_BATCHES = "driftwarden_worker_batches_total"
+M_WORKER_LAST_INGEST = "driftwarden_worker_last_ingest_timestamp_seconds"
+M_FEATURE_LIVE = "driftwarden_feature_live"  # histogram over reference-quantile buckets
+M_FEATURE_REFERENCE = "driftwarden_feature_reference"
+# model server
+M_REQUESTS = "driftwarden_model_requests_total"
+M_REQUEST_LATENCY = "driftwarden_model_request_duration_seconds"
+M_BATCH_SIZE = "driftwarden_model_batch_size"
+M_REJECTIONS = "driftwarden_model_rejected_total"
+M_PREDICTIONS = "driftwarden_model_predictions"
+# sender (inside the model server)
+M_SENDER_QUEUE = "driftwarden_sender_queue_values"
+M_SENDER_SHED = "driftwarden_sender_shed_values_total"
+M_SENDER_RETRIES = "driftwarden_sender_retries_total"
+M_SENDER_ACKED = "driftwarden_sender_acked_values_total"
