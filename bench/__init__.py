@@ -1,0 +1,1 @@
+"""Driftwarden benchmarks; `make bench` runs them all (never part of CI)."""
