@@ -1,0 +1,57 @@
+# Shared helpers for hack/install-*.sh. Source it; do not run it.
+#
+# Convention every install script follows (driftwarden.testing.tools relies on it):
+#   a tool pinned as FOO_VERSION=vX in versions.env is installed into
+#   ${DRIFTWARDEN_CACHE:-$HOME/.cache/driftwarden}/<tool>-<vX>/bin/ and that directory
+#   holds a `.complete` marker written only after every binary is in place, so an
+#   interrupted build is redone instead of trusted.
+
+set -euo pipefail
+
+DW_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=../versions.env
+set -a
+source "$DW_ROOT/versions.env"
+set +a
+DW_CACHE="${DRIFTWARDEN_CACHE:-$HOME/.cache/driftwarden}"
+# GOTOOLCHAIN from versions.env is exported above; Go must never fetch a toolchain.
+export GOTOOLCHAIN
+export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
+
+dw_log() { printf '[%s %s] %s\n' "$(date -u +%H:%M:%S)" "${DW_TOOL:-install}" "$*" >&2; }
+
+dw_die() {
+  printf '[%s %s] ERROR: %s\n' "$(date -u +%H:%M:%S)" "${DW_TOOL:-install}" "$*" >&2
+  exit 1
+}
+
+# dw_tool_dir TOOL VERSION -> prints the cache directory of one pinned tool.
+dw_tool_dir() { printf '%s/%s-%s' "$DW_CACHE" "$1" "$2"; }
+
+# dw_is_complete DIR BIN... -> true when DIR/.complete exists and every BIN is executable.
+dw_is_complete() {
+  local dir=$1; shift
+  [[ -f $dir/.complete ]] || return 1
+  local b
+  for b in "$@"; do [[ -x $dir/bin/$b ]] || return 1; done
+}
+
+# dw_mark_complete DIR -> records that DIR is a finished install.
+dw_mark_complete() {
+  printf 'installed=%s\nby=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(basename "$0")" >"$1/.complete"
+}
+
+# dw_require_go MIN -> fails with a clear message unless a local go >= MIN is on PATH.
+dw_require_go() {
+  local min=$1 have
+  command -v go >/dev/null 2>&1 ||
+    dw_die "the Go toolchain is not on PATH; install Go >= $min (https://go.dev/doc/install or apt 'golang') and re-run"
+  have="$(go env GOVERSION)"
+  have="${have#go}"
+  if [[ "$(printf '%s\n%s\n' "$min" "$have" | sort -V | head -1)" != "$min" ]]; then
+    dw_die "Go $have is too old: this build needs Go >= $min (GOTOOLCHAIN=local forbids downloading one); install a newer Go and re-run"
+  fi
+}
+
+# dw_go_mod_line KEY GOMOD -> prints the value of a top-level `go`/`godebug`/`toolchain` line.
+dw_go_mod_line() { awk -v k="$1" '$1 == k { $1 = ""; sub(/^ /, ""); print; exit }' "$2"; }
