@@ -1,0 +1,57 @@
+"""PromQL text helpers shared by the alert rules and the dashboards.
+
+Every query Driftwarden generates is scoped to one monitor: worker metrics by the
+``namespace`` target label and the exported ``monitor`` label, model-server metrics by
+``namespace`` and the scrape ``job`` (the Service name, as a ServiceMonitor sets it).
+"""
+
+from __future__ import annotations
+
+import re
+
+from driftwarden.common import names
+
+_DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d|w|y))+$")
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w|y)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def quote(value: str) -> str:
+    """Return ``value`` as a double-quoted PromQL string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def selector(metric: str, *matchers: str, **equals: str) -> str:
+    """Return ``metric{k="v",...}`` with equality matchers first, then raw ``matchers``.
+
+    >>> selector("up", 'job=~"a|b"', namespace="ml")
+    'up{namespace="ml",job=~"a|b"}'
+    """
+    parts = [f"{key}={quote(value)}" for key, value in equals.items()]
+    parts += list(matchers)
+    return f"{metric}{{{','.join(parts)}}}"
+
+
+def duration_seconds(duration: str) -> float:
+    """Return the seconds in a Prometheus duration such as ``1h30m`` or ``250ms``."""
+    if not _DURATION.match(duration):
+        raise ValueError(
+            f"invalid Prometheus duration {duration!r}: expected digits with units "
+            "ms, s, m, h, d, w or y, e.g. '30s' or '1h30m'"
+        )
+    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(duration))
+
+
+def model_job(name: str) -> str:
+    """Return the scrape job (Service name) of a monitor's model server."""
+    return f"{name}-model"
+
+
+def workers_job(name: str) -> str:
+    """Return the scrape job (headless Service name) of a monitor's drift workers."""
+    return f"{name}-workers"
+
+
+def feature_streams() -> str:
+    """Return the matcher selecting every feature stream."""
+    return f'{names.LABEL_STREAM}=~{quote(names.feature_stream(".+"))}'
