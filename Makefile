@@ -51,5 +51,21 @@ generate: venv ## Regenerate the CRD, chart CRD and manifests from the pydantic 
 lint: venv ## ruff, generated files up to date, helm lint, Dockerfile pins
 	$(BIN)/ruff check src tests bench
 
+# The kind path (needs Docker and kind; see docs/kind.md). Versions: versions.env.
+kind-up: ## Create the kind cluster of kind-config.yaml (pinned kindest/node image)
+	bash hack/kind-up.sh
+
+kind-images: ## Build the operator, model-server and drift-worker images and load them into kind
+	bash hack/kind-images.sh
+
+kind-install: ## Install kube-prometheus-stack (pinned chart), then the Driftwarden chart
+	bash hack/kind-install.sh
+
+kind-demo: ## Apply the example DriftMonitor and port-forward Grafana to 127.0.0.1:3000
+	bash hack/kind-demo.sh
+
+kind-down: ## Delete the kind cluster
+	bash hack/kind-down.sh
+
 clean:
 	rm -rf $(VENV) .run .pytest_cache .hypothesis
