@@ -82,9 +82,9 @@ INGEST_LAG_SECONDS = 120.0
 LATENCY_QUANTILES = ("0.5", "0.95", "0.99")
 
 
-def group_name(name: str, namespace: str, kind: str) -> str:
-    """Return the rule-group name for one monitor (unique across the cluster)."""
-    return f"driftwarden.{namespace}.{name}.{kind}"
+def group_name(name: str, namespace: str) -> str:
+    """Return the rule-group name of one monitor (unique across the cluster)."""
+    return f"driftwarden.{namespace}.{name}"
 
 
 def runbook_url(alert: str, base: str = RUNBOOK_BASE_URL) -> str:
@@ -111,7 +111,7 @@ def build_rule_groups(
     interval: str | None = None,
     runbook_base: str = RUNBOOK_BASE_URL,
 ) -> list[dict[str, Any]]:
-    """Return the PrometheusRule ``spec.groups`` (recording group, alert group) of a monitor.
+    """Return the PrometheusRule ``spec.groups`` of a monitor: one group, recording rules then alerts.
 
     ``rate_window`` is the range of every ``rate()`` (at least 4 scrape intervals);
     ``interval`` sets the groups' evaluation interval (``None``: Prometheus' global).
@@ -120,10 +120,12 @@ def build_rule_groups(
     duration_seconds(rate_window)  # fail early, with the message, on a bad value
     if interval is not None:
         duration_seconds(interval)
-    return [
-        _group(group_name(name, namespace, "recording"), _recording_rules(name, namespace, spec, rate_window), interval),
-        _group(group_name(name, namespace, "alerts"), _alert_rules(name, namespace, spec, rate_window, runbook_base), interval),
-    ]
+    # One group, recording rules first: rules of a group run in order, so each alert
+    # reads the recorded series of the same evaluation (separate groups would run in
+    # no fixed order and could lag an alert by one interval).
+    rules = _recording_rules(name, namespace, spec, rate_window)
+    rules += _alert_rules(name, namespace, spec, rate_window, runbook_base)
+    return [_group(group_name(name, namespace), rules, interval)]
 
 
 def _group(group: str, rules: list[dict[str, Any]], interval: str | None) -> dict[str, Any]:
@@ -229,7 +231,8 @@ def _alert_rules(
 ) -> list[dict[str, Any]]:
     recorded = {"namespace": namespace, names.LABEL_MONITOR: name}
     hold = spec.alerts.for_
-    severity = spec.alerts.severity
+    # str() of a str-Enum member is its value only via .value; accept plain strings too.
+    severity = str(getattr(spec.alerts.severity, "value", spec.alerts.severity))
     model = spec.model.bundle
     who = f"monitor {namespace}/{name} (model {model})"
     share = spec.alerts.data_drift_share
