@@ -1,0 +1,9 @@
+"""Model bundles: a model, its feature schema, a reference sample and training metrics.
+
+``load_bundle(uri)`` is the entry point; ``scenario(...)`` draws drift streams.
+"""
+
+from driftwarden.bundles.bundle import Bundle, BundleError, bundles_dir, load_bundle
+from driftwarden.bundles.manifest import BundleManifest, FeatureSpec
+
+__all__ = ["Bundle", "BundleError", "BundleManifest", "FeatureSpec", "bundles_dir", "load_bundle"]

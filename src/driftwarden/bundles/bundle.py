@@ -1,0 +1,203 @@
+"""Loading a bundle: ``load_bundle(uri) -> Bundle``.
+
+A bundle is one directory: ``bundle.json`` (see :mod:`driftwarden.bundles.manifest`),
+the model file, and ``reference.csv`` (the features of a held-out sample, the model's
+``prediction`` for each row and the true ``target``).
+
+URIs:
+- ``builtin://<name>``: ``$DRIFTWARDEN_BUNDLES_DIR/<name>`` (default
+  ``~/.cache/driftwarden/bundles/<name>``), trained there on first use;
+- ``file:///abs/path`` or a plain path: an existing directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from driftwarden.bundles.manifest import (
+    MANIFEST_FILE,
+    PREDICTION_COLUMN,
+    TARGET_COLUMN,
+    BundleManifest,
+)
+from driftwarden.bundles.models import Model, load_model
+
+BUNDLES_DIR_ENV = "DRIFTWARDEN_BUNDLES_DIR"
+
+
+class BundleError(Exception):
+    """A bundle URI or directory that cannot be used; the message says why and what to do."""
+
+
+def bundles_dir() -> Path:
+    """Return the directory that holds built-in bundles (``$DRIFTWARDEN_BUNDLES_DIR``)."""
+    configured = os.environ.get(BUNDLES_DIR_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / ".cache" / "driftwarden" / "bundles"
+
+
+class Bundle:
+    """A loaded model bundle: the manifest, the model and the reference sample."""
+
+    def __init__(self, path: Path, manifest: BundleManifest, model: Model) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.model = model
+
+    def __repr__(self) -> str:
+        return f"Bundle(name={self.name!r}, task={self.task!r}, path='{self.path}')"
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def task(self) -> str:
+        return self.manifest.task
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.manifest.feature_names
+
+    @property
+    def classes(self) -> list[str] | None:
+        return self.manifest.prediction.classes
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return dict(self.manifest.metrics)
+
+    @property
+    def has_embedding(self) -> bool:
+        return self.manifest.embedding is not None
+
+    @cached_property
+    def reference(self) -> pd.DataFrame:
+        """Return ``reference.csv``: the feature columns, ``prediction`` and ``target``."""
+        path = self.path / self.manifest.reference.file
+        if not path.is_file():
+            raise BundleError(
+                f"bundle {self.name!r} at {self.path}: reference sample {path.name} is missing; "
+                "retrain the bundle (driftwarden train) or restore the file"
+            )
+        text_columns = [f.name for f in self.manifest.features if f.type == "categorical"]
+        if self.task == "classification":
+            text_columns += [PREDICTION_COLUMN, TARGET_COLUMN]
+        frame = pd.read_csv(path, dtype={name: str for name in text_columns})
+        expected = [*self.feature_names, PREDICTION_COLUMN, TARGET_COLUMN]
+        missing = [c for c in expected if c not in frame.columns]
+        if missing:
+            raise BundleError(
+                f"bundle {self.name!r}: {path} lacks columns {missing}; expected {expected}"
+            )
+        return frame[expected]
+
+    @property
+    def reference_features(self) -> pd.DataFrame:
+        """Return the reference sample's feature columns in schema order."""
+        return self.reference[self.feature_names]
+
+    def features_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Return ``frame``'s feature columns in schema order (extra columns dropped)."""
+        missing = [name for name in self.feature_names if name not in frame.columns]
+        if missing:
+            raise KeyError(
+                f"bundle {self.name!r}: input lacks feature columns {missing}; "
+                f"the schema's features are {self.feature_names}"
+            )
+        return frame[self.feature_names]
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Return one prediction per row: float64 values (regression) or class labels (str)."""
+        out = self.model.predict(self.features_frame(frame))
+        if self.task == "regression":
+            return np.asarray(out, dtype=np.float64)
+        return np.asarray(out).astype(str).astype(object)
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray | None:
+        """Return class probabilities (columns in ``classes`` order), or None for regression."""
+        if self.task != "classification":
+            return None
+        return self.model.predict_proba(self.features_frame(frame))
+
+    def embed(self, frame: pd.DataFrame) -> np.ndarray | None:
+        """Return the model's embedding of each row (``(n, dim)`` float64), or None if it has none."""
+        if not self.has_embedding:
+            return None
+        return self.model.embed(self.features_frame(frame))
+
+    @cached_property
+    def reference_embeddings(self) -> np.ndarray | None:
+        """Return the embedding of every reference row, or None if the model has none."""
+        return self.embed(self.reference_features)
+
+
+def resolve_uri(uri: str) -> tuple[Path, str | None]:
+    """Return the bundle directory ``uri`` names, and the built-in name if it is one."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "builtin":
+        name = (parsed.netloc + parsed.path).strip("/")
+        from driftwarden.bundles.train import BUILTIN
+
+        if name not in BUILTIN:
+            raise BundleError(
+                f"unknown built-in bundle {uri!r}; built-ins are "
+                f"{', '.join(f'builtin://{n}' for n in sorted(BUILTIN))}"
+            )
+        return bundles_dir() / name, name
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise BundleError(f"bundle URI {uri!r}: file URIs must be local (file:///abs/path)")
+        return Path(unquote(parsed.path)), None
+    if parsed.scheme == "":
+        return Path(uri).expanduser(), None
+    raise BundleError(
+        f"bundle URI {uri!r}: unsupported scheme {parsed.scheme!r}; "
+        "use builtin://<name>, file:///abs/path or a directory path"
+    )
+
+
+_train_lock = threading.Lock()
+
+
+def load_bundle(uri: str | os.PathLike[str]) -> Bundle:
+    """Return the bundle at ``uri``, training a missing ``builtin://`` bundle first."""
+    directory, builtin = resolve_uri(os.fspath(uri))
+    if builtin is not None and not (directory / MANIFEST_FILE).is_file():
+        from driftwarden.bundles.train import train_bundle
+
+        with _train_lock:  # one training per process; across processes, see train_bundle
+            if not (directory / MANIFEST_FILE).is_file():
+                train_bundle(builtin, directory.parent)
+    return load_bundle_dir(directory)
+
+
+def load_bundle_dir(directory: Path) -> Bundle:
+    """Return the bundle stored in ``directory``."""
+    manifest_path = directory / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise BundleError(
+            f"{directory} is not a bundle: {MANIFEST_FILE} is missing "
+            "(create one with `driftwarden train --out DIR`)"
+        )
+    try:
+        manifest = BundleManifest.model_validate(json.loads(manifest_path.read_text()))
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
+    except ValidationError as exc:
+        raise BundleError(f"{manifest_path}: invalid manifest:\n{exc}") from exc
+    try:
+        model = load_model(directory, manifest.model, manifest.prediction.classes)
+    except FileNotFoundError as exc:
+        raise BundleError(str(exc)) from exc
+    return Bundle(directory, manifest, model)
