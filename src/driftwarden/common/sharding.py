@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 def _weight(monitor: str, stream: str, ordinal: int) -> int:
@@ -30,11 +30,19 @@ def assign(monitor: str, streams: Iterable[str], shards: int) -> dict[str, int]:
     return {s: owner_of(monitor, s, shards) for s in streams}
 
 
+# Epochs of history a shard map carries: enough for a shard that missed a few
+# reshards to find each stream's previous owner.
+MAX_HISTORY = 32
+
+
 class ShardMap(BaseModel):
     """Which shard owns what, at which epoch; published by the operator.
 
     ``epoch`` grows by one every time ``shards`` changes. Senders route by it and
     workers refuse batches for streams they do not own in their current epoch.
+    ``history`` lists ``(epoch, shards)`` of earlier epochs, oldest first: a worker
+    that gains a stream looks up its previous owner there to know whether to wait
+    for a state handoff (docs/workers.md). Build successors with :meth:`advance`.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -42,6 +50,32 @@ class ShardMap(BaseModel):
     monitor: str = Field(description="Monitor key, '<namespace>/<name>'.")
     epoch: int = Field(ge=0)
     shards: int = Field(ge=1)
+    history: tuple[tuple[int, int], ...] = Field(
+        default=(), description="(epoch, shards) of earlier epochs, oldest first."
+    )
+
+    @model_validator(mode="after")
+    def _history_before_epoch(self) -> ShardMap:
+        epochs = [e for e, _ in self.history]
+        if any(e >= self.epoch for e in epochs) or epochs != sorted(set(epochs)):
+            raise ValueError(f"history epochs {epochs} must be increasing and below epoch {self.epoch}")
+        if any(n < 1 for _, n in self.history):
+            raise ValueError("history shard counts must be >= 1")
+        return self
 
     def owner(self, stream: str) -> int:
         return owner_of(self.monitor, stream, self.shards)
+
+    def shards_at(self, epoch: int) -> int | None:
+        """Return the shard count at ``epoch``, or None if this map does not know it."""
+        if epoch == self.epoch:
+            return self.shards
+        for e, n in self.history:
+            if e == epoch:
+                return n
+        return None
+
+    def advance(self, shards: int) -> ShardMap:
+        """Return the map of the next epoch with ``shards`` shards (this one kept in history)."""
+        history = (*self.history, (self.epoch, self.shards))[-MAX_HISTORY:]
+        return ShardMap(monitor=self.monitor, epoch=self.epoch + 1, shards=shards, history=history)

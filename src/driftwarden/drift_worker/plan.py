@@ -1,0 +1,148 @@
+"""What a worker serves: the monitor's streams, their detectors and decision settings.
+
+A :class:`MonitorPlan` is built once at start-up, from ``monitor.json`` (the
+DriftMonitor spec) and the model bundle's feature schema and reference sample
+(:func:`plan_from_bundle`), or directly from a list of :class:`StreamSpec` in tests
+and benchmarks. Every shard of a monitor builds the same plan, so any shard can take
+over any stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from driftwarden.common import names
+from driftwarden.common.spec import DetectorConfig, DriftMonitorSpec
+from driftwarden.drift_worker.streams import DetectorFactory, JoinConfig, StreamSpec
+
+_DURATION = re.compile(r"([0-9]+)(ms|s|m|h)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Return seconds for a duration like ``1h30m`` or ``500ms``."""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 15m, 1h30m")
+    return sum(int(n) * _UNIT_S[u] for n, u in parts)
+
+
+@dataclass(frozen=True)
+class MonitorPlan:
+    """The streams one monitor has and how to build their detectors."""
+
+    monitor: str
+    streams: dict[str, StreamSpec]
+    factory: DetectorFactory
+    join: JoinConfig = field(default_factory=JoinConfig)
+    min_samples: int = 200
+    fdr: float = 0.05
+    multiple_testing: str = "benjaminiHochberg"
+
+    def spec(self, stream: str) -> StreamSpec | None:
+        return self.streams.get(stream)
+
+
+def detector_configs(spec: DriftMonitorSpec, stream: StreamSpec) -> list[DetectorConfig]:
+    """Return the configured detectors of ``stream`` (defaults by stream kind and task)."""
+    d = spec.detectors
+    if stream.kind == "numeric":
+        if stream.name == names.STREAM_PREDICTION and d.prediction is not None:
+            return list(d.prediction)
+        return list(d.numeric)
+    if stream.kind == "categorical":
+        if stream.name == names.STREAM_PREDICTION and d.prediction is not None:
+            return list(d.prediction)
+        return list(d.categorical)
+    if stream.kind == "embedding":
+        return list(d.embedding)
+    if d.concept is not None:
+        return list(d.concept)
+    from driftwarden.common.spec import DetectorType
+
+    default = DetectorType.RELATIVE_MSE if stream.task == "regression" else DetectorType.ERROR_RATE
+    return [DetectorConfig(type=default)]
+
+
+def stream_seed(stream: str) -> int:
+    """Return a seed derived from the stream name, so every shard draws the same numbers."""
+    return int.from_bytes(hashlib.blake2b(stream.encode(), digest_size=4).digest(), "big")
+
+
+def spec_factory(spec: DriftMonitorSpec) -> DetectorFactory:
+    """Return a factory building each stream's detectors with the detectors package."""
+    from driftwarden.drift_worker import detectors as det_pkg
+
+    make_detector = det_pkg.make_detector
+    window, every = spec.workers.window, spec.workers.evaluate_every
+
+    def build(stream: StreamSpec) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for config in detector_configs(spec, stream):
+            name = config.type.value
+            k = 2
+            while name in out:
+                name, k = f"{config.type.value}#{k}", k + 1
+            out[name] = make_detector(
+                config,
+                reference=stream.reference,
+                # concept-drift detectors read per-sample errors: numbers
+                kind="numeric" if stream.kind == "performance" else stream.kind,
+                window=window,
+                evaluate_every=every,
+                seed=stream_seed(stream.name),
+            )
+        return out
+
+    return build
+
+
+def plan_from_bundle(monitor: str, spec: DriftMonitorSpec, bundle: Any) -> MonitorPlan:
+    """Return the plan for a monitor whose model is ``bundle`` (see driftwarden.bundles)."""
+    manifest = bundle.manifest
+    reference = bundle.reference  # DataFrame: features, prediction, target
+    streams: dict[str, StreamSpec] = {}
+    for feature in manifest.features:
+        col = reference[feature.name]
+        if feature.type == "numeric":
+            ref: Any = np.asarray(col, dtype=np.float64)
+            streams[names.feature_stream(feature.name)] = StreamSpec(names.feature_stream(feature.name), "numeric", ref)
+        else:
+            ref = [str(x) for x in col.tolist()]
+            streams[names.feature_stream(feature.name)] = StreamSpec(
+                names.feature_stream(feature.name), "categorical", ref, categories=tuple(feature.categories or ())
+            )
+    task = manifest.task
+    preds = reference["prediction"]
+    target = reference["target"]
+    if task == "regression":
+        streams[names.STREAM_PREDICTION] = StreamSpec(names.STREAM_PREDICTION, "numeric", np.asarray(preds, dtype=np.float64))
+        errors = (np.asarray(target, dtype=np.float64) - np.asarray(preds, dtype=np.float64)) ** 2
+    else:
+        streams[names.STREAM_PREDICTION] = StreamSpec(
+            names.STREAM_PREDICTION, "categorical", [str(x) for x in preds.tolist()],
+            categories=tuple(manifest.prediction.classes or ()),
+        )
+        errors = (np.asarray([str(x) for x in preds]) != np.asarray([str(x) for x in target])).astype(np.float64)
+    streams[names.STREAM_PERFORMANCE] = StreamSpec(names.STREAM_PERFORMANCE, "performance", errors, task=task)
+    if manifest.embedding is not None:
+        emb = bundle.embed(reference[manifest.feature_names])
+        if emb is not None:
+            group = manifest.embedding.group
+            streams[names.embedding_stream(group)] = StreamSpec(
+                names.embedding_stream(group), "embedding", np.asarray(emb), dim=manifest.embedding.dim
+            )
+    return MonitorPlan(
+        monitor=monitor,
+        streams=streams,
+        factory=spec_factory(spec),
+        join=JoinConfig(max_delay_s=parse_duration(spec.label_join.max_delay)),
+        min_samples=spec.detectors.min_samples,
+        fdr=spec.detectors.fdr,
+        multiple_testing=spec.detectors.multiple_testing.value,
+    )

@@ -1,0 +1,498 @@
+"""One drift-worker shard: owned streams, ingest, handoff and recovery (no networking).
+
+:class:`ShardWorker` is the whole state machine of a shard; the HTTP service
+(:mod:`driftwarden.drift_worker.app`) only moves bytes to and from it, and the
+tests drive several in one process. Every change of state is a write-ahead-log
+record first and is then applied by the same code that replays the log, so a
+restart from snapshot + log reaches the identical state.
+
+Stream status on a shard (docs/workers.md has the full protocol):
+
+- ``live``: owned in the current epoch and held; batches are applied.
+- ``frozen``: held but owned elsewhere; no batches are applied; the state is being
+  pushed to its successor (the owner at the epoch it was frozen for).
+- ``awaiting``: owned in the current epoch but not held yet; batches get a
+  retryable refusal until the previous owner's handoff arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from driftwarden.common.sharding import ShardMap, owner_of
+from driftwarden.drift_worker import snapshot, wire
+from driftwarden.drift_worker.plan import MonitorPlan
+from driftwarden.drift_worker.streams import SegmentError, StreamState
+from driftwarden.drift_worker.wal import FsyncPolicy, WriteAheadLog
+
+log = logging.getLogger("driftwarden.worker")
+
+REC_BATCH = 1
+REC_MAP = 2
+REC_HANDOFF_IN = 3
+REC_HANDOFF_DONE = 4
+REC_FRESH = 5
+
+LIVE = "live"
+FROZEN = "frozen"
+AWAITING = "awaiting"
+
+
+class Refusal(Exception):
+    """A batch or handoff the shard will not take; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.extra = extra
+
+
+@dataclass
+class IngestResult:
+    """What an accepted batch did: the WAL record to wait for and the value counts."""
+
+    lsn: int | None
+    values: int
+    segments: int
+    duplicates: int
+
+
+@dataclass
+class Counters:
+    batches_accepted: int = 0
+    batches_duplicate: int = 0
+    batches_refused: int = 0
+    batches_malformed: int = 0
+    handoffs_in: int = 0
+    handoffs_out: int = 0
+    handoff_timeouts: int = 0
+    last_ingest: float = 0.0
+    values_since_snapshot: int = 0
+    recovered_records: int = 0
+    recovery_seconds: float = 0.0
+    snapshots: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class ShardWorker:
+    """The state of one shard, mutated only through logged operations."""
+
+    def __init__(
+        self,
+        plan: MonitorPlan,
+        ordinal: int,
+        *,
+        shard_map: ShardMap | None = None,
+        data_dir: str | Path | None = None,
+        fsync: FsyncPolicy = "always",
+        fsync_interval: float = 0.05,
+        wal_segment_bytes: int = 64 * 1024 * 1024,
+        handoff_timeout_s: float = 600.0,
+        clock: Any = time.monotonic,
+    ) -> None:
+        if ordinal < 0:
+            raise ValueError(f"ordinal must be >= 0, got {ordinal}")
+        self.plan = plan
+        self.ordinal = ordinal
+        self.handoff_timeout_s = handoff_timeout_s
+        self._clock = clock
+        self.lock = threading.RLock()
+        self.counters = Counters()
+        self.map: ShardMap | None = None
+        self.history: dict[int, int] = {}
+        self.streams: dict[str, StreamState] = {}
+        self.frozen: dict[str, int] = {}  # stream -> epoch it was frozen for
+        self.awaiting: dict[str, float] = {}  # stream -> since (monotonic; not durable)
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.wal: WriteAheadLog | None = None
+        if self.data_dir is not None:
+            self.wal = WriteAheadLog(
+                self.data_dir / "wal", fsync=fsync, fsync_interval=fsync_interval, segment_bytes=wal_segment_bytes
+            )
+        self._recover()
+        if shard_map is not None:
+            self.adopt_map(shard_map)
+        if self.map is None:
+            raise ValueError("no shard map: pass shard_map or start from a data_dir that has one")
+
+    # ------------------------------------------------------------------ recovery
+
+    def _recover(self) -> None:
+        if self.data_dir is None or self.wal is None:
+            return
+        started = time.perf_counter()
+        after = 0
+        loaded = snapshot.load_latest(self.data_dir / "snapshots")
+        if loaded is not None:
+            after, state = loaded
+            self._restore(state)
+        count = 0
+        for _lsn, rtype, payload in self.wal.replay(after):
+            self._apply_record(rtype, payload)
+            count += 1
+        self.counters.recovered_records = count
+        self.counters.recovery_seconds = time.perf_counter() - started
+        if loaded is not None or count:
+            log.info(
+                "shard %d recovered %d streams from snapshot lsn %d + %d WAL records in %.2fs (epoch %s)",
+                self.ordinal, len(self.streams), after, count, self.counters.recovery_seconds,
+                self.map.epoch if self.map else None,
+            )
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.map = ShardMap.model_validate(state["map"]) if state["map"] else None
+        self.history = {int(k): int(v) for k, v in state["history"].items()}
+        self.streams = {}
+        self.frozen = {}
+        for name, entry in state["streams"].items():
+            spec = self.plan.spec(name)
+            if spec is None:
+                log.error("snapshot holds stream %r that the monitor no longer has; dropping it", name)
+                continue
+            self.streams[name] = StreamState.from_state(spec, entry["state"], self.plan.factory, self.plan.join)
+            if entry["frozen_epoch"] is not None:
+                self.frozen[name] = int(entry["frozen_epoch"])
+        now = self._clock()
+        self.awaiting = {name: now for name in state["awaiting"] if self.plan.spec(name) is not None}
+
+    def _apply_record(self, rtype: int, payload: bytes) -> None:
+        if rtype == REC_BATCH:
+            self._apply_batch(wire.decode(payload))
+        elif rtype == REC_MAP:
+            self._transition(ShardMap.model_validate_json(payload))
+        elif rtype == REC_HANDOFF_IN:
+            self._install(json.loads(payload))
+        elif rtype == REC_HANDOFF_DONE:
+            doc = json.loads(payload)
+            self._drop_frozen(doc["stream"])
+        elif rtype == REC_FRESH:
+            self._start_fresh(json.loads(payload)["stream"])
+        else:
+            raise ValueError(f"unknown WAL record type {rtype}")
+
+    def _log(self, rtype: int, payload: bytes) -> int | None:
+        return self.wal.append(rtype, payload) if self.wal is not None else None
+
+    # ------------------------------------------------------------------ shard map
+
+    @property
+    def epoch(self) -> int:
+        assert self.map is not None
+        return self.map.epoch
+
+    def adopt_map(self, shard_map: ShardMap) -> bool:
+        """Move to ``shard_map`` if it is newer than the current map; return True if moved."""
+        if shard_map.monitor != self.plan.monitor:
+            raise Refusal(
+                400, "wrong_monitor",
+                f"shard map is for monitor {shard_map.monitor!r}, this worker serves {self.plan.monitor!r}",
+            )
+        with self.lock:
+            if self.map is not None and shard_map.epoch <= self.map.epoch:
+                return False
+            if self.map is not None and shard_map.epoch > self.map.epoch + 1:
+                log.info("shard %d: epoch jumps from %d to %d", self.ordinal, self.map.epoch, shard_map.epoch)
+            lsn = self._log(REC_MAP, shard_map.model_dump_json().encode())
+            self._transition(shard_map)
+            if lsn is not None and self.wal is not None:
+                self.wal.sync(lsn)
+            return True
+
+    def _previous_owner(self, stream: str, epoch: int) -> int | None:
+        shards = self.history.get(epoch - 1)
+        return None if shards is None else owner_of(self.plan.monitor, stream, shards)
+
+    def _transition(self, new: ShardMap) -> None:
+        old = self.map
+        if old is not None:
+            self.history[old.epoch] = old.shards
+        for e, n in new.history:
+            self.history.setdefault(e, n)
+        self.map = new
+        now = self._clock()
+        moved_out, waiting = [], []
+        for name in self.plan.streams:
+            owner = new.owner(name)
+            if name in self.streams:
+                if name not in self.frozen and owner != self.ordinal:
+                    self.frozen[name] = new.epoch
+                    moved_out.append(name)
+            elif owner == self.ordinal:
+                if name in self.awaiting:
+                    continue
+                prev = self._previous_owner(name, new.epoch)
+                if prev == self.ordinal or (prev is None and new.epoch <= 1 and old is None):
+                    self.streams[name] = StreamState.fresh(self.plan.streams[name], self.plan.factory, self.plan.join)
+                else:
+                    self.awaiting[name] = now
+                    waiting.append(name)
+            else:
+                self.awaiting.pop(name, None)
+        if moved_out or waiting:
+            log.info(
+                "shard %d at epoch %d (%d shards): handing off %d streams, awaiting %d",
+                self.ordinal, new.epoch, new.shards, len(moved_out), len(waiting),
+            )
+
+    def status_of(self, stream: str) -> str | None:
+        """Return ``live``, ``frozen``, ``awaiting`` or None (not this shard's business)."""
+        if stream in self.awaiting:
+            return AWAITING
+        if stream in self.streams:
+            return FROZEN if stream in self.frozen else LIVE
+        return None
+
+    # ------------------------------------------------------------------ ingest
+
+    def ingest(self, body: bytes, content_type: str = wire.CONTENT_TYPE) -> IngestResult:
+        """Validate, log and apply one batch; raise :class:`Refusal` if it is not taken."""
+        try:
+            if content_type.startswith(wire.JSON_CONTENT_TYPE):
+                try:
+                    doc = json.loads(body)
+                except ValueError as exc:
+                    raise wire.WireError(f"body is not valid JSON: {exc}") from None
+                batch, raw = wire.from_json(doc), None
+            else:
+                batch, raw = wire.decode(body), body
+        except wire.WireError as exc:
+            with self.lock:
+                self.counters.batches_malformed += 1
+            raise Refusal(400, "malformed_batch", str(exc)) from None
+        with self.lock:
+            try:
+                fresh = self._admit(batch)
+            except Refusal as refusal:
+                if refusal.status == 400:
+                    self.counters.batches_malformed += 1
+                else:
+                    self.counters.batches_refused += 1
+                    self.counters.by_reason[refusal.code] = self.counters.by_reason.get(refusal.code, 0) + 1
+                raise
+            duplicates = len(batch.segments) - len(fresh)
+            if not fresh:
+                self.counters.batches_duplicate += 1
+                return IngestResult(lsn=None, values=0, segments=0, duplicates=duplicates)
+            if raw is None or duplicates:
+                raw = wire.encode(wire.Batch(batch.sender, batch.epoch, fresh, batch.monitor))
+            lsn = self._log(REC_BATCH, raw)
+            values = self._apply_batch(wire.Batch(batch.sender, batch.epoch, fresh, batch.monitor))
+            self.counters.batches_accepted += 1
+            self.counters.last_ingest = time.time()
+            self.counters.values_since_snapshot += values
+            return IngestResult(lsn=lsn, values=values, segments=len(fresh), duplicates=duplicates)
+
+    def _admit(self, batch: wire.Batch) -> list[wire.Segment]:
+        """Check a batch against streams and ownership; return its not-yet-applied segments."""
+        if batch.monitor and batch.monitor != self.plan.monitor:
+            raise Refusal(400, "wrong_monitor", f"batch is for monitor {batch.monitor!r}, this worker serves {self.plan.monitor!r}")
+        not_owned, awaiting = [], []
+        last_seq: dict[str, int] = {}
+        for i, seg in enumerate(batch.segments):
+            spec = self.plan.spec(seg.stream)
+            if spec is None:
+                raise Refusal(
+                    400, "unknown_stream",
+                    f"segments[{i}]: monitor {self.plan.monitor!r} has no stream {seg.stream!r}",
+                )
+            if seg.seq <= last_seq.get(seg.stream, -1):
+                raise Refusal(400, "seq_order", f"segments[{i}]: stream {seg.stream!r} repeats or lowers seq {seg.seq} within one batch")
+            last_seq[seg.stream] = seg.seq
+            status = self.status_of(seg.stream)
+            if status == AWAITING:
+                awaiting.append(seg.stream)
+            elif status != LIVE:
+                not_owned.append(seg.stream)
+            else:
+                try:
+                    self.streams[seg.stream].check(seg)
+                except SegmentError as exc:
+                    raise Refusal(400, "bad_segment", f"segments[{i}]: {exc}") from None
+        if not_owned:
+            raise Refusal(
+                409, "not_owner",
+                f"shard {self.ordinal} does not own {sorted(set(not_owned))} at epoch {self.epoch}; "
+                f"route by the shard map in this answer (batch was routed by epoch {batch.epoch})",
+            )
+        if awaiting:
+            raise Refusal(
+                503, "handoff_pending",
+                f"shard {self.ordinal} owns {sorted(set(awaiting))} at epoch {self.epoch} but is still "
+                "waiting for their state from the previous owner; retry shortly",
+            )
+        return [s for s in batch.segments if not self.streams[s.stream].is_duplicate(batch.sender, s.seq)]
+
+    def _apply_batch(self, batch: wire.Batch) -> int:
+        values = 0
+        for seg in batch.segments:
+            values += self.streams[seg.stream].apply(batch.sender, seg)
+        return values
+
+    # ------------------------------------------------------------------ handoff
+
+    def outgoing(self) -> list[tuple[str, int, int]]:
+        """Return ``(stream, target ordinal, generation)`` for every frozen stream to push."""
+        with self.lock:
+            out = []
+            for name, epoch in self.frozen.items():
+                shards = self.history.get(epoch) if epoch != self.epoch else self.map.shards  # type: ignore[union-attr]
+                if shards is None:
+                    shards = self.map.shards  # type: ignore[union-attr]
+                out.append((name, owner_of(self.plan.monitor, name, shards), self.streams[name].generation))
+            return out
+
+    def handoff_payload(self, stream: str) -> dict[str, Any]:
+        """Return the transfer document of a frozen stream (state, generation, our map)."""
+        with self.lock:
+            if stream not in self.frozen:
+                raise Refusal(409, "not_frozen", f"stream {stream!r} is not frozen on shard {self.ordinal}")
+            assert self.map is not None
+            return {
+                "monitor": self.plan.monitor,
+                "stream": stream,
+                "generation": self.streams[stream].generation,
+                "from": self.ordinal,
+                "shard_map": self.map.model_dump(mode="json"),
+                "state": self.streams[stream].to_state(),
+            }
+
+    def receive_handoff(self, doc: dict[str, Any]) -> str:
+        """Install a pushed stream state; return ``installed`` or ``duplicate``."""
+        try:
+            stream = doc["stream"]
+            generation = int(doc["generation"])
+            shard_map = ShardMap.model_validate(doc["shard_map"])
+            state = doc["state"]
+            if doc.get("monitor") != self.plan.monitor:
+                raise Refusal(400, "wrong_monitor", f"handoff for monitor {doc.get('monitor')!r}, this worker serves {self.plan.monitor!r}")
+            if self.plan.spec(stream) is None:
+                raise Refusal(400, "unknown_stream", f"monitor {self.plan.monitor!r} has no stream {stream!r}")
+            if not isinstance(state, dict) or state.get("generation") != generation:
+                raise Refusal(400, "bad_handoff", "handoff 'state' must be a stream state of the stated generation")
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, Refusal):
+                raise
+            raise Refusal(400, "bad_handoff", f"handoff document is incomplete or invalid: {exc}") from None
+        self.adopt_map(shard_map)
+        with self.lock:
+            held = self.streams.get(stream)
+            if held is not None and held.generation > generation:
+                return "duplicate"  # we already installed this copy (its ack was lost) or a later one
+            # Build it first: a state the detectors cannot restore is refused, not logged.
+            try:
+                StreamState.from_state(self.plan.streams[stream], state, self.plan.factory, self.plan.join)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise Refusal(400, "bad_handoff", f"stream {stream!r}: state cannot be restored: {exc}") from None
+            payload = json.dumps({"stream": stream, "generation": generation, "from": doc.get("from"), "state": state})
+            lsn = self._log(REC_HANDOFF_IN, payload.encode())
+            self._install(json.loads(payload))
+            if lsn is not None and self.wal is not None:
+                self.wal.sync(lsn)  # the sender drops its copy on our answer: make it durable first
+            self.counters.handoffs_in += 1
+            return "installed"
+
+    def _install(self, doc: dict[str, Any]) -> None:
+        name = doc["stream"]
+        state = StreamState.from_state(self.plan.streams[name], doc["state"], self.plan.factory, self.plan.join)
+        state.generation = int(doc["generation"]) + 1
+        self.streams[name] = state
+        self.awaiting.pop(name, None)
+        self.frozen.pop(name, None)
+        assert self.map is not None
+        if self.map.owner(name) != self.ordinal:
+            self.frozen[name] = self.map.epoch  # passed on to the current owner
+
+    def handoff_acked(self, stream: str, generation: int) -> bool:
+        """Drop a frozen stream after its successor confirmed it; return True if dropped."""
+        with self.lock:
+            held = self.streams.get(stream)
+            if held is None or stream not in self.frozen or held.generation != generation:
+                return False
+            lsn = self._log(REC_HANDOFF_DONE, json.dumps({"stream": stream, "generation": generation}).encode())
+            self._drop_frozen(stream)
+            if lsn is not None and self.wal is not None:
+                self.wal.sync(lsn)
+            self.counters.handoffs_out += 1
+            return True
+
+    def _drop_frozen(self, stream: str) -> None:
+        self.streams.pop(stream, None)
+        self.frozen.pop(stream, None)
+
+    def expire_awaiting(self, now: float | None = None) -> list[str]:
+        """Start streams fresh whose handoff did not come within the timeout; return them."""
+        now = self._clock() if now is None else now
+        with self.lock:
+            late = [s for s, since in self.awaiting.items() if now - since >= self.handoff_timeout_s]
+            for name in late:
+                self._log(REC_FRESH, json.dumps({"stream": name}).encode())
+                self._start_fresh(name)
+                self.counters.handoff_timeouts += 1
+                log.error(
+                    "shard %d: no handoff for stream %s within %.0fs of epoch %d; starting it EMPTY. "
+                    "Its previous window is lost. Check that the previous owner is running "
+                    "(its /status lists outgoing handoffs) and raise "
+                    "DRIFTWARDEN_WORKER__HANDOFF_TIMEOUT_S if shards take longer to start.",
+                    self.ordinal, name, self.handoff_timeout_s, self.epoch,
+                )
+            return late
+
+    def _start_fresh(self, name: str) -> None:
+        self.awaiting.pop(name, None)
+        if name not in self.streams:
+            self.streams[name] = StreamState.fresh(self.plan.streams[name], self.plan.factory, self.plan.join)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def capture(self) -> tuple[int, dict[str, Any]]:
+        """Return ``(lsn, state)``: the full state after WAL record ``lsn``."""
+        with self.lock:
+            assert self.map is not None
+            lsn = self.wal.written_lsn if self.wal is not None else 0
+            state = {
+                "ordinal": self.ordinal,
+                "map": self.map.model_dump(mode="json"),
+                "history": {str(k): v for k, v in self.history.items()},
+                "streams": {
+                    name: {"state": st.to_state(), "frozen_epoch": self.frozen.get(name)}
+                    for name, st in self.streams.items()
+                },
+                "awaiting": sorted(self.awaiting),
+            }
+            self.counters.values_since_snapshot = 0
+            return lsn, state
+
+    def take_snapshot(self) -> Path | None:
+        """Write a snapshot and drop WAL segments no kept snapshot needs; return its path."""
+        if self.data_dir is None or self.wal is None:
+            return None
+        lsn, state = self.capture()
+        self.wal.sync(lsn)  # never let a snapshot get ahead of the durable log
+        directory = self.data_dir / "snapshots"
+        path = snapshot.write_snapshot(directory, lsn, state)
+        oldest = snapshot.oldest_kept_lsn(directory)
+        if oldest is not None:
+            self.wal.truncate_before(oldest + 1)
+        self.counters.snapshots += 1
+        return path
+
+    def close(self) -> None:
+        if self.wal is not None:
+            self.wal.close()
+
+    # ------------------------------------------------------------------ read side
+
+    def fingerprint(self, streams: Iterable[str] | None = None) -> dict[str, Any]:
+        """Return the detector states of held streams (for equality checks in tests)."""
+        with self.lock:
+            names = self.streams if streams is None else [s for s in streams if s in self.streams]
+            return {name: self.streams[name].to_state() for name in names}

@@ -1,0 +1,342 @@
+"""Per-stream state on a worker: the stream's detectors, de-dup marks and label join.
+
+A :class:`StreamState` is what moves between shards on a reshard and what a snapshot
+stores: everything needed to continue the stream bit-identically elsewhere. Applying
+a segment is deterministic: the same segments in the same order give the same state,
+whatever shard applies them and whether it is a replay of the write-ahead log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from driftwarden.drift_worker import wire
+
+log = logging.getLogger("driftwarden.worker")
+
+StreamKind = Literal["numeric", "categorical", "embedding", "performance"]
+Task = Literal["regression", "classification"]
+
+# Senders kept per stream for de-duplication. A sender id is one model-server
+# process; retries only ever come from a live sender, so forgetting the least
+# recently seen of more than this many is safe in practice (documented limit).
+MAX_SENDERS_PER_STREAM = 1024
+
+
+class SegmentError(ValueError):
+    """A segment that does not fit its stream (wrong kind, type or shape)."""
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What a stream is: its name, value kind and the reference its detectors compare to.
+
+    ``reference`` is the training-time sample: floats (numeric, and the per-row
+    error for ``performance``), strings (categorical), or a ``(rows, dim)`` matrix
+    (embedding). ``task`` (performance only) decides how a prediction and its label
+    make an error: squared error (regression) or mismatch 0/1 (classification).
+    """
+
+    name: str
+    kind: StreamKind
+    reference: Any = None
+    categories: tuple[str, ...] | None = None
+    task: Task | None = None
+    dim: int | None = None
+
+
+@dataclass(frozen=True)
+class JoinConfig:
+    """Label join limits: how late a label may come, how many predictions may wait."""
+
+    max_delay_s: float = 3600.0
+    max_pending: int = 1_000_000
+
+
+# A factory turns a stream spec into named detectors (fresh state).
+DetectorFactory = Callable[[StreamSpec], dict[str, Any]]
+
+
+def _label_key(v: Any) -> str:
+    """Return a label or class prediction as the string the join compares."""
+    if isinstance(v, str):
+        return v
+    f = float(v)
+    return str(int(f)) if f.is_integer() else repr(f)
+
+
+def errors_for(task: Task, predictions: list[Any], labels: list[Any]) -> np.ndarray:
+    """Return the per-row error the concept-drift detectors consume."""
+    if task == "regression":
+        p = np.asarray(predictions, dtype=np.float64)
+        y = np.asarray(labels, dtype=np.float64)
+        return (y - p) ** 2
+    return np.fromiter(
+        (_label_key(a) != _label_key(b) for a, b in zip(predictions, labels, strict=True)),
+        dtype=np.float64,
+        count=len(predictions),
+    )
+
+
+class LabelJoin:
+    """Joins predictions (by id) with labels that arrive later, or sometimes earlier.
+
+    Event time is the segments' ``ts`` (set by the sender), never the worker's clock,
+    so a replay of the log and another shard reach the same joins. A prediction waits
+    up to ``max_delay_s`` for its label; a label that comes first waits as long for
+    its prediction; what outlives the delay is counted and dropped.
+    """
+
+    def __init__(self, task: Task, config: JoinConfig) -> None:
+        self.task = task
+        self.config = config
+        self.clock = float("-inf")
+        self.predictions: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+        self.labels: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+        self.joined = 0
+        self.expired_predictions = 0
+        self.unmatched_labels = 0
+
+    def add_predictions(self, ids: list[str], values: Any, ts: float) -> np.ndarray:
+        """Record predictions; return the errors of those whose label was already here."""
+        self.clock = max(self.clock, ts)
+        preds: list[Any] = []
+        labs: list[Any] = []
+        vals = values.tolist() if isinstance(values, np.ndarray) else values
+        for pid, v in zip(ids, vals, strict=True):
+            waiting = self.labels.pop(pid, None)
+            if waiting is not None:
+                preds.append(v)
+                labs.append(waiting[0])
+            else:
+                self.predictions[pid] = (v, ts)
+                self.predictions.move_to_end(pid)
+        self._expire()
+        return self._emit(preds, labs)
+
+    def add_labels(self, ids: list[str], values: Any, ts: float) -> np.ndarray:
+        """Record labels; return the errors of those that met their prediction."""
+        self.clock = max(self.clock, ts)
+        preds: list[Any] = []
+        labs: list[Any] = []
+        vals = values.tolist() if isinstance(values, np.ndarray) else values
+        for pid, y in zip(ids, vals, strict=True):
+            waiting = self.predictions.pop(pid, None)
+            if waiting is not None:
+                preds.append(waiting[0])
+                labs.append(y)
+            else:
+                self.labels[pid] = (y, ts)
+                self.labels.move_to_end(pid)
+        self._expire()
+        return self._emit(preds, labs)
+
+    def _emit(self, preds: list[Any], labs: list[Any]) -> np.ndarray:
+        self.joined += len(preds)
+        if not preds:
+            return np.empty(0, dtype=np.float64)
+        return errors_for(self.task, preds, labs)
+
+    def _expire(self) -> None:
+        horizon = self.clock - self.config.max_delay_s
+        limit = self.config.max_pending
+        while self.predictions and (
+            len(self.predictions) > limit or next(iter(self.predictions.values()))[1] < horizon
+        ):
+            self.predictions.popitem(last=False)
+            self.expired_predictions += 1
+        while self.labels and (len(self.labels) > limit or next(iter(self.labels.values()))[1] < horizon):
+            self.labels.popitem(last=False)
+            self.unmatched_labels += 1
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "clock": None if self.clock == float("-inf") else self.clock,
+            "predictions": [[k, v, t] for k, (v, t) in self.predictions.items()],
+            "labels": [[k, v, t] for k, (v, t) in self.labels.items()],
+            "joined": self.joined,
+            "expired_predictions": self.expired_predictions,
+            "unmatched_labels": self.unmatched_labels,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], config: JoinConfig) -> LabelJoin:
+        join = cls(state["task"], config)
+        join.clock = float("-inf") if state["clock"] is None else float(state["clock"])
+        join.predictions = OrderedDict((k, (v, float(t))) for k, v, t in state["predictions"])
+        join.labels = OrderedDict((k, (v, float(t))) for k, v, t in state["labels"])
+        join.joined = int(state["joined"])
+        join.expired_predictions = int(state["expired_predictions"])
+        join.unmatched_labels = int(state["unmatched_labels"])
+        return join
+
+
+@dataclass
+class StreamState:
+    """One stream's detectors plus the bookkeeping that must travel with them."""
+
+    spec: StreamSpec
+    detectors: dict[str, Any]
+    join: LabelJoin | None = None
+    values_total: int = 0
+    rejected_values: int = 0
+    segments_applied: int = 0
+    last_ts: float | None = None
+    last_drift_ts: dict[str, float] = field(default_factory=dict)
+    # sender id -> highest seq applied; ordered by last use for bounded eviction
+    high_water: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    # bumped on every handoff; lets a receiver recognise a re-sent (stale) copy
+    generation: int = 0
+
+    @classmethod
+    def fresh(cls, spec: StreamSpec, factory: DetectorFactory, join: JoinConfig) -> StreamState:
+        """Return a stream with empty detectors (nothing seen yet)."""
+        state = cls(spec=spec, detectors=factory(spec))
+        if spec.kind == "performance":
+            state.join = LabelJoin(spec.task or "regression", join)
+        return state
+
+    # ------------------------------------------------------------------ checks
+
+    def check(self, seg: wire.Segment) -> None:
+        """Raise :class:`SegmentError` if ``seg`` cannot be applied to this stream."""
+        kind, v = self.spec.kind, seg.columns["v"]
+        where = f"stream {self.spec.name!r} (seq {seg.seq})"
+        if kind == "performance":
+            if seg.kind not in (wire.KIND_PREDICTIONS, wire.KIND_LABELS):
+                raise SegmentError(f"{where}: the performance stream takes 'predictions' or 'labels' segments, got {seg.kind!r}")
+            if self.spec.task == "regression" and not isinstance(v, np.ndarray):
+                raise SegmentError(f"{where}: a regression model's predictions and labels must be numbers")
+            return
+        expected = wire.KIND_EMBEDDING if kind == "embedding" else wire.KIND_VALUES
+        if seg.kind != expected:
+            raise SegmentError(f"{where}: a {kind} stream takes {expected!r} segments, got {seg.kind!r}")
+        if kind == "numeric" and not isinstance(v, np.ndarray):
+            raise SegmentError(f"{where}: a numeric stream takes numbers, got strings")
+        if kind == "categorical" and isinstance(v, np.ndarray):
+            if self.spec.categories and all(c.lstrip("-").isdigit() for c in self.spec.categories):
+                return  # integer-coded categories may arrive as numbers
+            raise SegmentError(f"{where}: a categorical stream takes strings, got numbers")
+        if kind == "embedding" and self.spec.dim is not None and v.shape[1] != self.spec.dim:
+            raise SegmentError(f"{where}: embedding rows have {v.shape[1]} columns, the stream expects {self.spec.dim}")
+
+    def is_duplicate(self, sender: str, seq: int) -> bool:
+        """Return True if ``(sender, seq)`` was already applied to this stream."""
+        mark = self.high_water.get(sender)
+        return mark is not None and seq <= mark
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, sender: str, seg: wire.Segment) -> int:
+        """Apply one segment (skipping a duplicate); return the values it added."""
+        if self.is_duplicate(sender, seg.seq):
+            return 0
+        self.high_water[sender] = seg.seq
+        self.high_water.move_to_end(sender)
+        while len(self.high_water) > MAX_SENDERS_PER_STREAM:
+            self.high_water.popitem(last=False)
+        self.segments_applied += 1
+        self.last_ts = seg.ts if self.last_ts is None else max(self.last_ts, seg.ts)
+        v = seg.columns["v"]
+        if self.join is not None:
+            ids = seg.columns["id"]
+            assert isinstance(ids, list)
+            if seg.kind == wire.KIND_PREDICTIONS:
+                errors = self.join.add_predictions(ids, v, seg.ts)
+            else:
+                errors = self.join.add_labels(ids, v, seg.ts)
+            count = len(ids)
+            self._feed(errors, seg.ts)
+        else:
+            count = int(v.size) if isinstance(v, np.ndarray) else len(v)
+            if self.spec.kind == "categorical" and isinstance(v, np.ndarray):
+                v = [_label_key(x) for x in v.tolist()]
+            self._feed(v, seg.ts)
+        self.values_total += count
+        return count
+
+    def _feed(self, values: Any, ts: float) -> None:
+        if len(values) == 0:
+            return
+        for name, det in self.detectors.items():
+            try:
+                evaluations = det.update_many(values)
+            except ValueError as exc:
+                # Checked up front where possible; what a detector still refuses is
+                # counted (deterministically, so a replay counts the same) not fatal.
+                self.rejected_values += len(values)
+                log.warning("stream %s detector %s refused %d values: %s", self.spec.name, name, len(values), exc)
+                continue
+            drift = getattr(evaluations, "drift", None)
+            if drift is not None and len(drift) and bool(np.any(drift)):
+                self.last_drift_ts[name] = ts
+
+    # ------------------------------------------------------------------ state
+
+    def to_state(self) -> dict[str, Any]:
+        """Return a JSON-serialisable state; :meth:`from_state` restores it exactly."""
+        return {
+            "stream": self.spec.name,
+            "generation": self.generation,
+            "values_total": self.values_total,
+            "rejected_values": self.rejected_values,
+            "segments_applied": self.segments_applied,
+            "last_ts": self.last_ts,
+            "last_drift_ts": dict(self.last_drift_ts),
+            "high_water": [[k, v] for k, v in self.high_water.items()],
+            "detectors": {name: det.to_state() for name, det in self.detectors.items()},
+            "join": None if self.join is None else self.join.to_state(),
+        }
+
+    @classmethod
+    def from_state(
+        cls, spec: StreamSpec, state: dict[str, Any], factory: DetectorFactory, join: JoinConfig
+    ) -> StreamState:
+        """Return the stream a :meth:`to_state` dict describes (detectors rebuilt exactly)."""
+        if state["stream"] != spec.name:
+            raise ValueError(f"state of stream {state['stream']!r} given for {spec.name!r}")
+        templates = factory(spec)
+        detectors = {}
+        for name, det_state in state["detectors"].items():
+            if name not in templates:
+                raise ValueError(
+                    f"stream {spec.name!r}: saved detector {name!r} is not configured any more "
+                    f"(configured: {sorted(templates)}); the monitor's detectors changed"
+                )
+            detectors[name] = type(templates[name]).from_state(det_state)
+        missing = sorted(set(templates) - set(detectors))
+        for name in missing:  # a detector added to the monitor since: starts empty
+            detectors[name] = templates[name]
+        out = cls(spec=spec, detectors=detectors)
+        out.generation = int(state["generation"])
+        out.values_total = int(state["values_total"])
+        out.rejected_values = int(state["rejected_values"])
+        out.segments_applied = int(state["segments_applied"])
+        out.last_ts = state["last_ts"]
+        out.last_drift_ts = {k: float(v) for k, v in state["last_drift_ts"].items()}
+        out.high_water = OrderedDict((k, int(v)) for k, v in state["high_water"])
+        if state["join"] is not None:
+            out.join = LabelJoin.from_state(state["join"], join)
+        return out
+
+    # ------------------------------------------------------------------ read side
+
+    def window_fill(self) -> float:
+        """Return the fullest detector window as a fraction (0..1)."""
+        best = 0.0
+        for det in self.detectors.values():
+            window = getattr(det, "window", None)
+            result = getattr(det, "result", None)
+            size = getattr(result, "sample_size", 0) or 0
+            if window:
+                best = max(best, min(1.0, size / float(window)))
+            elif getattr(det, "n_seen", 0):
+                best = 1.0
+        return best
