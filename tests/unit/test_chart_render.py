@@ -94,8 +94,14 @@ def render(
 ) -> Rendered:
     """Return the objects `helm template` renders for ``values`` (passed as JSON, valid YAML)."""
     proc = helm(
-        "template", release, str(chart), "--namespace", "driftwarden-system",
-        "--values", "-", stdin=json.dumps(values or {}),
+        "template",
+        release,
+        str(chart),
+        "--namespace",
+        "driftwarden-system",
+        "--values",
+        "-",
+        stdin=json.dumps(values or {}),
     )
     if proc.returncode != 0:
         raise RenderError(proc.stderr.strip())
@@ -165,8 +171,15 @@ def test_restricted_checker_flags_a_root_privileged_pod():
         "containers": [{"name": "c", "securityContext": {"privileged": True, "runAsUser": 0}}],
     }
     found = restricted_violations(bad)
-    for expected in ("hostNetwork", "hostPath", "privileged", "runAsUser=0", "seccompProfile",
-                     "capabilities.drop", "allowPrivilegeEscalation"):
+    for expected in (
+        "hostNetwork",
+        "hostPath",
+        "privileged",
+        "runAsUser=0",
+        "seccompProfile",
+        "capabilities.drop",
+        "allowPrivilegeEscalation",
+    ):
         assert any(expected in p for p in found), (expected, found)
 
 
@@ -187,10 +200,16 @@ def test_helm_lint_strict_passes_for_defaults_and_everything_on(tmp_path):
 
 def test_default_render_has_the_operator_and_its_permissions(default):
     kinds = sorted(o["kind"] for o in default.objects)
-    assert kinds == sorted([
-        "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment",
-        "Service", "ServiceAccount",
-    ]), kinds
+    assert kinds == sorted(
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "CustomResourceDefinition",
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+        ]
+    ), kinds
     assert not default.of_kind("ServiceMonitor"), "the operator ServiceMonitor is off by default"
 
 
@@ -212,7 +231,10 @@ def test_selectors_use_only_name_and_instance(everything):
     assert set(everything.one("Service")["spec"]["selector"]) == SELECTOR_LABELS
     sm = everything.one("ServiceMonitor")
     assert set(sm["spec"]["selector"]["matchLabels"]) == SELECTOR_LABELS
-    assert sm["spec"]["selector"]["matchLabels"].items() <= everything.one("Service")["metadata"]["labels"].items()
+    assert (
+        sm["spec"]["selector"]["matchLabels"].items()
+        <= everything.one("Service")["metadata"]["labels"].items()
+    )
 
 
 def test_common_and_pod_labels_never_reach_selectors():
@@ -264,28 +286,40 @@ def test_image_defaults_to_app_version_and_digest_pins(default):
     app_version = chart["appVersion"]
     assert default.container()["image"] == f"driftwarden/driftwarden-operator:{app_version}"
     digest = "sha256:" + "ab" * 32
-    pinned = render({"image": {"repository": "reg.example/dw-op", "tag": "1.2.3", "digest": digest}})
+    pinned = render(
+        {"image": {"repository": "reg.example/dw-op", "tag": "1.2.3", "digest": digest}}
+    )
     assert pinned.container()["image"] == f"reg.example/dw-op:1.2.3@{digest}"
     env = default.env()
-    assert env["DRIFTWARDEN_OPERATOR__MODEL_SERVER_IMAGE"].endswith(f"driftwarden-model-server:{app_version}")
-    assert env["DRIFTWARDEN_OPERATOR__DRIFT_WORKER_IMAGE"].endswith(f"driftwarden-drift-worker:{app_version}")
+    assert env["DRIFTWARDEN_OPERATOR__MODEL_SERVER_IMAGE"].endswith(
+        f"driftwarden-model-server:{app_version}"
+    )
+    assert env["DRIFTWARDEN_OPERATOR__DRIFT_WORKER_IMAGE"].endswith(
+        f"driftwarden-drift-worker:{app_version}"
+    )
 
 
 def test_kube_prometheus_stack_integration_reaches_the_operator_and_service_monitor():
-    rendered = render({
-        "monitoring": {
-            "additionalLabels": {"release": "kps"},
-            "grafanaDashboards": {"labels": {"grafana_dashboard": "1"},
-                                  "annotations": {"grafana_folder": "Driftwarden"},
-                                  "namespace": "monitoring"},
-        },
-        "metrics": {"serviceMonitor": {"enabled": True, "additionalLabels": {"extra": "yes"}}},
-        "imagePullSecrets": [{"name": "regcred"}],
-    })
+    rendered = render(
+        {
+            "monitoring": {
+                "additionalLabels": {"release": "kps"},
+                "grafanaDashboards": {
+                    "labels": {"grafana_dashboard": "1"},
+                    "annotations": {"grafana_folder": "Driftwarden"},
+                    "namespace": "monitoring",
+                },
+            },
+            "metrics": {"serviceMonitor": {"enabled": True, "additionalLabels": {"extra": "yes"}}},
+            "imagePullSecrets": [{"name": "regcred"}],
+        }
+    )
     env = rendered.env()
     assert json.loads(env["DRIFTWARDEN_OPERATOR__MONITORING_LABELS"]) == {"release": "kps"}
     assert json.loads(env["DRIFTWARDEN_OPERATOR__DASHBOARD_LABELS"]) == {"grafana_dashboard": "1"}
-    assert json.loads(env["DRIFTWARDEN_OPERATOR__DASHBOARD_ANNOTATIONS"]) == {"grafana_folder": "Driftwarden"}
+    assert json.loads(env["DRIFTWARDEN_OPERATOR__DASHBOARD_ANNOTATIONS"]) == {
+        "grafana_folder": "Driftwarden"
+    }
     assert env["DRIFTWARDEN_OPERATOR__DASHBOARD_NAMESPACE"] == "monitoring"
     assert json.loads(env["DRIFTWARDEN_OPERATOR__IMAGE_PULL_SECRETS"]) == [{"name": "regcred"}]
     sm_labels = rendered.one("ServiceMonitor")["metadata"]["labels"]
@@ -294,11 +328,20 @@ def test_kube_prometheus_stack_integration_reaches_the_operator_and_service_moni
 
 
 def test_extra_labels_cannot_override_the_chart_labels():
-    rendered = render({
-        "metrics": {"serviceMonitor": {"enabled": True,
-                                       "additionalLabels": {"app.kubernetes.io/name": "other"}}},
-    })
-    assert rendered.one("ServiceMonitor")["metadata"]["labels"]["app.kubernetes.io/name"] == "driftwarden"
+    rendered = render(
+        {
+            "metrics": {
+                "serviceMonitor": {
+                    "enabled": True,
+                    "additionalLabels": {"app.kubernetes.io/name": "other"},
+                }
+            },
+        }
+    )
+    assert (
+        rendered.one("ServiceMonitor")["metadata"]["labels"]["app.kubernetes.io/name"]
+        == "driftwarden"
+    )
 
 
 def test_peering_is_standalone_by_default_and_named_when_enabled(default, everything):
@@ -324,8 +367,11 @@ def test_metrics_off_removes_service_and_port():
 
 
 def test_crd_is_kept_on_uninstall_and_can_be_left_out(default):
-    crd = next(o for o in default.of_kind("CustomResourceDefinition")
-               if o["metadata"]["name"] == "driftmonitors.driftwarden.io")
+    crd = next(
+        o
+        for o in default.of_kind("CustomResourceDefinition")
+        if o["metadata"]["name"] == "driftmonitors.driftwarden.io"
+    )
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert crd["spec"]["names"]["kind"] == "DriftMonitor"
     unkept = render({"crds": {"keep": False}})
@@ -347,12 +393,17 @@ def test_rbac_rules_come_from_the_generated_file_only(default):
     assert role["rules"] == _generated_rules()
     binding = default.one("ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    assert binding["subjects"] == [{
-        "kind": "ServiceAccount",
-        "name": default.one("ServiceAccount")["metadata"]["name"],
-        "namespace": "driftwarden-system",
-    }]
-    assert default.pod_spec()["serviceAccountName"] == default.one("ServiceAccount")["metadata"]["name"]
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": default.one("ServiceAccount")["metadata"]["name"],
+            "namespace": "driftwarden-system",
+        }
+    ]
+    assert (
+        default.pod_spec()["serviceAccountName"]
+        == default.one("ServiceAccount")["metadata"]["name"]
+    )
 
 
 def test_rbac_is_least_privilege(default):
@@ -367,8 +418,9 @@ def test_rbac_is_least_privilege(default):
 
 
 def test_rbac_off_and_existing_service_account():
-    rendered = render({"rbac": {"create": False},
-                       "serviceAccount": {"create": False, "name": "preexisting"}})
+    rendered = render(
+        {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "preexisting"}}
+    )
     assert not rendered.of_kind("ClusterRole") and not rendered.of_kind("ServiceAccount")
     assert rendered.pod_spec()["serviceAccountName"] == "preexisting"
 
@@ -387,29 +439,70 @@ def test_missing_rbac_rules_file_fails_with_the_fix(tmp_path):
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"serviceAccount": {"create": False}}, "serviceAccount.create=false needs serviceAccount.name"),
-        ({"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}}, "needs metrics.enabled=true"),
+        (
+            {"serviceAccount": {"create": False}},
+            "serviceAccount.create=false needs serviceAccount.name",
+        ),
+        (
+            {"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}},
+            "needs metrics.enabled=true",
+        ),
         ({"metrics": {"port": 8080}}, "metrics.port and health.port are both 8080"),
         ({"podSecurityContext": {"runAsUser": 0}}, "podSecurityContext.runAsUser=0"),
-        ({"podSecurityContext": {"runAsNonRoot": False, "seccompProfile": {"type": "RuntimeDefault"}}},
-         "runAsNonRoot=false is not allowed"),
-        ({"containerSecurityContext": {"allowPrivilegeEscalation": True, "runAsNonRoot": True,
-                                       "capabilities": {"drop": ["ALL"]}}},
-         "allowPrivilegeEscalation must be false"),
+        (
+            {
+                "podSecurityContext": {
+                    "runAsNonRoot": False,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                }
+            },
+            "runAsNonRoot=false is not allowed",
+        ),
+        (
+            {
+                "containerSecurityContext": {
+                    "allowPrivilegeEscalation": True,
+                    "runAsNonRoot": True,
+                    "capabilities": {"drop": ["ALL"]},
+                }
+            },
+            "allowPrivilegeEscalation must be false",
+        ),
         # Helm merges maps into the defaults but replaces lists, so a drop list without ALL
         # replaces the default one.
-        ({"containerSecurityContext": {"capabilities": {"drop": ["NET_RAW"]}}},
-         "capabilities.drop must contain ALL"),
-        ({"containerSecurityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
-                                       "capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}}},
-         "may only contain NET_BIND_SERVICE"),
-        ({"containerSecurityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
-                                       "privileged": True, "capabilities": {"drop": ["ALL"]}}},
-         "privileged=true is not allowed"),
-        ({"podSecurityContext": {"seccompProfile": {"type": "Unconfined"}}},
-         "seccompProfile.type must be RuntimeDefault or Localhost"),
-        ({"containerSecurityContext": {"seccompProfile": {"type": "Unconfined"}}},
-         "seccompProfile.type must be RuntimeDefault or Localhost"),
+        (
+            {"containerSecurityContext": {"capabilities": {"drop": ["NET_RAW"]}}},
+            "capabilities.drop must contain ALL",
+        ),
+        (
+            {
+                "containerSecurityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "runAsNonRoot": True,
+                    "capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]},
+                }
+            },
+            "may only contain NET_BIND_SERVICE",
+        ),
+        (
+            {
+                "containerSecurityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "runAsNonRoot": True,
+                    "privileged": True,
+                    "capabilities": {"drop": ["ALL"]},
+                }
+            },
+            "privileged=true is not allowed",
+        ),
+        (
+            {"podSecurityContext": {"seccompProfile": {"type": "Unconfined"}}},
+            "seccompProfile.type must be RuntimeDefault or Localhost",
+        ),
+        (
+            {"containerSecurityContext": {"seccompProfile": {"type": "Unconfined"}}},
+            "seccompProfile.type must be RuntimeDefault or Localhost",
+        ),
     ],
 )
 def test_impossible_values_fail_with_a_message_naming_the_value(values, message):
@@ -443,12 +536,23 @@ def _render_notes(tmp_path: Path, values: dict[str, Any]) -> str:
     notes = (copy / "templates" / "NOTES.txt").read_text()
     (copy / "templates" / "NOTES.txt").unlink()
     (copy / "templates" / "_notes_under_test.tpl").write_text(
-        '{{- define "notes-under-test" -}}\n' + notes + '{{- end -}}\n')
+        '{{- define "notes-under-test" -}}\n' + notes + "{{- end -}}\n"
+    )
     (copy / "templates" / "notes-under-test.yaml").write_text(
-        'kind: NotesUnderTest\nbody: |\n{{ include "notes-under-test" . | indent 2 }}\n')
-    proc = helm("template", "dw", str(copy), "--namespace", "driftwarden-system",
-                "--show-only", "templates/notes-under-test.yaml", "--values", "-",
-                stdin=json.dumps(values))
+        'kind: NotesUnderTest\nbody: |\n{{ include "notes-under-test" . | indent 2 }}\n'
+    )
+    proc = helm(
+        "template",
+        "dw",
+        str(copy),
+        "--namespace",
+        "driftwarden-system",
+        "--show-only",
+        "templates/notes-under-test.yaml",
+        "--values",
+        "-",
+        stdin=json.dumps(values),
+    )
     assert proc.returncode == 0, proc.stderr
     return yaml.safe_load(proc.stdout)["body"]
 
@@ -459,7 +563,12 @@ def test_notes_tell_the_user_what_to_do_next(tmp_path):
     assert "kubectl apply -f manifests/examples/diamonds.yaml" in notes
     assert "--set monitoring.additionalLabels.release=<kube-prometheus-stack release>" in notes
     assert "kubectl delete crd driftmonitors.driftwarden.io" in notes
-    wired = _render_notes(tmp_path / "b", {"monitoring": {"additionalLabels": {"release": "kps"}},
-                                           "operator": {"peering": {"enabled": True}}})
+    wired = _render_notes(
+        tmp_path / "b",
+        {
+            "monitoring": {"additionalLabels": {"release": "kps"}},
+            "operator": {"peering": {"enabled": True}},
+        },
+    )
     assert '{"release":"kps"}' in wired
     assert "kubectl delete clusterkopfpeering dw-driftwarden" in wired

@@ -21,11 +21,22 @@ SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 # Values whose content is a Kubernetes object or a free-form map handed through as is:
 # their inner keys belong to the Kubernetes API (or the user), not to this chart.
 PASSTHROUGH = {
-    "podSecurityContext", "containerSecurityContext", "resources", "affinity",
-    "nodeSelector", "tolerations", "topologySpreadConstraints", "commonLabels",
-    "podAnnotations", "podLabels", "imagePullSecrets", "operator.extraEnv",
-    "monitoring.additionalLabels", "monitoring.grafanaDashboards.labels",
-    "monitoring.grafanaDashboards.annotations", "metrics.serviceMonitor.additionalLabels",
+    "podSecurityContext",
+    "containerSecurityContext",
+    "resources",
+    "affinity",
+    "nodeSelector",
+    "tolerations",
+    "topologySpreadConstraints",
+    "commonLabels",
+    "podAnnotations",
+    "podLabels",
+    "imagePullSecrets",
+    "operator.extraEnv",
+    "monitoring.additionalLabels",
+    "monitoring.grafanaDashboards.labels",
+    "monitoring.grafanaDashboards.annotations",
+    "metrics.serviceMonitor.additionalLabels",
     "serviceAccount.annotations",
 }
 _KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w.-]*):(\s|$)")
