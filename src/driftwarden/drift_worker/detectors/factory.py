@@ -1,0 +1,87 @@
+"""Build detectors from a monitor's ``DetectorConfig``, and restore them from state."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+from driftwarden.common.spec import DetectorConfig, DetectorType
+
+from .base import Detector
+from .ks import IKS, KSWindow
+
+#: What a stream carries: numeric or categorical feature values (and predictions),
+#: or embedding vectors. Concept-drift detectors take per-sample errors whatever it is.
+StreamKind = Literal["numeric", "categorical", "embedding"]
+
+DETECTOR_CLASSES: dict[str, type[Detector]] = {cls.kind: cls for cls in (KSWindow, IKS)}
+
+# Defaults when the DetectorConfig leaves a field unset (documented in docs/detectors.md).
+DEFAULT_KS_ALPHA = 0.01
+DEFAULT_IKS_ALPHA = 0.001
+
+
+def _need_reference(config: DetectorConfig, reference: np.ndarray | None) -> np.ndarray:
+    if reference is None or np.size(reference) == 0:
+        raise ValueError(
+            f"detector {config.type.value!r} compares against a reference sample, but none was "
+            "given; the model bundle's reference.csv must hold this stream's column"
+        )
+    return np.asarray(reference)
+
+
+def make_detector(
+    config: DetectorConfig,
+    *,
+    reference: np.ndarray | None,
+    kind: StreamKind = "numeric",
+    window: int = 1000,
+    evaluate_every: int = 100,
+    seed: int = 0,
+    nan_policy: str = "raise",
+) -> Detector:
+    """A detector for ``config`` on one stream, with defaults for unset fields.
+
+    Args:
+        config: the monitor's detector entry (type and optional parameters).
+        reference: the stream's reference sample from the model bundle (values,
+            categories, per-sample errors for concept drift, or an embedding
+            matrix); required by every detector that compares with a reference.
+        kind: what the stream carries (see :data:`StreamKind`).
+        window: sliding-window length (``spec.workers.window``).
+        evaluate_every: values between windowed tests (``spec.workers.evaluateEvery``).
+        seed: seed of detectors that draw random numbers (permutation tests);
+            derive it from the stream name so replicas agree.
+        nan_policy: "raise" or "omit" for numeric input with NaN/inf.
+    """
+    t = config.type
+    if t is DetectorType.KS:
+        return KSWindow(
+            reference=_need_reference(config, reference),
+            window=window,
+            evaluate_every=evaluate_every,
+            alpha=config.alpha if config.alpha is not None else DEFAULT_KS_ALPHA,
+            min_effect=config.min_effect or 0.0,
+            nan_policy=nan_policy,
+        )
+    if t is DetectorType.IKS:
+        return IKS(
+            reference=_need_reference(config, reference),
+            window=window,
+            alpha=config.alpha if config.alpha is not None else DEFAULT_IKS_ALPHA,
+            min_effect=config.min_effect or 0.0,
+            nan_policy=nan_policy,
+        )
+    raise ValueError(f"detector type {t.value!r} is not available yet in this build")
+
+
+def detector_from_state(state: dict[str, Any]) -> Detector:
+    """The detector a ``to_state()`` dict describes, whatever its class."""
+    kind = state.get("detector")
+    cls = DETECTOR_CLASSES.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise ValueError(
+            f"unknown detector {kind!r} in saved state; known: {sorted(DETECTOR_CLASSES)}"
+        )
+    return cls.from_state(state)
