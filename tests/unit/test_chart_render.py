@@ -572,3 +572,50 @@ def test_notes_tell_the_user_what_to_do_next(tmp_path):
     )
     assert '{"release":"kps"}' in wired
     assert "kubectl delete clusterkopfpeering dw-driftwarden" in wired
+
+
+# --- the operator reads what the chart sets ------------------------------------------------
+
+
+def test_operator_settings_parse_every_variable_the_chart_sets(monkeypatch):
+    from driftwarden.operator.settings import load_settings
+
+    rendered = render(
+        {
+            **EVERYTHING_ON,
+            "imagePullSecrets": [{"name": "regcred"}],
+            "childImages": {"pullPolicy": "Always"},
+            "monitoring": {
+                "additionalLabels": {"release": "kps"},
+                "grafanaDashboards": {"annotations": {"grafana_folder": "ML"}},
+            },
+        }
+    )
+    for key in [k for k in os.environ if k.startswith("DRIFTWARDEN_OPERATOR__")]:
+        monkeypatch.delenv(key)
+    for var in rendered.container()["env"]:
+        if var["name"].startswith("DRIFTWARDEN_OPERATOR__"):
+            # fieldRef values are filled in by the kubelet; use what it would give.
+            monkeypatch.setenv(var["name"], var.get("value", "driftwarden-system"))
+    settings = load_settings()  # extra="forbid": an unknown variable name would fail here
+    assert settings.namespace == "driftwarden-system"
+    assert settings.peering_name == "dw-driftwarden"
+    assert settings.health_port == 8080 and settings.metrics_port == 9090
+    assert settings.log_format == "json"
+    assert settings.monitoring_labels == {"release": "kps"}
+    assert settings.dashboard_labels == {"grafana_dashboard": "1"}
+    assert settings.dashboard_annotations == {"grafana_folder": "ML"}
+    assert settings.image_pull_secrets == [{"name": "regcred"}]
+    assert settings.image_pull_policy == "Always"
+    assert settings.model_server_image.startswith("driftwarden/driftwarden-model-server:")
+    assert (
+        settings.run_as_user
+        == yaml.safe_load((CHART / "values.yaml").read_text())["podSecurityContext"]["runAsUser"]
+    ), "children must run as the same UID as the images' USER"
+    declared = {f.upper() for f in type(settings).model_fields}
+    set_by_chart = {
+        v["name"].removeprefix("DRIFTWARDEN_OPERATOR__")
+        for v in rendered.container()["env"]
+        if v["name"].startswith("DRIFTWARDEN_OPERATOR__")
+    }
+    assert set_by_chart <= declared, f"the operator does not read {set_by_chart - declared}"
