@@ -1,16 +1,31 @@
-"""The DriftMonitor spec as pydantic models: the single source of the CRD schema.
+"""The DriftMonitor spec and status as pydantic models: the single source of the CRD.
 
-Draft contract shared by every component. The operator owns its evolution
-(validation rules, CRD generation); the worker and model server read the same
-models from the rendered monitor config. Field names are camelCase on the wire.
+Every component reads the same models: the operator parses the custom resource
+into them once, at the edge; the worker and the model server parse the rendered
+monitor config (``monitor.json``) with them. ``driftwarden generate`` turns them
+into the CRD's structural OpenAPI schema, so a rule lives here twice at most: as a
+pydantic constraint (for Python readers) and as the matching CEL rule in
+``x-kubernetes-validations`` (for the API server). Field names are camelCase on the
+wire; every field description starts with the field's wire name.
 """
 
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+
+# Go-style durations without days, so CEL's duration() and our parsers agree.
+DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+# Children are named <monitor>-workers-<ordinal>; a StatefulSet name must leave room
+# for the 11-character controller-revision-hash suffix in a 63-character label.
+MAX_MONITOR_NAME = 44
+
+
+def _cel(rule: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"rule": rule, "message": message, **extra}
 
 
 class _Model(BaseModel):
@@ -40,93 +55,453 @@ class DetectorType(str, Enum):
     MMD = "mmd"  # embeddings
 
 
+_D = DetectorType
+# Which detectors make sense on which stream type; the CRD enforces the same sets.
+NUMERIC_DETECTORS: tuple[DetectorType, ...] = (_D.KS, _D.IKS, _D.PAGE_HINKLEY, _D.PSI, _D.KL, _D.JS)
+CATEGORICAL_DETECTORS: tuple[DetectorType, ...] = (_D.CHI2, _D.PSI, _D.KL, _D.JS)
+PREDICTION_DETECTORS: tuple[DetectorType, ...] = tuple(
+    dict.fromkeys(NUMERIC_DETECTORS + CATEGORICAL_DETECTORS)
+)
+CONCEPT_DETECTORS: tuple[DetectorType, ...] = (
+    _D.RELATIVE_MSE, _D.ERROR_RATE, _D.DDM, _D.EDDM, _D.HDDM_A, _D.HDDM_W, _D.ADWIN,
+    _D.PAGE_HINKLEY,
+)
+EMBEDDING_DETECTORS: tuple[DetectorType, ...] = (_D.MMD, _D.NM_DDM)
+# Parameters that only some detectors read; setting one elsewhere is a mistake.
+_PARAMETER_DETECTORS: dict[str, tuple[DetectorType, ...]] = {
+    "delta": (_D.PAGE_HINKLEY, _D.ADWIN),
+    "bins": (_D.PSI, _D.KL, _D.JS),
+    "permutations": (_D.MMD, _D.NM_DDM),
+}
+
+
+def _names(types: tuple[DetectorType, ...]) -> list[str]:
+    return [t.value for t in types]
+
+
+def _cel_list(values: list[str]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+def _detector_list_rule(stream: str, allowed: tuple[DetectorType, ...]) -> dict[str, Any]:
+    names = _names(allowed)
+    return _cel(
+        f"self.all(d, d.type in {_cel_list(names)})",
+        f"{stream} detectors must be of type {', '.join(names)}",
+    )
+
+
+def _parameter_rules() -> list[dict[str, Any]]:
+    return [
+        _cel(
+            f"!has(self.{param}) || self.type in {_cel_list(_names(types))}",
+            f"{param} applies only to detectors of type {', '.join(_names(types))}",
+        )
+        for param, types in _PARAMETER_DETECTORS.items()
+    ]
+
+
 class DetectorConfig(_Model):
-    type: DetectorType
-    alpha: float | None = Field(None, gt=0, lt=1, description="alpha: per-test significance level.")
-    threshold: float | None = Field(None, gt=0, description="threshold: alarm threshold (PSI, KL, JS, lambda for Page-Hinkley).")
-    delta: float | None = Field(None, ge=0, description="delta: Page-Hinkley tolerance, in reference standard deviations.")
-    min_effect: float | None = Field(None, ge=0, description="minEffect: smallest effect size that may alarm (KS D, PSI, Wasserstein in reference sigma).")
-    bins: int | None = Field(None, ge=2, le=100, description="bins: histogram bins for numeric divergences.")
-    permutations: int | None = Field(None, ge=10, le=10000, description="permutations: permutation-test draws (MMD).")
+    """One detector on a stream, with optional overrides of its defaults."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _parameter_rules()})
+
+    type: DetectorType = Field(description="type: detector name.")
+    alpha: float | None = Field(
+        None, gt=0, lt=1, description="alpha: per-test significance level, in (0, 1)."
+    )
+    threshold: float | None = Field(
+        None, gt=0,
+        description="threshold: alarm threshold (PSI, KL, JS, lambda for Page-Hinkley); > 0.",
+    )
+    delta: float | None = Field(
+        None, ge=0,
+        description="delta: Page-Hinkley/ADWIN tolerance, in reference standard deviations.",
+    )
+    min_effect: float | None = Field(
+        None, ge=0,
+        description=(
+            "minEffect: smallest effect size that may alarm (KS D, PSI, Wasserstein in "
+            "reference sigma)."
+        ),
+    )
+    bins: int | None = Field(
+        None, ge=2, le=100, description="bins: histogram bins for numeric divergences."
+    )
+    permutations: int | None = Field(
+        None, ge=10, le=10000, description="permutations: permutation-test draws (MMD)."
+    )
+
+    @model_validator(mode="after")
+    def _parameters_fit_type(self) -> DetectorConfig:
+        for param, types in _PARAMETER_DETECTORS.items():
+            if getattr(self, param) is not None and self.type not in types:
+                raise ValueError(
+                    f"{param} applies only to detectors of type {', '.join(_names(types))}"
+                )
+        return self
 
 
 class MultipleTesting(str, Enum):
+    """How per-feature tests are combined so many features do not alarm by chance."""
+
     BH = "benjaminiHochberg"
     BONFERRONI = "bonferroni"
     NONE = "none"
 
 
+_MAX_DETECTORS = 8
+
+
+def _detector_list(description: str, allowed: tuple[DetectorType, ...], default: Any) -> Any:
+    extra = {"x-kubernetes-validations": [_detector_list_rule(description.split(":")[0], allowed)]}
+    if default is None:
+        return Field(None, max_length=_MAX_DETECTORS, description=description,
+                     json_schema_extra=extra)
+    return Field(default_factory=default, max_length=_MAX_DETECTORS, description=description,
+                 json_schema_extra=extra)
+
+
 class DetectorsSpec(_Model):
-    numeric: list[DetectorConfig] = Field(default_factory=lambda: [DetectorConfig(type=DetectorType.KS)])
-    categorical: list[DetectorConfig] = Field(
-        default_factory=lambda: [DetectorConfig(type=DetectorType.CHI2), DetectorConfig(type=DetectorType.PSI)]
+    """Detectors per stream type; defaults follow the bundle's feature schema."""
+
+    numeric: list[DetectorConfig] = _detector_list(
+        "numeric: detectors on every numeric feature stream.", NUMERIC_DETECTORS,
+        lambda: [DetectorConfig(type=DetectorType.KS)],
     )
-    prediction: list[DetectorConfig] | None = Field(None, description="prediction: defaults by the prediction's type.")
-    concept: list[DetectorConfig] | None = Field(None, description="concept: defaults to relativeMse (regression) or errorRate (classification).")
-    embedding: list[DetectorConfig] = Field(default_factory=lambda: [DetectorConfig(type=DetectorType.MMD)])
-    multiple_testing: MultipleTesting = MultipleTesting.BH
-    fdr: float = Field(0.05, gt=0, lt=1, description="fdr: false-discovery rate (or family-wise alpha for bonferroni).")
-    min_samples: int = Field(200, ge=1, description="minSamples: values a stream needs before it may alarm.")
+    categorical: list[DetectorConfig] = _detector_list(
+        "categorical: detectors on every categorical feature stream.", CATEGORICAL_DETECTORS,
+        lambda: [DetectorConfig(type=DetectorType.CHI2), DetectorConfig(type=DetectorType.PSI)],
+    )
+    prediction: list[DetectorConfig] | None = _detector_list(
+        "prediction: detectors on the prediction stream; defaults by the prediction's type "
+        "(numeric detectors for regression, categorical for classification).",
+        PREDICTION_DETECTORS, None,
+    )
+    concept: list[DetectorConfig] | None = _detector_list(
+        "concept: concept-drift detectors on the performance stream; defaults to relativeMse "
+        "(regression) or errorRate (classification).",
+        CONCEPT_DETECTORS, None,
+    )
+    embedding: list[DetectorConfig] = _detector_list(
+        "embedding: detectors on every embedding group (bundles that expose embeddings).",
+        EMBEDDING_DETECTORS, lambda: [DetectorConfig(type=DetectorType.MMD)],
+    )
+    multiple_testing: MultipleTesting = Field(
+        MultipleTesting.BH,
+        description="multipleTesting: correction across feature streams of one monitor.",
+    )
+    fdr: float = Field(
+        0.05, gt=0, lt=1,
+        description="fdr: false-discovery rate (or family-wise alpha for bonferroni), in (0, 1).",
+    )
+    min_samples: int = Field(
+        200, ge=1, le=10_000_000,
+        description="minSamples: values a stream needs before it may alarm.",
+    )
+
+    @model_validator(mode="after")
+    def _detectors_fit_streams(self) -> DetectorsSpec:
+        for stream, allowed in (
+            ("numeric", NUMERIC_DETECTORS), ("categorical", CATEGORICAL_DETECTORS),
+            ("prediction", PREDICTION_DETECTORS), ("concept", CONCEPT_DETECTORS),
+            ("embedding", EMBEDDING_DETECTORS),
+        ):
+            for det in getattr(self, stream) or []:
+                if det.type not in allowed:
+                    raise ValueError(
+                        f"{stream} detectors must be of type {', '.join(_names(allowed))}"
+                    )
+        return self
 
 
 class ModelSpec(_Model):
-    bundle: str = Field(min_length=1, description="bundle: model bundle URI, builtin://<name> or file:///<path>.")
-    replicas: int = Field(2, ge=1, le=100)
+    """The model under watch and its serving replicas."""
+
+    bundle: str = Field(
+        min_length=1, max_length=512,
+        pattern=r"^(builtin://[a-z0-9]([-a-z0-9_]*[a-z0-9])?|file:///.+)$",
+        description=(
+            "bundle: model bundle URI, builtin://<name> (a bundle shipped in the image) or "
+            "file:///<path> (a directory inside the model-server container)."
+        ),
+    )
+    replicas: int = Field(
+        2, ge=1, le=100, description="replicas: model-server Deployment replicas."
+    )
+
+
+_STORAGE_IMMUTABLE = _cel(
+    "self == oldSelf",
+    "workers.storage is immutable: a StatefulSet cannot change its volume claims; "
+    "create a new monitor",
+)
 
 
 class WorkersSpec(_Model):
-    shards: int = Field(3, ge=1, le=64, description="shards: drift-worker StatefulSet replicas (scale subresource).")
-    window: int = Field(1000, ge=50, le=1_000_000, description="window: sliding window length per stream.")
-    evaluate_every: int = Field(100, ge=1, description="evaluateEvery: values between windowed tests.")
-    storage: str = Field("1Gi", description="storage: PVC size per shard for WAL and snapshots.")
-    storage_class_name: str | None = None
+    """The drift-worker StatefulSet: one shard per replica, one volume per shard."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        _cel("self.evaluateEvery <= self.window",
+             "workers.evaluateEvery must not exceed workers.window"),
+        # On the object, not the field: a field rule with oldSelf misses adding or
+        # removing an optional field.
+        _cel("(has(self.storageClassName) ? self.storageClassName : '') == "
+             "(has(oldSelf.storageClassName) ? oldSelf.storageClassName : '')",
+             "workers.storageClassName is immutable: a StatefulSet cannot change its volume "
+             "claims; create a new monitor"),
+    ]})
+
+    shards: int = Field(
+        3, ge=1, le=64,
+        description=(
+            "shards: drift-worker StatefulSet replicas; the scale subresource "
+            "(kubectl scale driftmonitor/<name> --replicas=N) sets it."
+        ),
+    )
+    window: int = Field(
+        1000, ge=50, le=1_000_000, description="window: sliding window length per stream."
+    )
+    evaluate_every: int = Field(
+        100, ge=1, le=1_000_000,
+        description="evaluateEvery: values between windowed tests (at most window).",
+    )
+    storage: str = Field(
+        "1Gi", max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
+        description="storage: PVC size per shard for the WAL and snapshots (immutable).",
+        json_schema_extra={"x-kubernetes-validations": [_STORAGE_IMMUTABLE]},
+    )
+    storage_class_name: str | None = Field(
+        None, max_length=253,
+        description=(
+            "storageClassName: StorageClass of the shard volumes; the cluster default when "
+            "unset (immutable)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _evaluate_within_window(self) -> WorkersSpec:
+        if self.evaluate_every > self.window:
+            raise ValueError("workers.evaluateEvery must not exceed workers.window")
+        return self
 
 
 class SecretKeyRef(_Model):
-    name: str = Field(min_length=1)
-    key: str = Field(min_length=1)
+    """A key of a Secret in the monitor's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, description="name: Secret name.")
+    key: str = Field(min_length=1, max_length=253, description="key: key inside the Secret.")
 
 
 class DiscordReceiver(_Model):
-    webhook_secret_ref: SecretKeyRef
+    """Discord: Alertmanager discord_configs."""
+
+    webhook_secret_ref: SecretKeyRef = Field(
+        description="webhookSecretRef: Secret key holding the Discord webhook URL."
+    )
 
 
 class SlackReceiver(_Model):
-    api_url_secret_ref: SecretKeyRef
-    channel: str | None = None
+    """Slack: Alertmanager slack_configs."""
+
+    api_url_secret_ref: SecretKeyRef = Field(
+        description="apiUrlSecretRef: Secret key holding the Slack incoming-webhook URL."
+    )
+    channel: str | None = Field(
+        None, max_length=80, description="channel: Slack channel, e.g. #ml-alerts."
+    )
 
 
 class WebhookReceiver(_Model):
-    url_secret_ref: SecretKeyRef
+    """Generic webhook: Alertmanager webhook_configs."""
+
+    url_secret_ref: SecretKeyRef = Field(
+        description="urlSecretRef: Secret key holding the webhook URL."
+    )
+
+
+_RECEIVER_KINDS = ("discord", "slack", "webhook")
 
 
 class Receiver(_Model):
-    name: str = Field(min_length=1, max_length=63)
-    discord: DiscordReceiver | None = None
-    slack: SlackReceiver | None = None
-    webhook: WebhookReceiver | None = None
+    """Where this monitor's alerts go: exactly one of discord, slack, webhook."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        _cel(
+            "[" + ", ".join(f"has(self.{k})" for k in _RECEIVER_KINDS) + "]"
+            ".filter(x, x).size() == 1",
+            "a receiver must set exactly one of discord, slack, webhook",
+        ),
+    ]})
+
+    name: str = Field(
+        min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="name: receiver name, unique within the monitor (DNS label).",
+    )
+    discord: DiscordReceiver | None = Field(None, description="discord: a Discord webhook.")
+    slack: SlackReceiver | None = Field(None, description="slack: a Slack incoming webhook.")
+    webhook: WebhookReceiver | None = Field(None, description="webhook: a generic webhook.")
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Receiver:
+        if sum(getattr(self, k) is not None for k in _RECEIVER_KINDS) != 1:
+            raise ValueError("a receiver must set exactly one of discord, slack, webhook")
+        return self
+
+
+class Severity(str, Enum):
+    """Alert severity label."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
 
 
 class AlertsSpec(_Model):
-    data_drift_share: float = Field(0.3, gt=0, le=1, description="dataDriftShare: share of features drifting that confirms data drift.")
-    for_: str = Field("5m", alias="for", pattern=r"^([0-9]+(ms|s|m|h))+$")
-    severity: str = "warning"
-    receivers: list[Receiver] = Field(default_factory=list)
+    """Alert thresholds and receivers."""
+
+    data_drift_share: float = Field(
+        0.3, gt=0, le=1,
+        description=(
+            "dataDriftShare: share of feature streams drifting that confirms data drift, "
+            "in (0, 1]."
+        ),
+    )
+    for_: str = Field(
+        "5m", alias="for", max_length=32, pattern=DURATION_PATTERN,
+        description="for: how long a condition must hold before an alert fires (e.g. 5m).",
+        json_schema_extra={"x-kubernetes-validations": [
+            _cel("duration(self) <= duration('24h')", "alerts.for must be at most 24h"),
+        ]},
+    )
+    severity: Severity = Field(Severity.WARNING, description="severity: alert severity label.")
+    receivers: list[Receiver] = Field(
+        default_factory=list, max_length=16,
+        description=(
+            "receivers: where alerts go (an AlertmanagerConfig is rendered when set); "
+            "names are unique."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+    @model_validator(mode="after")
+    def _unique_receivers(self) -> AlertsSpec:
+        names = [r.name for r in self.receivers]
+        if len(names) != len(set(names)):
+            raise ValueError(f"alerts.receivers names must be unique, got {names}")
+        return self
 
 
 class DashboardSpec(_Model):
-    enabled: bool = True
+    """The Grafana dashboard ConfigMap."""
+
+    enabled: bool = Field(
+        True, description="enabled: render a Grafana dashboard ConfigMap for this monitor."
+    )
 
 
 class LabelJoinSpec(_Model):
-    key: str = Field("prediction_id", min_length=1)
-    max_delay: str = Field("1h", pattern=r"^([0-9]+(ms|s|m|h))+$")
+    """How late labels meet their predictions for concept drift."""
+
+    key: str = Field(
+        "prediction_id", min_length=1, max_length=63,
+        description="key: field that joins a label (POST /feedback) to its prediction.",
+    )
+    max_delay: str = Field(
+        "1h", max_length=32, pattern=DURATION_PATTERN,
+        description="maxDelay: how long a prediction waits for its label (at most 168h).",
+        json_schema_extra={"x-kubernetes-validations": [
+            _cel("duration(self) > duration('0s') && duration(self) <= duration('168h')",
+                 "labelJoin.maxDelay must be greater than 0s and at most 168h"),
+        ]},
+    )
 
 
 class DriftMonitorSpec(_Model):
-    model: ModelSpec
-    workers: WorkersSpec = Field(default_factory=WorkersSpec)
-    detectors: DetectorsSpec = Field(default_factory=DetectorsSpec)
-    alerts: AlertsSpec = Field(default_factory=AlertsSpec)
-    dashboard: DashboardSpec = Field(default_factory=DashboardSpec)
-    label_join: LabelJoinSpec = Field(default_factory=LabelJoinSpec)
+    """DriftMonitor spec: what to watch and how."""
+
+    model: ModelSpec = Field(description="model: the model bundle and its serving replicas.")
+    workers: WorkersSpec = Field(
+        default_factory=WorkersSpec, description="workers: drift-worker shards and windows."
+    )
+    detectors: DetectorsSpec = Field(
+        default_factory=DetectorsSpec, description="detectors: detectors per stream type."
+    )
+    alerts: AlertsSpec = Field(
+        default_factory=AlertsSpec, description="alerts: thresholds, severity and receivers."
+    )
+    dashboard: DashboardSpec = Field(
+        default_factory=DashboardSpec, description="dashboard: the Grafana dashboard toggle."
+    )
+    label_join: LabelJoinSpec = Field(
+        default_factory=LabelJoinSpec, description="labelJoin: joining late labels."
+    )
+
+
+# ---------------------------------------------------------------------------- status
+
+
+class ConditionStatus(str, Enum):
+    """A condition's status, as in every Kubernetes API."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(_Model):
+    """One observation about the monitor (shape of metav1.Condition)."""
+
+    type: str = Field(
+        max_length=316,
+        description="type: Ready, Progressing, Degraded, DataDrift or ConceptDrift.",
+    )
+    status: ConditionStatus = Field(description="status: True, False or Unknown.")
+    reason: str = Field(
+        max_length=1024, description="reason: CamelCase reason for the last transition."
+    )
+    message: str = Field("", max_length=32768, description="message: human-readable details.")
+    last_transition_time: str = Field(
+        json_schema_extra={"format": "date-time"},
+        description="lastTransitionTime: when status last changed (RFC 3339).",
+    )
+    observed_generation: int = Field(
+        ge=0, description="observedGeneration: the spec generation this condition describes."
+    )
+
+
+class DriftMonitorStatus(_Model):
+    """DriftMonitor status, written only by the operator."""
+
+    observed_generation: int | None = Field(
+        None, description="observedGeneration: the spec generation last reconciled."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="conditions: Ready, Progressing, Degraded, DataDrift, ConceptDrift.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    shards: int | None = Field(
+        None, description="shards: shards in the published shard map (scale status replicas)."
+    )
+    ready_shards: int | None = Field(None, description="readyShards: drift-worker pods ready.")
+    shard_epoch: int | None = Field(
+        None, description="shardEpoch: epoch of the published shard map; grows on every reshard."
+    )
+    selector: str | None = Field(
+        None, description="selector: label selector of the worker pods (scale subresource)."
+    )
+    model_replicas: int | None = Field(
+        None, description="modelReplicas: model-server replicas available."
+    )
+    drifting_streams: int | None = Field(
+        None, description="driftingStreams: streams whose detectors currently report drift."
+    )
+    drifting_stream_names: list[str] | None = Field(
+        None, max_length=50,
+        description="driftingStreamNames: the drifting streams (at most 50 listed).",
+    )
+    last_drift_time: str | None = Field(
+        None, json_schema_extra={"format": "date-time"},
+        description="lastDriftTime: when a stream last started drifting (RFC 3339).",
+    )

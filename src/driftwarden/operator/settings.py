@@ -1,0 +1,114 @@
+"""Operator settings from the environment (``DRIFTWARDEN_OPERATOR__*``).
+
+The Helm chart sets these (charts/driftwarden/templates/_helpers.tpl,
+``driftwarden.operatorEnv``); every default is documented in docs/operator.md.
+Dict and list settings are JSON, e.g. ``DRIFTWARDEN_OPERATOR__MONITORING_LABELS='{"release": "kps"}'``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from driftwarden import __version__
+
+DEFAULT_MODEL_SERVER_IMAGE = f"driftwarden/driftwarden-model-server:{__version__}"
+DEFAULT_DRIFT_WORKER_IMAGE = f"driftwarden/driftwarden-drift-worker:{__version__}"
+
+
+class Resources(BaseModel):
+    """Container resources in canonical Kubernetes quantities (so applies compare equal)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+    def as_manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.requests:
+            out["requests"] = dict(self.requests)
+        if self.limits:
+            out["limits"] = dict(self.limits)
+        return out
+
+
+class OperatorSettings(BaseModel):
+    """Everything the operator reads from its environment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    namespace: str = Field("", description="Namespace the operator runs in (informational).")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "text"
+    peering_name: str = Field(
+        "", description="kopf ClusterKopfPeering name; empty runs standalone (no standby)."
+    )
+    peering_priority: int = Field(0, description="kopf peering priority of this replica.")
+    shutdown_timeout_seconds: float = Field(20.0, gt=0)
+    health_port: int = Field(0, ge=0, le=65535, description="/healthz listener; 0 disables.")
+    metrics_port: int = Field(0, ge=0, le=65535, description="/metrics listener; 0 disables.")
+
+    model_server_image: str = DEFAULT_MODEL_SERVER_IMAGE
+    drift_worker_image: str = DEFAULT_DRIFT_WORKER_IMAGE
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image_pull_secrets: list[dict[str, str]] = Field(default_factory=list)
+    model_server_resources: Resources = Field(
+        default_factory=lambda: Resources(
+            requests={"cpu": "100m", "memory": "256Mi"}, limits={"memory": "1Gi"}
+        )
+    )
+    drift_worker_resources: Resources = Field(
+        default_factory=lambda: Resources(
+            requests={"cpu": "100m", "memory": "256Mi"}, limits={"memory": "1Gi"}
+        )
+    )
+    run_as_user: int = Field(10001, ge=1, description="UID of model-server and worker pods.")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+
+    monitoring_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra labels on ServiceMonitors, PrometheusRules, AlertmanagerConfigs.",
+    )
+    scrape_interval: str = "30s"
+    dashboards_enabled: bool = True
+    dashboard_labels: dict[str, str] = Field(default_factory=lambda: {"grafana_dashboard": "1"})
+    dashboard_annotations: dict[str, str] = Field(default_factory=dict)
+    dashboard_namespace: str = Field(
+        "", description="Namespace of dashboard ConfigMaps; empty: beside each monitor."
+    )
+
+    resync_seconds: float = Field(
+        60.0, gt=0, description="Idle resync period per monitor (restores edited children)."
+    )
+    worker_status_url: str = Field(
+        "http://{monitor}-workers-{ordinal}.{monitor}-workers.{namespace}.svc:8080/status",
+        description="Where the operator reads each shard's /status; empty disables.",
+    )
+    worker_status_timeout_seconds: float = Field(1.0, gt=0)
+    worker_status_interval_seconds: float = Field(30.0, gt=0)
+    input_hash_skip: bool = Field(
+        True,
+        description=(
+            "Skip applying children whose input hash and fields already match (off only "
+            "for benchmarks: every resync then re-applies every child)."
+        ),
+    )
+    api_timeout_seconds: float = Field(30.0, gt=0)
+    max_concurrent_applies: int = Field(16, ge=1, le=256)
+
+
+class _EnvSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTWARDEN_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    operator: OperatorSettings = Field(default_factory=OperatorSettings)
+
+
+def load_settings() -> OperatorSettings:
+    """Return the operator settings read from ``DRIFTWARDEN_OPERATOR__*`` variables."""
+    return _EnvSettings().operator
