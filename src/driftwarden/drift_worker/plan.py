@@ -131,7 +131,7 @@ def plan_from_bundle(monitor: str, spec: DriftMonitorSpec, bundle: Any) -> Monit
         errors = (np.asarray([str(x) for x in preds]) != np.asarray([str(x) for x in target])).astype(np.float64)
     streams[names.STREAM_PERFORMANCE] = StreamSpec(names.STREAM_PERFORMANCE, "performance", errors, task=task)
     if manifest.embedding is not None:
-        emb = bundle.embed(reference[manifest.feature_names])
+        emb = bundle.reference_embeddings
         if emb is not None:
             group = manifest.embedding.group
             streams[names.embedding_stream(group)] = StreamSpec(

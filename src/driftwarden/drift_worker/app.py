@@ -1,0 +1,330 @@
+"""The drift-worker HTTP service: one ASGI app per shard around a :class:`ShardWorker`.
+
+Endpoints:
+
+- ``POST /v1/ingest``: a batch (binary ``application/x-driftwarden-batch`` or JSON).
+  200 after the WAL append (and fsync, by policy); 400 names what is malformed and
+  changes nothing; 409 ``not_owner`` with the current shard map (retry elsewhere);
+  503 ``handoff_pending`` (retry here, shortly).
+- ``POST /v1/handoff``: a peer pushes a stream's state (docs/workers.md).
+- ``GET|PUT /v1/shardmap``: read, or push a newer map (the operator may do this so
+  shards do not wait for the ConfigMap volume to refresh).
+- ``GET /metrics``, ``/healthz``, ``/readyz``, ``/status``.
+
+Batches are decoded, logged and applied on one dedicated thread, in arrival order;
+the event loop stays free for probes and scrapes, and fsyncs run on their own
+threads so concurrent batches share them (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.process_collector import ProcessCollector
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from driftwarden.common.sharding import ShardMap
+from driftwarden.drift_worker import wire
+from driftwarden.drift_worker.metrics import WorkerCollector, status_document
+from driftwarden.drift_worker.sender import shard_url
+from driftwarden.drift_worker.shard import Refusal, ShardWorker
+
+log = logging.getLogger("driftwarden.worker")
+
+HANDOFF_PATH = "/v1/handoff"
+
+
+class WorkerService:
+    """Runs one shard: request handling plus the background loops that keep it moving."""
+
+    def __init__(
+        self,
+        worker: ShardWorker,
+        *,
+        peer_url_template: str,
+        base_port: int = 8080,
+        shard_map_path: Any = None,
+        map_poll_interval_s: float = 1.0,
+        snapshot_interval_s: float = 60.0,
+        snapshot_every_values: int = 5_000_000,
+        max_body_bytes: int = 256 * 1024 * 1024,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.worker = worker
+        self.peer_url_template = peer_url_template
+        self.base_port = base_port
+        self.shard_map_path = shard_map_path
+        self.map_poll_interval_s = map_poll_interval_s
+        self.snapshot_interval_s = snapshot_interval_s
+        self.snapshot_every_values = snapshot_every_values
+        self.max_body_bytes = max_body_bytes
+        self._transport = transport
+        self._apply = ThreadPoolExecutor(1, thread_name_prefix="apply")
+        self._sync = ThreadPoolExecutor(4, thread_name_prefix="wal-sync")
+        self._background = ThreadPoolExecutor(2, thread_name_prefix="background")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake_handoff: asyncio.Event | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._map_mtime: float | None = None
+        self._last_snapshot = time.monotonic()
+        self._stopping = False
+        tests = sum(len(worker.plan.factory(s)) for s in worker.plan.streams.values())
+        self.collector = WorkerCollector(worker, tests_in_monitor=tests)
+        self.registry = CollectorRegistry()
+        self.registry.register(self.collector)
+        ProcessCollector(registry=self.registry)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        self._wake_handoff = asyncio.Event()
+        self._client = httpx.AsyncClient(transport=self._transport, timeout=30.0)
+        self._tasks = [
+            asyncio.create_task(self._loop("map-watch", self._watch_map, self.map_poll_interval_s)),
+            asyncio.create_task(self._handoff_loop()),
+            asyncio.create_task(self._loop("snapshot", self._maybe_snapshot, 0.5)),
+            asyncio.create_task(self._loop("handoff-timeout", self._expire, 1.0)),
+        ]
+        log.info(
+            "shard %d of monitor %s serving at epoch %d (%d shards), %d live streams",
+            self.worker.ordinal, self.worker.plan.monitor, self.worker.epoch, self.worker.map.shards,  # type: ignore[union-attr]
+            len(self.worker.streams) - len(self.worker.frozen),
+        )
+        try:
+            yield
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._apply, self.worker.take_snapshot)
+        except Exception:
+            log.exception("final snapshot failed; the WAL still holds everything")
+        self.worker.close()
+        if self._client is not None:
+            await self._client.aclose()
+        for pool in (self._apply, self._sync, self._background):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _loop(self, name: str, step: Any, interval: float) -> None:
+        while True:
+            try:
+                await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background task %s failed; retrying in %.1fs", name, interval)
+            await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------------ background steps
+
+    async def _watch_map(self) -> None:
+        if self.shard_map_path is None:
+            return
+        try:
+            mtime = self.shard_map_path.stat().st_mtime
+        except OSError as exc:
+            log.warning("shard map %s unreadable: %s", self.shard_map_path, exc)
+            return
+        if mtime == self._map_mtime:
+            return
+        try:
+            shard_map = ShardMap.model_validate_json(self.shard_map_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            log.warning("shard map %s is invalid, keeping epoch %d: %s", self.shard_map_path, self.worker.epoch, exc)
+            return
+        self._map_mtime = mtime
+        await self._adopt(shard_map)
+
+    async def _adopt(self, shard_map: ShardMap) -> bool:
+        loop = asyncio.get_running_loop()
+        moved = await loop.run_in_executor(self._apply, self.worker.adopt_map, shard_map)
+        if moved and self._wake_handoff is not None:
+            self._wake_handoff.set()
+        return moved
+
+    async def _maybe_snapshot(self) -> None:
+        due_values = self.worker.counters.values_since_snapshot >= self.snapshot_every_values
+        due_time = (
+            time.monotonic() - self._last_snapshot >= self.snapshot_interval_s
+            and self.worker.counters.values_since_snapshot > 0
+        )
+        if due_values or due_time:
+            self._last_snapshot = time.monotonic()
+            await asyncio.get_running_loop().run_in_executor(self._background, self.worker.take_snapshot)
+
+    async def _expire(self) -> None:
+        if self.worker.awaiting:
+            await asyncio.get_running_loop().run_in_executor(self._apply, self.worker.expire_awaiting)
+
+    async def _handoff_loop(self) -> None:
+        assert self._wake_handoff is not None
+        backoff = 0.05
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_handoff.wait(), timeout=backoff if self.worker.frozen else 1.0)
+            self._wake_handoff.clear()
+            try:
+                pending = self.worker.outgoing()
+                if not pending:
+                    backoff = 0.05
+                    continue
+                results = await asyncio.gather(*(self._push(s, t, g) for s, t, g in pending))
+                backoff = 0.05 if all(results) else min(5.0, backoff * 2) * (0.5 + random.random() / 2)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("handoff round failed")
+                backoff = min(5.0, backoff * 2)
+
+    async def _push(self, stream: str, target: int, generation: int) -> bool:
+        assert self._client is not None
+        loop = asyncio.get_running_loop()
+        try:
+            doc = await loop.run_in_executor(self._apply, self.worker.handoff_payload, stream)
+        except Refusal:
+            return True  # no longer frozen (acknowledged meanwhile)
+        url = shard_url(self.peer_url_template, target, self.base_port) + HANDOFF_PATH
+        try:
+            body = await loop.run_in_executor(self._background, lambda: json.dumps(doc).encode())
+            resp = await self._client.post(url, content=body, headers={"content-type": "application/json"})
+        except httpx.HTTPError as exc:
+            log.warning("handoff of %s to shard %d (%s) failed: %s; will retry", stream, target, url, exc)
+            return False
+        if resp.status_code != 200:
+            log.warning("handoff of %s to shard %d refused: HTTP %d %s; will retry", stream, target, resp.status_code, resp.text[:300])
+            return False
+        await loop.run_in_executor(self._apply, self.worker.handoff_acked, stream, generation)
+        log.info("handed stream %s (generation %d) to shard %d: %s", stream, generation, target, resp.json().get("status"))
+        return True
+
+    # ------------------------------------------------------------------ handlers
+
+    def _refusal(self, r: Refusal) -> JSONResponse:
+        body: dict[str, Any] = {"error": r.code, "detail": r.detail, **r.extra}
+        if self.worker.map is not None:
+            body["epoch"] = self.worker.map.epoch
+            body["shard_map"] = self.worker.map.model_dump(mode="json")
+        headers = {"retry-after": "1"} if r.status == 503 else None
+        return JSONResponse(body, status_code=r.status, headers=headers)
+
+    async def _body(self, request: Request) -> bytes:
+        length = request.headers.get("content-length")
+        if length is not None and int(length) > self.max_body_bytes:
+            raise Refusal(413, "too_large", f"body of {length} bytes exceeds {self.max_body_bytes}; send smaller batches")
+        return await request.body()
+
+    async def ingest(self, request: Request) -> Response:
+        if self._stopping:
+            return JSONResponse({"error": "stopping", "detail": "shard is shutting down; retry"}, status_code=503)
+        loop = asyncio.get_running_loop()
+        try:
+            body = await self._body(request)
+            ctype = request.headers.get("content-type", wire.CONTENT_TYPE)
+            result = await loop.run_in_executor(self._apply, self.worker.ingest, body, ctype)
+        except Refusal as r:
+            if r.code == "not_owner":
+                self._wake_map_check()
+            return self._refusal(r)
+        wal = self.worker.wal
+        if result.lsn is not None and wal is not None and wal.fsync == "always":
+            await loop.run_in_executor(self._sync, wal.sync, result.lsn)
+        return JSONResponse(
+            {
+                "acked_values": result.values,
+                "segments": result.segments,
+                "duplicates": result.duplicates,
+                "epoch": self.worker.epoch,
+                "shard_map": self.worker.map.model_dump(mode="json"),  # type: ignore[union-attr]
+            }
+        )
+
+    def _wake_map_check(self) -> None:
+        self._map_mtime = None  # a sender may know a newer map: re-read the file now
+
+    async def handoff(self, request: Request) -> Response:
+        loop = asyncio.get_running_loop()
+        try:
+            body = await self._body(request)
+            try:
+                doc = await loop.run_in_executor(self._background, json.loads, body)
+            except ValueError as exc:
+                raise Refusal(400, "bad_handoff", f"handoff body is not JSON: {exc}") from None
+            if not isinstance(doc, dict):
+                raise Refusal(400, "bad_handoff", "handoff body must be a JSON object")
+            status = await loop.run_in_executor(self._apply, self.worker.receive_handoff, doc)
+        except Refusal as r:
+            return self._refusal(r)
+        if self._wake_handoff is not None:
+            self._wake_handoff.set()  # it may have to go on to the current owner
+        return JSONResponse({"status": status, "epoch": self.worker.epoch})
+
+    async def get_shardmap(self, _request: Request) -> Response:
+        return JSONResponse(self.worker.map.model_dump(mode="json"))  # type: ignore[union-attr]
+
+    async def put_shardmap(self, request: Request) -> Response:
+        try:
+            shard_map = ShardMap.model_validate_json(await request.body())
+        except ValueError as exc:
+            return JSONResponse({"error": "bad_shard_map", "detail": str(exc)}, status_code=400)
+        try:
+            moved = await self._adopt(shard_map)
+        except Refusal as r:
+            return self._refusal(r)
+        return JSONResponse({"adopted": moved, "epoch": self.worker.epoch})
+
+    async def metrics(self, _request: Request) -> Response:
+        data = await asyncio.get_running_loop().run_in_executor(self._background, generate_latest, self.registry)
+        return Response(data, media_type=CONTENT_TYPE_LATEST)
+
+    async def status(self, _request: Request) -> Response:
+        doc = await asyncio.get_running_loop().run_in_executor(
+            self._background, status_document, self.worker, self.collector
+        )
+        return JSONResponse(doc)
+
+    async def healthz(self, _request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def readyz(self, _request: Request) -> Response:
+        awaiting = sorted(self.worker.awaiting)
+        if self._stopping or awaiting:
+            return JSONResponse(
+                {"ready": False, "awaiting_handoff": awaiting, "stopping": self._stopping}, status_code=503
+            )
+        return JSONResponse({"ready": True, "epoch": self.worker.epoch})
+
+
+def create_app(service: WorkerService) -> Starlette:
+    """Return the ASGI app of one shard."""
+    routes = [
+        Route("/v1/ingest", service.ingest, methods=["POST"]),
+        Route(HANDOFF_PATH, service.handoff, methods=["POST"]),
+        Route("/v1/shardmap", service.get_shardmap, methods=["GET"]),
+        Route("/v1/shardmap", service.put_shardmap, methods=["PUT"]),
+        Route("/metrics", service.metrics, methods=["GET"]),
+        Route("/status", service.status, methods=["GET"]),
+        Route("/healthz", service.healthz, methods=["GET"]),
+        Route("/readyz", service.readyz, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=service.lifespan)

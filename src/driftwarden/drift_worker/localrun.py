@@ -1,0 +1,193 @@
+"""Real worker processes on this machine, for e2e tests, benchmarks and the demo.
+
+:class:`LocalShards` writes ``monitor.json``, ``shardmap.json`` and a streams file
+into a directory, starts one ``python -m driftwarden.drift_worker`` per shard on
+consecutive free ports of 127.0.0.1, and can kill (``SIGKILL``), restart and
+reshard them. Every process it starts is stopped by :meth:`stop`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from driftwarden.common.sharding import ShardMap
+from driftwarden.drift_worker.settings import write_streams_file
+from driftwarden.drift_worker.streams import StreamSpec
+
+
+def free_port_range(count: int, *, attempts: int = 200) -> int:
+    """Return a base port such that ``base .. base+count-1`` are free on 127.0.0.1."""
+    import random
+
+    for _ in range(attempts):
+        base = random.randint(20000, 60000 - count)
+        socks = []
+        try:
+            for k in range(count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", base + k))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {count} consecutive free ports found on 127.0.0.1")
+
+
+class LocalShards:
+    """Drift-worker shard processes of one monitor on 127.0.0.1."""
+
+    def __init__(
+        self,
+        root: Path,
+        monitor_spec: dict[str, Any],
+        streams: list[StreamSpec],
+        shards: int,
+        *,
+        namespace: str = "default",
+        name: str = "local",
+        fsync: str = "always",
+        max_shards: int = 16,
+        extra_env: dict[str, str] | None = None,
+        snapshot_every_values: int = 5_000_000,
+    ) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.monitor = f"{namespace}/{name}"
+        self.fsync = fsync
+        self.base_port = free_port_range(max_shards)
+        self.extra_env = extra_env or {}
+        self.snapshot_every_values = snapshot_every_values
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        (self.root / "monitor.json").write_text(
+            json.dumps({"name": name, "namespace": namespace, "spec": monitor_spec})
+        )
+        write_streams_file(self.root / "streams.json", streams)
+        self.map = ShardMap(monitor=self.monitor, epoch=1, shards=shards)
+        self._write_map()
+
+    @property
+    def url_template(self) -> str:
+        return "http://127.0.0.1:{port}"
+
+    def url(self, ordinal: int) -> str:
+        return f"http://127.0.0.1:{self.base_port + ordinal}"
+
+    def _write_map(self) -> None:
+        tmp = self.root / "shardmap.json.tmp"
+        tmp.write_text(self.map.model_dump_json())
+        os.replace(tmp, self.root / "shardmap.json")
+
+    def start(self, ordinal: int, *, wait: bool = True) -> None:
+        """Start (or restart) shard ``ordinal``."""
+        log = open(self.root / f"shard-{ordinal}.log", "ab")  # noqa: SIM115 - owned by the process
+        cmd = [
+            sys.executable, "-m", "driftwarden.drift_worker",
+            "--ordinal", str(ordinal), "--host", "127.0.0.1", "--port", str(self.base_port + ordinal),
+            "--data-dir", str(self.root / f"data-{ordinal}"),
+            "--monitor-config", str(self.root / "monitor.json"),
+            "--shard-map", str(self.root / "shardmap.json"),
+            "--streams-file", str(self.root / "streams.json"),
+            "--fsync", self.fsync,
+            "--peer-url-template", self.url_template, "--base-port", str(self.base_port),
+            "--snapshot-every-values", str(self.snapshot_every_values),
+            "--log-level", "INFO",
+        ]
+        env = {**os.environ, **self.extra_env}
+        self.procs[ordinal] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        if wait:
+            self.wait_healthy(ordinal)
+
+    def start_all(self) -> None:
+        for k in range(self.map.shards):
+            self.start(k, wait=False)
+        for k in range(self.map.shards):
+            self.wait_healthy(k)
+
+    def wait_healthy(self, ordinal: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.procs[ordinal]
+            if proc.poll() is not None:
+                raise RuntimeError(f"shard {ordinal} exited with {proc.returncode}; log:\n{self.log(ordinal)[-3000:]}")
+            try:
+                if httpx.get(self.url(ordinal) + "/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"shard {ordinal} not healthy after {timeout}s; log:\n{self.log(ordinal)[-3000:]}")
+
+    def log(self, ordinal: int) -> str:
+        path = self.root / f"shard-{ordinal}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def kill(self, ordinal: int) -> None:
+        """SIGKILL shard ``ordinal`` (no shutdown, no final snapshot)."""
+        proc = self.procs.pop(ordinal)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def terminate(self, ordinal: int) -> None:
+        proc = self.procs.pop(ordinal)
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def reshard(self, shards: int, *, push: bool = True) -> ShardMap:
+        """Publish the next epoch: start new shards, write the map and push it to every shard."""
+        self.map = self.map.advance(shards)
+        for k in range(shards):
+            if k not in self.procs:
+                self.start(k, wait=False)
+        for k in range(shards):
+            self.wait_healthy(k)
+        self._write_map()
+        if push:
+            body = self.map.model_dump_json()
+            for k in list(self.procs):
+                httpx.put(self.url(k) + "/v1/shardmap", content=body, timeout=10.0).raise_for_status()
+        return self.map
+
+    def status(self, ordinal: int) -> dict[str, Any]:
+        return httpx.get(self.url(ordinal) + "/status", timeout=30.0).json()
+
+    def wait_settled(self, timeout: float = 60.0) -> float:
+        """Wait until no shard has handoffs in flight; return the seconds it took."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            docs = [self.status(k) for k in list(self.procs)]
+            if all(not d["handoff"]["outgoing"] and not d["handoff"]["awaiting"] for d in docs):
+                return time.monotonic() - started
+            time.sleep(0.05)
+        raise TimeoutError(f"handoffs still pending after {timeout}s")
+
+    def retire(self) -> None:
+        """Stop shards beyond the current count (after :meth:`wait_settled`)."""
+        for k in sorted(self.procs):
+            if k >= self.map.shards:
+                self.terminate(k)
+
+    def stop(self) -> None:
+        """Stop every process this object started."""
+        for k in list(self.procs):
+            try:
+                self.terminate(k)
+            except (OSError, subprocess.SubprocessError) as exc:  # keep stopping the others
+                print(f"stopping shard {k} failed: {exc}", file=sys.stderr)

@@ -1,0 +1,258 @@
+"""Prometheus metrics of a shard, read from detector state at scrape time.
+
+A custom collector (no metric objects updated on the hot path): every scrape takes
+the shard lock briefly, reads each held stream's detector results and the shard's
+counters, and applies the monitor's decision rules (minimum-sample gate and
+multiple-testing control) to turn raw alarms into the ``driftwarden_stream_drift``
+flag. Label sets are bounded: monitor, stream (from the bundle schema), detector
+(from the monitor spec), shard, plus small fixed enums.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from driftwarden.common import names
+from driftwarden.drift_worker.shard import FROZEN, LIVE, ShardWorker
+
+# Worker metrics beyond the shared ones in driftwarden.common.names.
+M_WORKER_HANDOFFS = "driftwarden_worker_handoffs_total"
+M_WORKER_PENDING_HANDOFFS = "driftwarden_worker_pending_handoffs"
+M_WORKER_WAL_BYTES = "driftwarden_worker_wal_bytes"
+M_WORKER_RECOVERY_SECONDS = "driftwarden_worker_recovery_seconds"
+M_WORKER_REJECTED_VALUES = "driftwarden_worker_rejected_values_total"
+M_LABEL_JOIN = "driftwarden_label_join_total"
+M_LABEL_JOIN_PENDING = "driftwarden_label_join_pending"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One detector's latest result on one stream."""
+
+    stream: str
+    detector: str
+    statistic: float
+    p_value: float | None
+    drift: bool
+    n_seen: int
+    values_total: int
+
+
+def benjamini_hochberg(p_values: list[float], q: float, m: int | None = None) -> list[bool]:
+    """Return which hypotheses BH rejects at false-discovery rate ``q`` among ``m`` tests.
+
+    ``m`` may exceed ``len(p_values)``: tests whose p-values live on other shards
+    count as not significant (p = 1), which keeps the procedure valid (BH is
+    monotone in the p-values) at some cost in power.
+    """
+    total = max(m or 0, len(p_values))
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    cutoff = -1
+    for rank, i in enumerate(order, start=1):
+        if p_values[i] <= q * rank / total:
+            cutoff = rank
+    rejected = [False] * len(p_values)
+    for rank, i in enumerate(order, start=1):
+        if rank <= cutoff:
+            rejected[i] = True
+    return rejected
+
+
+def decide(rows: list[Row], *, method: str, fdr: float, min_samples: int, tests_in_monitor: int) -> dict[tuple[str, str], bool]:
+    """Return the drift flag of each (stream, detector) after the gate and multiple testing."""
+    flags: dict[tuple[str, str], bool] = {}
+    tested = [r for r in rows if r.p_value is not None and not math.isnan(r.p_value)]
+    if method == "benjaminiHochberg" and tested:
+        rejected = benjamini_hochberg([r.p_value for r in tested], fdr, tests_in_monitor)  # type: ignore[misc]
+        significant = {(r.stream, r.detector): ok for r, ok in zip(tested, rejected, strict=True)}
+    elif method == "bonferroni":
+        bound = fdr / max(1, tests_in_monitor)
+        significant = {(r.stream, r.detector): r.p_value <= bound for r in tested}  # type: ignore[operator]
+    else:
+        significant = {(r.stream, r.detector): True for r in tested}
+    for r in rows:
+        gate = r.values_total >= min_samples
+        flags[(r.stream, r.detector)] = bool(r.drift and gate and significant.get((r.stream, r.detector), True))
+    return flags
+
+
+def collect_rows(worker: ShardWorker) -> list[Row]:
+    """Return the latest result of every detector on the shard's live streams."""
+    rows = []
+    with worker.lock:
+        for name, st in worker.streams.items():
+            if worker.status_of(name) != LIVE:
+                continue
+            for det_name, det in st.detectors.items():
+                r = det.result
+                rows.append(
+                    Row(name, det_name, float(r.statistic), r.p_value, bool(r.drift), int(r.n_seen), st.values_total)
+                )
+    return rows
+
+
+class WorkerCollector(Collector):
+    """Exposes one shard's streams and health at scrape time."""
+
+    def __init__(self, worker: ShardWorker, tests_in_monitor: int) -> None:
+        self.worker = worker
+        self.tests_in_monitor = tests_in_monitor
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def decisions(self) -> tuple[list[Row], dict[tuple[str, str], bool]]:
+        rows = collect_rows(self.worker)
+        plan = self.worker.plan
+        flags = decide(
+            rows, method=plan.multiple_testing, fdr=plan.fdr, min_samples=plan.min_samples,
+            tests_in_monitor=self.tests_in_monitor,
+        )
+        return rows, flags
+
+    def collect(self) -> Iterator[Metric]:
+        w = self.worker
+        monitor, shard = w.plan.monitor, str(w.ordinal)
+        base = [names.LABEL_MONITOR, names.LABEL_SHARD]
+        per_det = [names.LABEL_MONITOR, names.LABEL_STREAM, names.LABEL_DETECTOR, names.LABEL_SHARD]
+        per_stream = [names.LABEL_MONITOR, names.LABEL_STREAM, names.LABEL_SHARD]
+        rows, flags = self.decisions()
+
+        stat = GaugeMetricFamily(names.M_STREAM_STATISTIC, "Latest test statistic per stream and detector.", labels=per_det)
+        pval = GaugeMetricFamily(names.M_STREAM_P_VALUE, "Latest p-value per stream and detector (tests with one).", labels=per_det)
+        drift = GaugeMetricFamily(names.M_STREAM_DRIFT, "1 if the detector's alarm survives the min-sample gate and multiple-testing control.", labels=per_det)
+        for r in rows:
+            labels = [monitor, r.stream, r.detector, shard]
+            if not math.isnan(r.statistic):
+                stat.add_metric(labels, r.statistic)
+            if r.p_value is not None and not math.isnan(r.p_value):
+                pval.add_metric(labels, r.p_value)
+            drift.add_metric(labels, 1.0 if flags[(r.stream, r.detector)] else 0.0)
+        yield from (stat, pval, drift)
+
+        values = CounterMetricFamily(names.M_STREAM_VALUES, "Values applied per stream.", labels=per_stream)
+        fill = GaugeMetricFamily(names.M_STREAM_WINDOW_FILL, "Fullest detector window of the stream (0..1).", labels=per_stream)
+        last = GaugeMetricFamily(names.M_STREAM_LAST_DRIFT, "Event time (unix s) of the detector's last alarm.", labels=per_det)
+        rejected = CounterMetricFamily(M_WORKER_REJECTED_VALUES, "Values a detector refused (counted, not applied).", labels=per_stream)
+        join = CounterMetricFamily(M_LABEL_JOIN, "Label join outcomes.", labels=[*per_stream, "outcome"])
+        pending = GaugeMetricFamily(M_LABEL_JOIN_PENDING, "Predictions or labels waiting for their match.", labels=[*per_stream, "kind"])
+        with w.lock:
+            live = [(n, st) for n, st in w.streams.items() if w.status_of(n) == LIVE]
+            for name, st in live:
+                labels = [monitor, name, shard]
+                values.add_metric(labels, st.values_total)
+                fill.add_metric(labels, st.window_fill())
+                rejected.add_metric(labels, st.rejected_values)
+                for det, ts in st.last_drift_ts.items():
+                    last.add_metric([monitor, name, det, shard], ts)
+                if st.join is not None:
+                    j = st.join
+                    join.add_metric([*labels, "joined"], j.joined)
+                    join.add_metric([*labels, "expired_prediction"], j.expired_predictions)
+                    join.add_metric([*labels, "unmatched_label"], j.unmatched_labels)
+                    pending.add_metric([*labels, "predictions"], len(j.predictions))
+                    pending.add_metric([*labels, "labels"], len(j.labels))
+            frozen = sum(1 for n in w.streams if w.status_of(n) == FROZEN)
+            awaiting = len(w.awaiting)
+            c = w.counters
+            epoch = w.epoch
+            wal_bytes = w.wal.size_bytes() if w.wal is not None else 0
+        yield from (values, fill, last, rejected, join, pending)
+
+        drifting_streams = {r.stream for r in rows if flags[(r.stream, r.detector)]}
+        g = GaugeMetricFamily(names.M_MONITOR_STREAMS, "Live streams on this shard.", labels=base)
+        g.add_metric([monitor, shard], len(live))
+        yield g
+        g = GaugeMetricFamily(names.M_MONITOR_DRIFTING, "Live streams on this shard with a confirmed alarm.", labels=base)
+        g.add_metric([monitor, shard], len(drifting_streams))
+        yield g
+        g = GaugeMetricFamily(names.M_WORKER_EPOCH, "Shard-map epoch this shard works at.", labels=base)
+        g.add_metric([monitor, shard], epoch)
+        yield g
+        g = GaugeMetricFamily(names.M_WORKER_OWNED, "Streams this shard owns and holds (live).", labels=base)
+        g.add_metric([monitor, shard], len(live))
+        yield g
+        batches = CounterMetricFamily(names.M_WORKER_BATCHES, "Ingest batches by outcome.", labels=[*base, "outcome"])
+        batches.add_metric([monitor, shard, "accepted"], c.batches_accepted)
+        batches.add_metric([monitor, shard, "duplicate"], c.batches_duplicate)
+        batches.add_metric([monitor, shard, "refused"], c.batches_refused)
+        batches.add_metric([monitor, shard, "malformed"], c.batches_malformed)
+        yield batches
+        if c.last_ingest:
+            g = GaugeMetricFamily(names.M_WORKER_LAST_INGEST, "Unix time of the last accepted batch.", labels=base)
+            g.add_metric([monitor, shard], c.last_ingest)
+            yield g
+        h = CounterMetricFamily(M_WORKER_HANDOFFS, "Stream handoffs by direction.", labels=[*base, "direction"])
+        h.add_metric([monitor, shard, "in"], c.handoffs_in)
+        h.add_metric([monitor, shard, "out"], c.handoffs_out)
+        h.add_metric([monitor, shard, "timeout"], c.handoff_timeouts)
+        yield h
+        p = GaugeMetricFamily(M_WORKER_PENDING_HANDOFFS, "Streams frozen here (outgoing) or awaited (incoming).", labels=[*base, "direction"])
+        p.add_metric([monitor, shard, "outgoing"], frozen)
+        p.add_metric([monitor, shard, "awaiting"], awaiting)
+        yield p
+        g = GaugeMetricFamily(M_WORKER_WAL_BYTES, "Bytes in write-ahead-log segments.", labels=base)
+        g.add_metric([monitor, shard], wal_bytes)
+        yield g
+        g = GaugeMetricFamily(M_WORKER_RECOVERY_SECONDS, "Seconds the last start spent restoring snapshot + WAL.", labels=base)
+        g.add_metric([monitor, shard], c.recovery_seconds)
+        yield g
+
+
+def status_document(worker: ShardWorker, collector: WorkerCollector) -> dict[str, Any]:
+    """Return the ``/status`` JSON: epoch, streams with their results, handoffs, WAL."""
+    rows, flags = collector.decisions()
+    by_stream: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        by_stream.setdefault(r.stream, {})[r.detector] = {
+            "statistic": None if math.isnan(r.statistic) else r.statistic,
+            "p_value": None if r.p_value is None or math.isnan(r.p_value) else r.p_value,
+            "alarm": r.drift,
+            "drift": flags[(r.stream, r.detector)],
+            "n_seen": r.n_seen,
+        }
+    w = worker
+    with w.lock:
+        assert w.map is not None
+        streams = {}
+        for name in sorted(set(w.streams) | set(w.awaiting)):
+            st = w.streams.get(name)
+            streams[name] = {
+                "status": w.status_of(name),
+                "values": st.values_total if st else 0,
+                "window_fill": st.window_fill() if st else 0.0,
+                "generation": st.generation if st else None,
+                "detectors": by_stream.get(name, {}),
+            }
+        c = w.counters
+        return {
+            "monitor": w.plan.monitor,
+            "shard": w.ordinal,
+            "epoch": w.map.epoch,
+            "shards": w.map.shards,
+            "shard_map": w.map.model_dump(mode="json"),
+            "streams": streams,
+            "handoff": {
+                "outgoing": [{"stream": s, "to": t, "generation": g} for s, t, g in w.outgoing()],
+                "awaiting": sorted(w.awaiting),
+                "in": c.handoffs_in,
+                "out": c.handoffs_out,
+                "timeouts": c.handoff_timeouts,
+            },
+            "batches": {
+                "accepted": c.batches_accepted, "duplicate": c.batches_duplicate,
+                "refused": c.batches_refused, "malformed": c.batches_malformed,
+            },
+            "wal": None if w.wal is None else {
+                "written_lsn": w.wal.written_lsn, "durable_lsn": w.wal.durable_lsn, "fsync": w.wal.fsync,
+                "bytes": w.wal.size_bytes(),
+            },
+            "recovery": {"records": c.recovered_records, "seconds": c.recovery_seconds},
+            "snapshots": c.snapshots,
+        }
