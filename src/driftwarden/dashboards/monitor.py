@@ -51,8 +51,18 @@ def dashboard_uid(name: str, namespace: str) -> str:
 
 
 def to_json(builder: dash_b.Dashboard) -> dict[str, Any]:
-    """Return a built dashboard as plain JSON-compatible data (what Grafana imports)."""
-    return json.loads(json.dumps(builder.build(), cls=JSONEncoder))
+    """Return a built dashboard as plain JSON-compatible data (what Grafana imports).
+
+    Panels get ids 1..n in layout order: Grafana needs unique ids for panel links,
+    repeats and "view panel", and stable ids keep the JSON diff-friendly.
+    """
+    data = json.loads(json.dumps(builder.build(), cls=JSONEncoder))
+    next_id = 1
+    for panel in data.get("panels", []):
+        for item in [panel, *panel.get("panels", [])]:
+            item["id"] = next_id
+            next_id += 1
+    return data
 
 
 def build_dashboard(name: str, namespace: str, spec: DriftMonitorSpec) -> dict[str, Any]:
