@@ -13,6 +13,7 @@ URIs:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from functools import cached_property
@@ -32,6 +33,7 @@ from driftwarden.bundles.manifest import (
 from driftwarden.bundles.models import Model, load_model
 
 BUNDLES_DIR_ENV = "DRIFTWARDEN_BUNDLES_DIR"
+log = logging.getLogger(__name__)
 
 
 class BundleError(Exception):
@@ -173,13 +175,31 @@ _train_lock = threading.Lock()
 def load_bundle(uri: str | os.PathLike[str]) -> Bundle:
     """Return the bundle at ``uri``, training a missing ``builtin://`` bundle first."""
     directory, builtin = resolve_uri(os.fspath(uri))
-    if builtin is not None and not (directory / MANIFEST_FILE).is_file():
-        from driftwarden.bundles.train import train_bundle
+    if builtin is not None:
+        from driftwarden.bundles.train import recipe_fingerprint, train_bundle
 
         with _train_lock:  # one training per process; across processes, see train_bundle
-            if not (directory / MANIFEST_FILE).is_file():
-                train_bundle(builtin, directory.parent)
+            cached = _cached_recipe(directory)
+            if cached != recipe_fingerprint():
+                if cached is not None:
+                    log.warning(
+                        "built-in bundle %s at %s was trained by another version (recipe %s); "
+                        "retraining",
+                        builtin,
+                        directory,
+                        cached,
+                    )
+                train_bundle(builtin, directory.parent, force=cached is not None)
     return load_bundle_dir(directory)
+
+
+def _cached_recipe(directory: Path) -> str | None:
+    """Return the recipe fingerprint of the built-in bundle in ``directory``, or None if absent."""
+    try:
+        manifest = json.loads((directory / MANIFEST_FILE).read_text())
+        return str(manifest.get("training", {}).get("recipe", ""))
+    except (OSError, ValueError):
+        return None
 
 
 def load_bundle_dir(directory: Path) -> Bundle:

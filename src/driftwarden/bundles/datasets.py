@@ -86,6 +86,35 @@ def images_to_digits(images: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(flat, columns=DIGITS_FEATURES)
 
 
+# Held-out share and stratification of each real data set's test split. Trainers
+# measure metrics and draw the reference sample from it; scenarios resample it, so a
+# scenario's pre-drift rows match the reference exactly in distribution.
+HOLDOUT: dict[str, tuple[float, bool]] = {
+    "diamonds": (0.2, False),
+    "diabetes": (0.4, False),
+    "iris": (0.5, True),
+    "digits": (0.3, True),
+}
+SPLIT_SEED = 0
+
+
+def holdout_split(name: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, pd.Series]:
+    """Return ``(X_train, X_test, y_train, y_test)`` of real data set ``name``, fixed seed."""
+    from sklearn.model_selection import train_test_split
+
+    loader = {
+        "diamonds": load_diamonds,
+        "diabetes": load_diabetes,
+        "iris": load_iris,
+        "digits": load_digits,
+    }[name]
+    X, y = loader()
+    share, stratify = HOLDOUT[name]
+    return train_test_split(
+        X, y, test_size=share, random_state=SPLIT_SEED, stratify=y if stratify else None
+    )
+
+
 # --------------------------------------------------------------------------- insurance
 
 INSURANCE_CATEGORIES: dict[str, list[str]] = {

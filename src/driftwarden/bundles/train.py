@@ -9,6 +9,7 @@ with one complete copy.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -145,10 +146,9 @@ def _tabular_pipeline(numeric: list[str], categories: dict[str, list[str]], esti
 def train_diamonds() -> TrainedBundle:
     """Diamond price (USD) regression: scaling + one-hot + a modest random forest."""
     from sklearn.ensemble import RandomForestRegressor
-    from sklearn.model_selection import train_test_split
 
-    X, y = ds.load_diamonds()
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=SEED)
+    X_train, X_test, y_train, y_test = ds.holdout_split("diamonds")
+    X = pd.concat([X_train, X_test])
     forest = RandomForestRegressor(
         n_estimators=40,
         max_depth=14,
@@ -196,10 +196,9 @@ def train_diamonds() -> TrainedBundle:
 def train_diabetes() -> TrainedBundle:
     """Diabetes progression linear regression on scikit-learn's 442 patients."""
     from sklearn.linear_model import LinearRegression
-    from sklearn.model_selection import train_test_split
 
-    X, y = ds.load_diabetes()
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.4, random_state=SEED)
+    X_train, X_test, y_train, y_test = ds.holdout_split("diabetes")
+    X = pd.concat([X_train, X_test])
     pipeline = _tabular_pipeline(list(X.columns), {}, LinearRegression())
     pipeline.fit(X_train, y_train)
     pred = pipeline.predict(X_test)
@@ -235,12 +234,9 @@ def train_diabetes() -> TrainedBundle:
 def train_iris() -> TrainedBundle:
     """Iris species logistic regression."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
 
-    X, y = ds.load_iris()
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.5, random_state=SEED, stratify=y
-    )
+    X_train, X_test, y_train, y_test = ds.holdout_split("iris")
+    X = pd.concat([X_train, X_test])
     pipeline = _tabular_pipeline(list(X.columns), {}, LogisticRegression(max_iter=1000))
     pipeline.fit(X_train, y_train)
     pred = pipeline.predict(X_test).astype(str)
@@ -312,12 +308,8 @@ def train_insurance() -> TrainedBundle:
 def train_digits(epochs: int = 15) -> TrainedBundle:
     """Digit image classification with a small CNN; the embedding is its penultimate layer."""
     import torch
-    from sklearn.model_selection import train_test_split
 
-    X, y = ds.load_digits()
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=0.3, random_state=SEED, stratify=y
-    )
+    X_train, X_test, y_train, y_test = ds.holdout_split("digits")
     classes = [str(d) for d in range(10)]
     params = {"channels": 16, "hidden": 64}
     torch.manual_seed(SEED)
@@ -382,6 +374,27 @@ BUILTIN: dict[str, Callable[[], TrainedBundle]] = {
 }
 
 
+_RECIPE_MODULES = ("train.py", "datasets.py", "models.py", "manifest.py")
+
+
+def recipe_fingerprint() -> str:
+    """Return a short hash of what determines a built-in bundle: this code and library versions.
+
+    Stored in each built-in bundle's ``training.recipe``; ``load_bundle`` retrains a
+    cached built-in whose recipe differs, so an upgrade never serves a stale or
+    unpicklable model.
+    """
+    from importlib.metadata import version
+
+    digest = hashlib.sha256()
+    here = Path(__file__).parent
+    for module in _RECIPE_MODULES:
+        digest.update((here / module).read_bytes())
+    for dist in ("scikit-learn", "torch", "numpy"):
+        digest.update(f"{dist}=={version(dist)}".encode())
+    return digest.hexdigest()[:16]
+
+
 def fit_builtin(name: str) -> TrainedBundle:
     """Return built-in bundle ``name`` freshly trained (native thread pools limited to one)."""
     from threadpoolctl import threadpool_limits
@@ -389,7 +402,10 @@ def fit_builtin(name: str) -> TrainedBundle:
     # BLAS/OpenMP pools sized to the machine fight each other (and other processes) on
     # small problems; one thread is faster here and keeps results reproducible.
     with threadpool_limits(limits=1):
-        return BUILTIN[name]()
+        trained = BUILTIN[name]()
+    training = {**trained.manifest.training, "recipe": recipe_fingerprint()}
+    trained.manifest = trained.manifest.model_copy(update={"training": training})
+    return trained
 
 
 def write_bundle(trained: TrainedBundle, directory: Path) -> None:
