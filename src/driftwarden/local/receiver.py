@@ -118,10 +118,12 @@ class AlertReceiver:
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        # shutdown() waits for serve_forever() to return: only call it if that runs.
         if self._thread is not None:
+            self._server.shutdown()
             self._thread.join(timeout=5)
+            self._thread = None
+        self._server.server_close()
 
     def __enter__(self) -> Self:
         return self.start()
