@@ -1,0 +1,295 @@
+"""Pure builders: every child of a DriftMonitor, checked field by field and against golden YAML.
+
+Golden files live in tests/unit/golden/operator/. They are never rewritten silently:
+regenerate them on purpose with
+
+    DRIFTWARDEN_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_operator_builders.py
+
+and review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from driftwarden.common.sharding import ShardMap
+from driftwarden.operator import builders
+from driftwarden.operator.builders import Renderers
+from driftwarden.operator.examples import examples
+from driftwarden.operator.generate import dump_all
+from driftwarden.operator.monitor import InvalidMonitor, Monitor
+from driftwarden.operator.settings import OperatorSettings
+
+GOLDEN = Path(__file__).parent / "golden" / "operator"
+UPDATE = os.environ.get("DRIFTWARDEN_UPDATE_GOLDEN") == "1"
+UID = "0b7f3f6e-7d0e-4e4c-9a55-3f1c9d1f2a10"
+
+# Pinned stand-ins for the alerts/dashboards renderers, so these goldens change only
+# when the operator's wrapping changes (their content is tested by their owners).
+FAKE = Renderers(
+    rule_groups=lambda name, ns, spec: [{"name": f"driftwarden.{name}", "rules": [
+        {"alert": "DriftwardenDataDrift", "expr": f'vector(1) * {spec.alerts.data_drift_share}',
+         "for": spec.alerts.for_}]}],
+    alertmanager_spec=lambda name, ns, spec: {
+        "route": {"receiver": spec.alerts.receivers[0].name},
+        "receivers": [{"name": r.name} for r in spec.alerts.receivers]},
+    dashboard=lambda name, ns, spec: {"title": f"Driftwarden {ns}/{name}", "panels": []},
+)
+
+
+def _monitor(spec: dict[str, Any], name: str = "diamonds", namespace: str = "ml",
+             labels: dict[str, str] | None = None, generation: int = 1) -> Monitor:
+    return Monitor.from_body({
+        "apiVersion": "driftwarden.io/v1alpha1", "kind": "DriftMonitor",
+        "metadata": {"name": name, "namespace": namespace, "uid": UID,
+                     "generation": generation, "labels": labels or {}},
+        "spec": spec,
+    })
+
+
+def _children(monitor: Monitor, settings: OperatorSettings | None = None,
+              epoch: int = 1) -> list[dict[str, Any]]:
+    shard_map = ShardMap(monitor=monitor.key, epoch=epoch, shards=monitor.spec.workers.shards)
+    return builders.build_children(monitor, settings or OperatorSettings(),
+                                   shard_map=shard_map, renderers=FAKE)
+
+
+def _by_kind(children: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(c["kind"], c["metadata"]["name"]): c for c in children}
+
+
+EXAMPLE_MONITORS = {
+    file_name.removesuffix(".yaml"): next(o for o in objs if o["kind"] == "DriftMonitor")
+    for file_name, (_, objs) in examples().items()
+}
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLE_MONITORS))
+def test_children_match_golden_yaml(example: str) -> None:
+    body = EXAMPLE_MONITORS[example]
+    monitor = _monitor(body["spec"], name=body["metadata"]["name"])
+    text = dump_all(_children(monitor))
+    path = GOLDEN / f"{example}.yaml"
+    if UPDATE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"{path} missing; create it with DRIFTWARDEN_UPDATE_GOLDEN=1"
+    assert text == path.read_text(), (
+        f"children of {example} differ from {path}; if the change is intended, regenerate "
+        "with DRIFTWARDEN_UPDATE_GOLDEN=1 and review the diff")
+
+
+def test_every_child_is_owned_labelled_and_hashed() -> None:
+    monitor = _monitor({"model": {"bundle": "builtin://diamonds"}}, labels={"team": "pricing"})
+    children = _children(monitor)
+    kinds = sorted(c["kind"] for c in children)
+    assert kinds == sorted(["ConfigMap", "ConfigMap", "Service", "Service", "Deployment",
+                            "StatefulSet", "ServiceMonitor", "ServiceMonitor", "PrometheusRule"])
+    for child in children:
+        meta = child["metadata"]
+        assert meta["namespace"] == "ml"
+        assert meta["ownerReferences"] == [{
+            "controller": True, "blockOwnerDeletion": True,
+            "apiVersion": "driftwarden.io/v1alpha1", "kind": "DriftMonitor",
+            "name": "diamonds", "uid": UID}]
+        labels = meta["labels"]
+        assert labels["app.kubernetes.io/name"] == "driftwarden"
+        assert labels["app.kubernetes.io/instance"] == "diamonds"
+        assert labels["app.kubernetes.io/part-of"] == "driftwarden"
+        assert labels["app.kubernetes.io/managed-by"] == "driftwarden-operator"
+        assert labels["app.kubernetes.io/component"]
+        assert labels["team"] == "pricing"  # the monitor's labels travel to its children
+        assert len(meta["annotations"][builders.INPUT_HASH_ANNOTATION]) == 32
+
+
+def _pods(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c["spec"]["template"]["spec"] for c in children
+            if c["kind"] in ("Deployment", "StatefulSet")]
+
+
+def test_pods_satisfy_pod_security_restricted() -> None:
+    pods = _pods(_children(_monitor({"model": {"bundle": "builtin://diamonds"}})))
+    assert len(pods) == 2
+    allowed_volumes = {"configMap", "emptyDir", "persistentVolumeClaim", "secret", "projected",
+                       "downwardAPI", "csi", "ephemeral"}
+    for pod in pods:
+        sec = pod["securityContext"]
+        assert sec["runAsNonRoot"] is True and sec["runAsUser"] > 0
+        assert sec["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+        for vol in pod["volumes"]:
+            assert set(vol) - {"name"} <= allowed_volumes
+        for container in pod["containers"]:
+            csec = container["securityContext"]
+            assert csec["allowPrivilegeEscalation"] is False
+            assert csec["capabilities"] == {"drop": ["ALL"]}
+            assert csec["readOnlyRootFilesystem"] is True
+            assert csec.get("privileged") is not True
+            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            assert "/tmp" in mounts  # writable scratch space on a read-only root
+
+
+def test_workers_statefulset_and_services_follow_the_contracts() -> None:
+    monitor = _monitor({"model": {"bundle": "builtin://diamonds"},
+                        "workers": {"shards": 5, "storage": "2Gi",
+                                    "storageClassName": "fast"}})
+    children = _by_kind(_children(monitor, epoch=4))
+    sts = children[("StatefulSet", "diamonds-workers")]
+    assert sts["spec"]["replicas"] == 5
+    assert sts["spec"]["serviceName"] == "diamonds-workers"
+    claim = sts["spec"]["volumeClaimTemplates"][0]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    assert claim["spec"]["storageClassName"] == "fast"
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DRIFTWARDEN_MONITOR_CONFIG"]["value"] == "/etc/driftwarden/monitor.json"
+    assert env["DRIFTWARDEN_SHARD_MAP"]["value"] == "/etc/driftwarden/shardmap.json"
+    assert "pod-index" in env["DRIFTWARDEN_WORKER__ORDINAL"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    headless = children[("Service", "diamonds-workers")]
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
+    model = children[("Deployment", "diamonds-model")]
+    model_env = {e["name"]: e.get("value") for e in
+                 model["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert model_env["DRIFTWARDEN_SENDER__URL_TEMPLATE"] == (
+        "http://diamonds-workers-{ordinal}.diamonds-workers.ml.svc:8080")
+    assert children[("Service", "diamonds-model")]["spec"]["ports"][0]["port"] == 8000
+
+    config = children[("ConfigMap", "diamonds-driftwarden")]
+    shard_map = ShardMap.model_validate_json(config["data"]["shardmap.json"])
+    assert (shard_map.monitor, shard_map.epoch, shard_map.shards) == ("ml/diamonds", 4, 5)
+    monitor_json = json.loads(config["data"]["monitor.json"])
+    assert monitor_json["name"] == "diamonds" and monitor_json["namespace"] == "ml"
+    assert monitor_json["spec"]["workers"]["window"] == 1000  # defaults filled
+
+
+def test_service_monitors_select_their_services_and_carry_monitoring_labels() -> None:
+    settings = OperatorSettings(monitoring_labels={"release": "kps"})
+    children = _by_kind(_children(_monitor({"model": {"bundle": "builtin://iris"}}), settings))
+    for name in ("diamonds-model", "diamonds-workers"):
+        smon = children[("ServiceMonitor", name)]
+        svc = children[("Service", name)]
+        assert smon["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+        assert smon["spec"]["endpoints"][0]["port"] == "http"
+        assert smon["metadata"]["labels"]["release"] == "kps"
+    assert children[("PrometheusRule", "diamonds-driftwarden")]["metadata"]["labels"][
+        "release"] == "kps"
+
+
+def test_alertmanager_config_only_with_receivers_and_dashboard_toggle() -> None:
+    plain = _by_kind(_children(_monitor({"model": {"bundle": "builtin://iris"},
+                                         "dashboard": {"enabled": False}})))
+    assert not any(kind == "AlertmanagerConfig" for kind, _ in plain)
+    assert ("ConfigMap", "diamonds-dashboard") not in plain
+    ref = {"name": "hook", "key": "url"}
+    alerting = _by_kind(_children(_monitor({
+        "model": {"bundle": "builtin://iris"},
+        "alerts": {"receivers": [{"name": "oncall", "webhook": {"urlSecretRef": ref}}]}})))
+    amc = alerting[("AlertmanagerConfig", "diamonds-driftwarden")]
+    assert amc["apiVersion"] == "monitoring.coreos.com/v1alpha1"
+    assert amc["spec"]["route"]["receiver"] == "oncall"
+    dash = alerting[("ConfigMap", "diamonds-dashboard")]
+    assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(next(iter(dash["data"].values())))["title"] == "Driftwarden ml/diamonds"
+    off = _by_kind(_children(_monitor({"model": {"bundle": "builtin://iris"}}),
+                             OperatorSettings(dashboards_enabled=False)))
+    assert ("ConfigMap", "diamonds-dashboard") not in off
+
+
+def test_dashboards_in_a_shared_namespace_carry_no_owner_reference() -> None:
+    settings = OperatorSettings(dashboard_namespace="grafana")
+    dash = _by_kind(_children(_monitor({"model": {"bundle": "builtin://iris"}}), settings))[
+        ("ConfigMap", "ml-diamonds-dashboard")]
+    assert dash["metadata"]["namespace"] == "grafana"
+    assert "ownerReferences" not in dash["metadata"]
+    assert dash["metadata"]["labels"][builders.MONITOR_NAMESPACE_LABEL] == "ml"
+
+
+def test_hashes_are_deterministic_and_track_inputs() -> None:
+    spec = {"model": {"bundle": "builtin://diamonds"}}
+    first = _children(_monitor(spec))
+    assert first == _children(_monitor(spec))
+    changed = _children(_monitor({**spec, "workers": {"window": 2000}}))
+    h = builders.INPUT_HASH_ANNOTATION
+    assert ({c["metadata"]["annotations"][h] for c in first}
+            != {c["metadata"]["annotations"][h] for c in changed})
+
+
+def test_scaling_rolls_no_pods_but_a_spec_change_does() -> None:
+    base = _monitor({"model": {"bundle": "builtin://diamonds"}})
+    scaled = _monitor({"model": {"bundle": "builtin://diamonds", "replicas": 7},
+                       "workers": {"shards": 9}})
+    tuned = _monitor({"model": {"bundle": "builtin://diamonds"},
+                      "detectors": {"numeric": [{"type": "iks"}]}})
+    assert builders.config_hash(base) == builders.config_hash(scaled)
+    assert builders.config_hash(base) != builders.config_hash(tuned)
+
+
+def test_next_shard_map_bumps_the_epoch_only_on_a_reshard() -> None:
+    three = _monitor({"model": {"bundle": "builtin://d"}, "workers": {"shards": 3}})
+    five = _monitor({"model": {"bundle": "builtin://d"}, "workers": {"shards": 5}})
+    first = builders.next_shard_map(None, None, three)
+    assert (first.epoch, first.shards, first.history) == (1, 3, ())
+    assert builders.next_shard_map(first, 1, three) == first
+    second = builders.next_shard_map(first, 1, five)
+    assert (second.epoch, second.shards, second.history) == (2, 5, ((1, 3),))
+    back = builders.next_shard_map(second, 2, three)
+    assert (back.epoch, back.shards, back.history) == (3, 3, ((1, 3), (2, 5)))
+    # The ConfigMap was deleted: the status remembers epoch 3, so the epoch moves on.
+    recreated = builders.next_shard_map(None, 3, three)
+    assert recreated.epoch == 4
+    # A stale ConfigMap behind the status also never moves the epoch backwards.
+    assert builders.next_shard_map(first, 6, three).epoch == 7
+
+
+def test_shard_map_round_trips_through_the_config_map() -> None:
+    monitor = _monitor({"model": {"bundle": "builtin://d"}})
+    shard_map = ShardMap(monitor=monitor.key, epoch=3, shards=3, history=((1, 2), (2, 4)))
+    config = builders.build_config_map(monitor, OperatorSettings(), shard_map)
+    assert builders.read_shard_map(config) == shard_map
+    assert builders.read_shard_map(None) is None
+    assert builders.read_shard_map({"data": {"shardmap.json": "{not json"}}) is None
+
+
+def test_settings_reach_the_pods() -> None:
+    settings = OperatorSettings(
+        model_server_image="registry.local/ms:1", drift_worker_image="registry.local/dw:1",
+        image_pull_policy="Always", image_pull_secrets=[{"name": "regcred"}],
+        node_selector={"pool": "ml"}, tolerations=[{"key": "ml", "operator": "Exists"}])
+    children = _by_kind(_children(_monitor({"model": {"bundle": "builtin://d"}}), settings))
+    dep = children[("Deployment", "diamonds-model")]["spec"]["template"]["spec"]
+    sts = children[("StatefulSet", "diamonds-workers")]["spec"]["template"]["spec"]
+    assert dep["containers"][0]["image"] == "registry.local/ms:1"
+    assert sts["containers"][0]["image"] == "registry.local/dw:1"
+    for pod in (dep, sts):
+        assert pod["containers"][0]["imagePullPolicy"] == "Always"
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+        assert pod["nodeSelector"] == {"pool": "ml"}
+        assert pod["tolerations"] == [{"key": "ml", "operator": "Exists"}]
+
+
+def test_real_renderers_produce_objects_the_operator_can_wrap() -> None:
+    monitor = _monitor(EXAMPLE_MONITORS["receivers"]["spec"])
+    shard_map = ShardMap(monitor=monitor.key, epoch=1, shards=3)
+    children = _by_kind(builders.build_children(
+        monitor, OperatorSettings(), shard_map=shard_map, renderers=builders.default_renderers()))
+    rule = children[("PrometheusRule", "diamonds-driftwarden")]
+    assert rule["spec"]["groups"] and all(g["rules"] for g in rule["spec"]["groups"])
+    amc = children[("AlertmanagerConfig", "diamonds-driftwarden")]
+    assert amc["spec"]["receivers"]
+    dashboard = json.loads(next(iter(children[("ConfigMap", "diamonds-dashboard")]["data"]
+                                      .values())))
+    assert dashboard["panels"]
+    yaml.safe_dump(list(children.values()))  # plain data all the way down
+
+
+def test_invalid_body_names_the_field() -> None:
+    with pytest.raises(InvalidMonitor, match=r"spec\.workers\.shards"):
+        _monitor({"model": {"bundle": "builtin://d"}, "workers": {"shards": 0}})
