@@ -56,7 +56,12 @@ M_REQUESTS = "driftwarden_model_requests_total"
 M_REQUEST_LATENCY = "driftwarden_model_request_duration_seconds"
 M_BATCH_SIZE = "driftwarden_model_batch_size"
 M_REJECTIONS = "driftwarden_model_rejected_total"
-M_PREDICTIONS = "driftwarden_model_predictions"
+M_PREDICTIONS = "driftwarden_model_predictions"  # histogram; classification: class i in le=i+0.5
+M_PREDICTED_CLASS = "driftwarden_model_predicted_class_total"  # label "class"
+M_BATCH_REQUESTS = "driftwarden_model_batch_requests"  # requests sharing one model call
+M_INFLIGHT = "driftwarden_model_inflight_requests"
+M_FEEDBACK_LABELS = "driftwarden_model_feedback_labels_total"
+M_EMISSION_ENABLED = "driftwarden_model_emission_enabled"  # 1 when a sender is configured
 # sender (inside the model server)
 M_SENDER_QUEUE = "driftwarden_sender_queue_values"
 M_SENDER_SHED = "driftwarden_sender_shed_values_total"
