@@ -1,0 +1,435 @@
+"""The reconcile pass against an in-memory API: idempotence, restores, resharding, pruning.
+
+The fake API keeps objects by path, bumps resourceVersion on every write, adds server
+defaults and a status, as the API server does; the cluster tier repeats these checks
+against a real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import logging
+from typing import Any
+
+import httpx
+import pytest
+
+from driftwarden.operator import builders
+from driftwarden.operator.kube import ApiError, kind_of
+from driftwarden.operator.reconcile import (
+    ChildCache,
+    MonitorState,
+    Reconciler,
+    RetryLater,
+    child_key,
+    is_subset,
+)
+from driftwarden.operator.settings import OperatorSettings
+from driftwarden.operator.status import (
+    DriftObservation,
+    Observation,
+    compute_status,
+    merge_conditions,
+    status_patch,
+)
+from driftwarden.operator.workers import parse_status, probe_workers
+
+from test_operator_builders import FAKE, _monitor  # same folder, on sys.path (rootdir)
+
+LOG = logging.getLogger("test")
+
+
+class FakeApi:
+    """Just enough of KubeApi: objects by key, versions, defaults, write counters."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self.version = 100
+        self.writes: dict[tuple[str, str], int] = {}
+        self.status: dict[str, Any] = {}
+        self.fail_kind: str | None = None
+        self.missing_crds: set[str] = set()
+
+    def _count(self, verb: str, kind: str) -> None:
+        self.writes[(verb, kind)] = self.writes.get((verb, kind), 0) + 1
+
+    def total_writes(self) -> int:
+        return sum(self.writes.values())
+
+    def _bump(self) -> str:
+        self.version += 1
+        return str(self.version)
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        for key, obj in self.objects.items():
+            if kind_of(obj).path(key[2], key[3]) == path:
+                return copy.deepcopy(obj)
+        return None
+
+    async def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
+        self._count("apply", obj["kind"])
+        if obj["kind"] == self.fail_kind:
+            raise ApiError("PATCH", "/x", 500, '{"reason": "InternalError", "message": "boom"}')
+        if obj["kind"] in self.missing_crds:
+            raise ApiError("PATCH", "/x", 404, '{"reason": "NotFound", "message": "no kind"}')
+        key = child_key(obj)
+        stored = copy.deepcopy(obj)
+        held = self.objects.get(key)
+        stored["metadata"]["resourceVersion"] = self._bump()
+        stored["metadata"]["uid"] = held["metadata"]["uid"] if held else f"uid-{self.version}"
+        stored["metadata"]["generation"] = (held["metadata"].get("generation", 0) + 1
+                                            if held else 1)
+        if obj["kind"] in ("Deployment", "StatefulSet"):
+            # Server defaults the operator never sets.
+            stored["spec"]["template"]["spec"]["dnsPolicy"] = "ClusterFirst"
+            stored["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] = (
+                "/dev/termination-log")
+            stored["status"] = (held or {}).get("status", {})
+        self.objects[key] = stored
+        return copy.deepcopy(stored)
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        self._count("delete", kind)
+        return self.objects.pop((api_version, kind, namespace, name), None) is not None
+
+    async def patch_status(self, gv: str, plural: str, namespace: str, name: str,
+                           patch: dict[str, Any]) -> dict[str, Any]:
+        self._count("patch-status", plural)
+        for key, value in patch.items():
+            if value is None:
+                self.status.pop(key, None)
+            else:
+                self.status[key] = copy.deepcopy(value)
+        return {"metadata": {"resourceVersion": self._bump()}, "status": dict(self.status)}
+
+    # --- what controllers and people do ---------------------------------------------------
+
+    def make_ready(self) -> None:
+        for obj in self.objects.values():
+            if obj["kind"] in ("Deployment", "StatefulSet"):
+                want = obj["spec"]["replicas"]
+                obj["status"] = {"observedGeneration": obj["metadata"]["generation"],
+                                 "replicas": want, "readyReplicas": want,
+                                 "updatedReplicas": want, "availableReplicas": want}
+                obj["metadata"]["resourceVersion"] = self._bump()
+
+
+class Harness:
+    def __init__(self, settings: OperatorSettings | None = None) -> None:
+        self.api = FakeApi()
+        self.cache = ChildCache()
+        self.settings = settings or OperatorSettings(worker_status_url="")
+        self.reconciler = Reconciler(self.api, self.cache, self.settings, FAKE, None)  # type: ignore[arg-type]
+        self.state = MonitorState()
+        self.spec: dict[str, Any] = {"model": {"bundle": "builtin://diamonds"}}
+        self.generation = 1
+        self.version = 1
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "driftwarden.io/v1alpha1", "kind": "DriftMonitor",
+            "metadata": {"name": "diamonds", "namespace": "ml",
+                         "uid": "0b7f3f6e-7d0e-4e4c-9a55-3f1c9d1f2a10",
+                         "generation": self.generation, "resourceVersion": str(self.version),
+                         "labels": {}},
+            "spec": copy.deepcopy(self.spec),
+            "status": copy.deepcopy(self.api.status),
+        }
+
+    def watch(self) -> None:
+        """Deliver the current objects to the cache, as kopf's watch handlers do."""
+        for obj in self.api.objects.values():
+            self.cache.put(obj)
+
+    def run(self, *, sync: bool = True) -> int:
+        before = self.api.total_writes()
+        self.version = self.api.version + 1  # the body kopf hands over is the latest
+        asyncio.run(self.reconciler.reconcile(self.body(), self.state, LOG))
+        if sync:
+            self.watch()
+        return self.api.total_writes() - before
+
+
+def test_first_pass_creates_every_child_and_an_idle_pass_writes_nothing() -> None:
+    h = Harness()
+    writes = h.run()
+    kinds = sorted(k[1] for k in h.api.objects)
+    assert kinds == sorted(["ConfigMap", "ConfigMap", "Service", "Service", "Deployment",
+                            "StatefulSet", "ServiceMonitor", "ServiceMonitor", "PrometheusRule"])
+    assert writes == len(kinds) + 1  # every child plus one status patch
+    h.api.make_ready()
+    h.watch()
+    assert h.run() == 1  # Ready flips: one status patch
+    assert h.api.status["conditions"][0]["status"] == "True"
+    assert h.run() == 0
+    assert h.run() == 0
+    # A restarted operator: empty cache and state, one GET per child, zero writes.
+    h.cache = ChildCache()
+    h.reconciler = Reconciler(h.api, h.cache, h.settings, FAKE, None)  # type: ignore[arg-type]
+    h.state = MonitorState()
+    assert h.run() == 0
+
+
+def test_without_the_hash_skip_every_pass_reapplies_every_child() -> None:
+    h = Harness(OperatorSettings(worker_status_url="", input_hash_skip=False))
+    h.run()
+    h.api.make_ready()
+    h.watch()
+    h.run()
+    assert h.run() == len(h.api.objects)
+
+
+def test_a_child_deleted_or_edited_by_hand_is_restored() -> None:
+    h = Harness()
+    h.run()
+    h.api.make_ready()
+    h.watch()
+    h.run()
+    key = ("apps/v1", "Deployment", "ml", "diamonds-model")
+    del h.api.objects[key]
+    h.cache.remove(key)
+    h.run()
+    assert key in h.api.objects
+    assert h.api.writes[("apply", "Deployment")] == 2
+    # The restored Deployment's pods are not ready yet, and the status says so.
+    assert _conditions(h.api.status)["Ready"]["reason"] == "ModelServerNotReady"
+
+    h.api.objects[key]["spec"]["replicas"] = 7  # kubectl scale deployment by hand
+    h.api.objects[key]["metadata"]["resourceVersion"] = h.api._bump()
+    h.watch()
+    h.run()
+    assert h.api.objects[key]["spec"]["replicas"] == 2
+    assert h.api.writes[("apply", "Deployment")] == 3
+
+
+def test_scaling_publishes_a_new_epoch_and_the_statefulset_follows() -> None:
+    h = Harness()
+    h.spec["workers"] = {"shards": 3}
+    h.run()
+    assert h.api.status["shardEpoch"] == 1
+    for shards, epoch in ((5, 2), (2, 3)):
+        h.spec["workers"] = {"shards": shards}
+        h.generation += 1
+        h.run()
+        sts = h.api.objects[("apps/v1", "StatefulSet", "ml", "diamonds-workers")]
+        config = h.api.objects[("v1", "ConfigMap", "ml", "diamonds-driftwarden")]
+        shard_map = builders.read_shard_map(config)
+        assert sts["spec"]["replicas"] == shards
+        assert (shard_map.epoch, shard_map.shards) == (epoch, shards)
+        assert (h.api.status["shards"], h.api.status["shardEpoch"]) == (shards, epoch)
+    assert shard_map.history == ((1, 3), (2, 5))
+    h.api.make_ready()
+    h.watch()
+    h.run()
+    assert h.run() == 0  # the epoch is stable while the shard count is
+
+
+def test_removing_the_receivers_prunes_the_alertmanager_config() -> None:
+    h = Harness()
+    ref = {"name": "hook", "key": "url"}
+    h.spec["alerts"] = {"receivers": [{"name": "oncall", "webhook": {"urlSecretRef": ref}}]}
+    h.run()
+    key = ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig", "ml", "diamonds-driftwarden")
+    assert key in h.api.objects
+    h.spec["alerts"] = {}
+    h.generation += 1
+    h.run()
+    assert key not in h.api.objects
+    assert h.api.writes[("delete", "AlertmanagerConfig")] == 1
+
+
+def test_missing_prometheus_operator_crds_are_skipped_and_reported() -> None:
+    h = Harness()
+    h.api.missing_crds = {"ServiceMonitor", "PrometheusRule"}
+    h.run()
+    h.api.make_ready()
+    h.watch()
+    h.run()
+    ready = next(c for c in h.api.status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
+    assert "PrometheusRule, ServiceMonitor CRDs are not installed" in ready["message"]
+    assert h.run() == 0  # not retried on every pass
+
+
+def test_apply_failure_is_reported_in_status_and_retried() -> None:
+    h = Harness()
+    h.api.fail_kind = "StatefulSet"
+    with pytest.raises(RetryLater):
+        h.run()
+    conditions = {c["type"]: c for c in h.api.status["conditions"]}
+    assert conditions["Ready"]["reason"] == "ApplyFailed"
+    assert conditions["Degraded"]["status"] == "True"
+    assert "boom" in conditions["Degraded"]["message"]
+    h.api.fail_kind = None
+    h.run()
+    assert {c["type"]: c for c in h.api.status["conditions"]}["Degraded"]["status"] == "False"
+
+
+def test_the_status_the_operator_wrote_wins_over_a_stale_body() -> None:
+    h = Harness()
+    h.run()
+    stale = h.body()
+    stale["status"] = {}
+    stale["metadata"]["resourceVersion"] = "1"
+    before = h.api.total_writes()
+    asyncio.run(h.reconciler.reconcile(stale, h.state, LOG))
+    assert h.api.total_writes() == before
+
+
+# --- is_subset, cache ordering ---------------------------------------------------------
+
+
+def test_is_subset_ignores_server_defaults_but_not_edits() -> None:
+    desired = {"spec": {"replicas": 2, "ports": [{"port": 80}],
+                        "resources": {"requests": {"memory": "1024Mi", "cpu": "0.1"}}}}
+    actual = {"spec": {"replicas": 2, "ports": [{"port": 80, "protocol": "TCP"}],
+                       "resources": {"requests": {"memory": "1Gi", "cpu": "100m"}}},
+              "status": {}}
+    assert is_subset(desired, actual)
+    assert not is_subset(desired, {**actual, "spec": {**actual["spec"], "replicas": 3}})
+    assert not is_subset({"a": [1, 2]}, {"a": [1, 2, 3]})
+    assert not is_subset({"a": {"b": 1}}, {"a": None})
+    assert not is_subset({"requests": {"memory": "1Gi"}}, {"requests": {"memory": "2Gi"}})
+    assert not is_subset({"image": "1Gi"}, {"image": "1024Mi"})  # quantities only in resources
+
+
+def test_cache_never_goes_back_to_an_older_version() -> None:
+    cache = ChildCache()
+    new = {"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": "a", "namespace": "n", "resourceVersion": "20",
+                        "managedFields": [{"manager": "x"}],
+                        "ownerReferences": [{"kind": "DriftMonitor", "controller": True,
+                                             "uid": "u"}]}}
+    old = copy.deepcopy(new)
+    old["metadata"]["resourceVersion"] = "10"
+    assert cache.put(new)
+    assert not cache.put(old)
+    assert not cache.put(new)
+    assert "managedFields" not in cache.get(child_key(new))["metadata"]
+    assert cache.owned_by("u") == [child_key(new)]
+    cache.remove(child_key(new))
+    assert cache.owned_by("u") == [] and len(cache) == 0
+
+
+# --- status ---------------------------------------------------------------------------
+
+NOW = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
+LATER = NOW + dt.timedelta(minutes=5)
+
+
+def _ready(kind: str, want: int, ready: int, generation: int = 1) -> dict[str, Any]:
+    return {"kind": kind, "metadata": {"generation": generation},
+            "status": {"observedGeneration": generation, "replicas": want,
+                       "readyReplicas": ready, "updatedReplicas": want,
+                       "availableReplicas": ready}}
+
+
+def _conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_status_conditions_and_transition_times() -> None:
+    monitor = _monitor({"model": {"bundle": "builtin://d"}})
+    rolling = Observation(shards=3, epoch=1, deployment=_ready("Deployment", 2, 2),
+                          statefulset=_ready("StatefulSet", 3, 1))
+    first = compute_status(monitor, {}, rolling, NOW)
+    cond = _conditions(first)
+    assert [c["type"] for c in first["conditions"]] == [
+        "Ready", "Progressing", "Degraded", "DataDrift", "ConceptDrift"]
+    assert (cond["Ready"]["status"], cond["Ready"]["reason"]) == ("False", "WorkersNotReady")
+    assert "1/3 pods ready" in cond["Ready"]["message"]
+    assert cond["Progressing"]["status"] == "True"
+    assert cond["DataDrift"]["status"] == "Unknown"
+    assert first["readyShards"] == 1 and first["shards"] == 3 and first["shardEpoch"] == 1
+    assert first["selector"] == builders.worker_selector("diamonds")
+    assert "driftingStreams" not in first
+
+    same = compute_status(monitor, first, rolling, LATER)
+    assert same == first  # nothing changed, not even a timestamp
+    assert status_patch(first, same) == {}
+
+    ready = Observation(shards=3, epoch=1, deployment=_ready("Deployment", 2, 2),
+                        statefulset=_ready("StatefulSet", 3, 3))
+    second = compute_status(monitor, first, ready, LATER)
+    cond2 = _conditions(second)
+    assert cond2["Ready"]["status"] == "True"
+    assert cond2["Ready"]["lastTransitionTime"] == "2026-11-23T10:05:00Z"
+    assert cond2["Degraded"]["lastTransitionTime"] == "2026-11-23T10:00:00Z"  # unchanged
+    patch = status_patch(first, second)
+    assert set(patch) == {"conditions", "readyShards"}
+
+
+def test_status_drift_from_workers() -> None:
+    monitor = _monitor({"model": {"bundle": "builtin://d"}})
+    drift = DriftObservation(shards_asked=3, shards_answered=3,
+                             drifting=("feature:carat", "performance"))
+    obs = Observation(shards=3, epoch=2, drift=drift)
+    status = compute_status(monitor, {}, obs, NOW)
+    cond = _conditions(status)
+    assert cond["DataDrift"]["status"] == "True" and "feature:carat" in cond["DataDrift"]["message"]
+    assert cond["ConceptDrift"]["status"] == "True"
+    assert status["driftingStreams"] == 2
+    assert status["lastDriftTime"] == "2026-11-23T10:00:00Z"
+    partial = DriftObservation(shards_asked=3, shards_answered=2, errors=("shard 2: refused",))
+    cond = _conditions(compute_status(monitor, status, Observation(3, 2, drift=partial), LATER))
+    assert (cond["DataDrift"]["status"], cond["DataDrift"]["reason"]) == (
+        "Unknown", "PartialWorkerStatus")
+    clean = DriftObservation(shards_asked=3, shards_answered=3)
+    after = compute_status(monitor, status, Observation(3, 2, drift=clean), LATER)
+    assert _conditions(after)["DataDrift"]["status"] == "False"
+    assert after["lastDriftTime"] == "2026-11-23T10:00:00Z"  # kept
+
+
+def test_deployment_failure_is_degraded() -> None:
+    dep = _ready("Deployment", 2, 0)
+    dep["status"]["conditions"] = [{"type": "ReplicaFailure", "status": "True",
+                                    "reason": "FailedCreate", "message": "quota exceeded"}]
+    status = compute_status(_monitor({"model": {"bundle": "builtin://d"}}), {},
+                            Observation(3, 1, deployment=dep), NOW)
+    cond = _conditions(status)["Degraded"]
+    assert (cond["status"], cond["reason"]) == ("True", "ModelServerFailing")
+    assert "quota exceeded" in cond["message"]
+
+
+def test_merge_conditions_keeps_transition_time_on_reason_change() -> None:
+    before = merge_conditions([], [("Ready", "False", "A", "a")], generation=1, now="t1")
+    after = merge_conditions(before, [("Ready", "False", "B", "b")], generation=2, now="t2")
+    assert after[0]["lastTransitionTime"] == "t1"
+    assert (after[0]["reason"], after[0]["observedGeneration"]) == ("B", 2)
+
+
+# --- worker /status -----------------------------------------------------------------
+
+
+def test_parse_status_accepts_both_shapes() -> None:
+    mapping = {"streams": {"feature:a": {"drift": True, "lastDriftTime": 1_800_000_000},
+                           "feature:b": {"drift": False}}}
+    assert parse_status(mapping) == (["feature:a"], "2027-01-15T08:00:00Z")
+    listing = {"streams": [{"stream": "prediction", "drift": True,
+                            "last_drift_time": "2026-11-23T09:00:00+00:00"},
+                           {"name": "feature:c", "drift": False}]}
+    assert parse_status(listing) == (["prediction"], "2026-11-23T09:00:00Z")
+    with pytest.raises(ValueError):
+        parse_status({"owned": []})
+
+
+def test_probe_workers_merges_shards_and_tolerates_unreachable_ones() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        ordinal = int(request.url.host.split("-")[-1])
+        if ordinal == 2:
+            raise httpx.ConnectError("connection refused", request=request)
+        if ordinal == 1:
+            return httpx.Response(200, json={"streams": {"feature:x": {"drift": True}}})
+        return httpx.Response(200, json={"streams": {"feature:y": {"drift": False}}})
+
+    async def go() -> DriftObservation:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            return await probe_workers(http, "http://w-{ordinal}/status", monitor="m",
+                                       namespace="n", shards=3, timeout=1)
+
+    obs = asyncio.run(go())
+    assert (obs.shards_asked, obs.shards_answered) == (3, 2)
+    assert obs.drifting == ("feature:x",)
+    assert len(obs.errors) == 1 and "shard 2" in obs.errors[0] and "ConnectError" in obs.errors[0]
