@@ -156,7 +156,12 @@ def test_every_selector_is_scoped_to_the_monitor(name: str, namespace: str) -> N
     for expr in exprs:
         for metric, matchers in _DW_SELECTOR.findall(expr):
             assert f"namespace={quote(namespace)}" in matchers, (metric, expr)
-            scoped = {f"monitor={quote(name)}", f"job={quote(name + '-model')}", f"job={quote(name + '-workers')}"}
+            scoped = {
+                f"monitor={quote(name)}",
+                f"monitor=~{quote(name + '|' + namespace + '/' + name)}",
+                f"job={quote(name + '-model')}",
+                f"job={quote(name + '-workers')}",
+            }
             assert any(m in matchers for m in scoped), (metric, expr)
 
 def test_promql_helpers() -> None:

@@ -105,7 +105,12 @@ def test_monitor_queries_are_scoped(monitor_dashboard: dict[str, Any]) -> None:
             assert f"namespace={quote('ml')}" in matchers, (query.panel, query.expr)
             assert any(
                 m in matchers
-                for m in (f"monitor={quote('diamonds')}", 'job="diamonds-model"', 'job="diamonds-workers"')
+                for m in (
+                    f"monitor={quote('diamonds')}",
+                    f"monitor=~{quote('diamonds|ml/diamonds')}",
+                    'job="diamonds-model"',
+                    'job="diamonds-workers"',
+                )
             ), (query.panel, query.expr)
 
 

@@ -25,6 +25,8 @@ from driftwarden.alerts.promql import (
     duration_seconds,
     feature_streams,
     model_job,
+    monitor_matcher,
+    normalise_monitor,
     quote,
     selector,
     workers_job,
@@ -139,7 +141,10 @@ def _group(group: str, rules: list[dict[str, Any]], interval: str | None) -> dic
 def _recording_rules(name: str, namespace: str, spec: DriftMonitorSpec, window: str) -> list[dict[str, Any]]:
     by_stream = f"by (namespace, {names.LABEL_MONITOR}, {names.LABEL_STREAM})"
     by_monitor = f"by (namespace, {names.LABEL_MONITOR})"
-    worker = {"namespace": namespace, names.LABEL_MONITOR: name}
+
+    def raw(metric: str, *matchers: str) -> str:
+        return selector(metric, monitor_matcher(name, namespace), *matchers, namespace=namespace)
+
     # Model-server series carry no monitor label of their own: the rule adds it, so
     # every recorded series of this monitor shares the same (namespace, monitor) pair.
     monitor_label = {names.LABEL_MONITOR: name}
@@ -152,11 +157,11 @@ def _recording_rules(name: str, namespace: str, spec: DriftMonitorSpec, window: 
     rules: list[dict[str, Any]] = [
         # One 0/1 state per stream, whatever the number of detectors on it; the worker
         # has applied its gates and multiple-testing control before exporting.
-        _record(R_STREAM_DRIFT, f"max {by_stream} ({selector(names.M_STREAM_DRIFT, **worker)})"),
-        _record(R_STREAM_P_VALUE, f"min {by_stream} ({selector(names.M_STREAM_P_VALUE, **worker)})"),
+        _record(R_STREAM_DRIFT, normalise_monitor(f"max {by_stream} ({raw(names.M_STREAM_DRIFT)})", name)),
+        _record(R_STREAM_P_VALUE, normalise_monitor(f"min {by_stream} ({raw(names.M_STREAM_P_VALUE)})", name)),
         # max, not sum: after a reshard the old and the new owner may both still export
         # the stream's counter for a scrape or two.
-        _record(R_STREAM_VALUES, f"max {by_stream} ({selector(names.M_STREAM_VALUES, **worker)})"),
+        _record(R_STREAM_VALUES, normalise_monitor(f"max {by_stream} ({raw(names.M_STREAM_VALUES)})", name)),
         _record(
             R_FEATURES_TOTAL,
             f"count {by_monitor} ({selector(R_STREAM_DRIFT, feature_streams(), **recorded)})",
@@ -183,8 +188,11 @@ def _recording_rules(name: str, namespace: str, spec: DriftMonitorSpec, window: 
         ),
         _record(
             R_SHARD_INGEST_LAG,
-            f"time() - max by (namespace, {names.LABEL_MONITOR}, {names.LABEL_SHARD}) "
-            f"({selector(names.M_WORKER_LAST_INGEST, **worker)})",
+            normalise_monitor(
+                f"time() - max by (namespace, {names.LABEL_MONITOR}, {names.LABEL_SHARD}) "
+                f"({raw(names.M_WORKER_LAST_INGEST)})",
+                name,
+            ),
         ),
         _record(
             R_REQUEST_RATE,
@@ -230,6 +238,10 @@ def _alert_rules(
     name: str, namespace: str, spec: DriftMonitorSpec, window: str, runbook_base: str
 ) -> list[dict[str, Any]]:
     recorded = {"namespace": namespace, names.LABEL_MONITOR: name}
+
+    def worker(metric: str) -> str:
+        return selector(metric, monitor_matcher(name, namespace), namespace=namespace)
+
     hold = spec.alerts.for_
     # str() of a str-Enum member is its value only via .value; accept plain strings too.
     severity = str(getattr(spec.alerts.severity, "value", spec.alerts.severity))
@@ -319,9 +331,8 @@ def _alert_rules(
         alert(
             A_SHARD_LAGGING,
             f"{selector(R_SHARD_INGEST_LAG, **recorded)} > {INGEST_LAG_SECONDS:g}"
-            f" and on (namespace, {names.LABEL_MONITOR}, {names.LABEL_SHARD}) "
-            f"{selector(names.M_WORKER_OWNED, **recorded)} > 0"
-            f" and on (namespace, {names.LABEL_MONITOR}) {selector(R_REQUEST_RATE, **recorded)} > 0",
+            f" and on (namespace, {names.LABEL_SHARD}) {worker(names.M_WORKER_OWNED)} > 0"
+            f" and on (namespace) {selector(R_REQUEST_RATE, **recorded)} > 0",
             f"Drift-worker shard {{{{ $labels.{names.LABEL_SHARD} }}}} of {namespace}/{name} is lagging.",
             f"Shard {{{{ $labels.{names.LABEL_SHARD} }}}} of {who} owns streams and the model "
             f"server is serving, yet it has ingested nothing for {{{{ $value | humanizeDuration }}}}.",
@@ -329,9 +340,8 @@ def _alert_rules(
         ),
         alert(
             A_SHARD_EPOCH_STALE,
-            f"{selector(names.M_WORKER_EPOCH, **recorded)} < on (namespace, {names.LABEL_MONITOR}) "
-            f"group_left () max by (namespace, {names.LABEL_MONITOR}) "
-            f"({selector(names.M_WORKER_EPOCH, **recorded)})",
+            f"{worker(names.M_WORKER_EPOCH)} < on (namespace) group_left () "
+            f"max by (namespace) ({worker(names.M_WORKER_EPOCH)})",
             f"Drift-worker shard {{{{ $labels.{names.LABEL_SHARD} }}}} of {namespace}/{name} runs an old shard map.",
             f"Shard {{{{ $labels.{names.LABEL_SHARD} }}}} of {who} is at shard-map epoch "
             f"{{{{ $value }}}} while other shards are newer; a reshard has not completed.",

@@ -16,7 +16,14 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard
 
 from driftwarden.alerts import rules as r
-from driftwarden.alerts.promql import feature_streams, model_job, quote, selector, workers_job
+from driftwarden.alerts.promql import (
+    feature_streams,
+    model_job,
+    monitor_matcher,
+    quote,
+    selector,
+    workers_job,
+)
 from driftwarden.common import names
 from driftwarden.common.spec import DriftMonitorSpec
 from driftwarden.dashboards.panels import (
@@ -73,7 +80,12 @@ def build_dashboard(name: str, namespace: str, spec: DriftMonitorSpec) -> dict[s
     distribution, concept drift, serving (rate, latency, errors, sender) and shard
     health (up, ingest lag, ownership, epoch).
     """
-    mon = {"namespace": namespace, names.LABEL_MONITOR: name}
+    mon = {"namespace": namespace, names.LABEL_MONITOR: name}  # recorded series
+
+    def raw(metric: str, *matchers: str) -> str:
+        """Selector of a worker-exported series (monitor label: name or namespace/name)."""
+        return selector(metric, monitor_matcher(name, namespace), *matchers, namespace=namespace)
+
     model = {"namespace": namespace, "job": model_job(name)}
     share = spec.alerts.data_drift_share
     feature = feature_streams()
@@ -82,8 +94,8 @@ def build_dashboard(name: str, namespace: str, spec: DriftMonitorSpec) -> dict[s
     pred = f"{names.LABEL_STREAM}={quote(names.STREAM_PREDICTION)}"
 
     def hist_share(metric: str, *matchers: str, rate: bool) -> str:
-        bucket = selector(f"{metric}_bucket", *matchers, **mon)
-        count = selector(f"{metric}_count", *matchers, **mon)
+        bucket = raw(f"{metric}_bucket", *matchers)
+        count = raw(f"{metric}_count", *matchers)
         if rate:
             bucket, count = f"rate({bucket}[{RATE}])", f"rate({count}[{RATE}])"
         return (
@@ -105,7 +117,7 @@ def build_dashboard(name: str, namespace: str, spec: DriftMonitorSpec) -> dict[s
             query_variable(
                 STREAM_VARIABLE,
                 "Feature",
-                f"label_values({selector(names.M_FEATURE_LIVE + '_bucket', **mon)}, {names.LABEL_STREAM})",
+                f"label_values({raw(names.M_FEATURE_LIVE + '_bucket')}, {names.LABEL_STREAM})",
                 multi=True,
                 include_all=True,
             )
@@ -139,7 +151,7 @@ def build_dashboard(name: str, namespace: str, spec: DriftMonitorSpec) -> dict[s
             stat_panel(
                 "Last drift",
                 "When any stream of this monitor last flagged drift.",
-                Query(f"max({selector(names.M_STREAM_LAST_DRIFT, **mon)}) * 1000"),
+                Query(f"max({raw(names.M_STREAM_LAST_DRIFT)}) * 1000"),
                 unit="dateTimeFromNow",
             )
         )
@@ -188,7 +200,7 @@ def build_dashboard(name: str, namespace: str, spec: DriftMonitorSpec) -> dict[s
             time_series(
                 "Per-feature drift scores",
                 "Detector statistic per feature (KS D, PSI, chi-square, ...).",
-                [Query(selector(names.M_STREAM_STATISTIC, feature, **mon), "{{stream}} {{detector}}")],
+                [Query(raw(names.M_STREAM_STATISTIC, feature), "{{stream}} {{detector}}")],
             )
         )
         .with_panel(
@@ -233,14 +245,14 @@ def build_dashboard(name: str, namespace: str, spec: DriftMonitorSpec) -> dict[s
             time_series(
                 "Prediction drift",
                 "Detector statistic on the prediction stream.",
-                [Query(selector(names.M_STREAM_STATISTIC, pred, **mon), "{{detector}}")],
+                [Query(raw(names.M_STREAM_STATISTIC, pred), "{{detector}}")],
             )
         )
         .with_panel(
             time_series(
                 "Concept drift (error stream)",
                 "Detector statistic on the performance stream: labels from /feedback joined to predictions.",
-                [Query(selector(names.M_STREAM_STATISTIC, perf, **mon), "{{detector}}")],
+                [Query(raw(names.M_STREAM_STATISTIC, perf), "{{detector}}")],
             )
         )
         .with_panel(
@@ -327,8 +339,8 @@ def build_dashboard(name: str, namespace: str, spec: DriftMonitorSpec) -> dict[s
                 "Owned streams and shard-map epoch",
                 "Streams each shard owns, and the shard-map epoch it runs.",
                 [
-                    Query(selector(names.M_WORKER_OWNED, **mon), "owned, shard {{shard}}"),
-                    Query(selector(names.M_WORKER_EPOCH, **mon), "epoch, shard {{shard}}"),
+                    Query(raw(names.M_WORKER_OWNED), "owned, shard {{shard}}"),
+                    Query(raw(names.M_WORKER_EPOCH), "epoch, shard {{shard}}"),
                 ],
             )
         )
@@ -338,7 +350,7 @@ def build_dashboard(name: str, namespace: str, spec: DriftMonitorSpec) -> dict[s
                 "Batches per second accepted by each shard.",
                 [
                     Query(
-                        f"sum by ({names.LABEL_SHARD}) (rate({selector(names.M_WORKER_BATCHES, **mon)}[{RATE}]))",
+                        f"sum by ({names.LABEL_SHARD}) (rate({raw(names.M_WORKER_BATCHES)}[{RATE}]))",
                         "shard {{shard}}",
                     )
                 ],
