@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from test_operator_builders import FAKE, _monitor  # same folder, on sys.path (rootdir)
 
 from driftwarden.operator import builders
 from driftwarden.operator.kube import ApiError, kind_of
@@ -35,8 +36,6 @@ from driftwarden.operator.status import (
     status_patch,
 )
 from driftwarden.operator.workers import parse_status, probe_workers
-
-from test_operator_builders import FAKE, _monitor  # same folder, on sys.path (rootdir)
 
 LOG = logging.getLogger("test")
 

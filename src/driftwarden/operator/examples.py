@@ -93,9 +93,9 @@ def examples() -> dict[str, tuple[str, list[dict[str, Any]]]]:
         },
     }, "")
     out["receivers.yaml"] = (
-        "Alerts to Discord, Slack and a generic webhook; the URLs live in Secrets (replace "
+        ("Alerts to Discord, Slack and a generic webhook; the URLs live in Secrets (replace "
         "the placeholder values). The operator renders an AlertmanagerConfig routing this "
-        "monitor's alerts to all three.",
+        "monitor's alerts to all three."),
         [
             _secret("driftwarden-discord", "webhook-url",
                     "https://discord.com/api/webhooks/REPLACE/ME"),
