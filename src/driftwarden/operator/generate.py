@@ -74,6 +74,8 @@ def _chart_crd(crd: dict[str, Any]) -> str:
         + "    helm.sh/resource-policy: keep\n"
         + "  {{- end }}\n"
         + f"  labels:\n{labels}"
+        # The chart's release labels (instance, version, managed-by, chart, commonLabels).
+        + '    {{- include "driftwarden.releaseLabels" . | nindent 4 }}\n'
         + body
         + "{{- end }}\n"
     )
