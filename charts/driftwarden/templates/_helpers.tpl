@@ -38,17 +38,27 @@ app.kubernetes.io/name: {{ include "driftwarden.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
-{{/* Every app.kubernetes.io/* label plus commonLabels; put on every object. */}}
-{{- define "driftwarden.labels" -}}
+{{/*
+The labels that tie an object to this release: chart, instance, version, managed-by
+and commonLabels. The generated CRD template (templates/crd-driftmonitors.yaml, from
+`driftwarden generate`) adds these to its own name/part-of/component labels.
+*/}}
+{{- define "driftwarden.releaseLabels" -}}
 helm.sh/chart: {{ include "driftwarden.chart" . }}
-{{ include "driftwarden.selectorLabels" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/component: operator
-app.kubernetes.io/part-of: driftwarden
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- with .Values.commonLabels }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+{{/* Every app.kubernetes.io/* label plus commonLabels; put on every operator object. */}}
+{{- define "driftwarden.labels" -}}
+app.kubernetes.io/name: {{ include "driftwarden.name" . }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: driftwarden
+{{ include "driftwarden.releaseLabels" . }}
 {{- end -}}
 
 {{/* The operator's ServiceAccount name. */}}
