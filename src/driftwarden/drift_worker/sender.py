@@ -479,11 +479,11 @@ class Sender:
     async def _send(self, shard: int, batch: wire.Batch, streams: list[str]) -> None:
         assert self._client is not None
         url = shard_url(self.settings.url_template, shard, self.settings.base_port) + INGEST_PATH
-        outcome = "retry"
+        outcome: str | int = "retry"
         try:
             body = wire.encode(batch)
             resp = await self._client.post(url, content=body, headers={"content-type": wire.CONTENT_TYPE})
-            outcome = self._handle_response(shard, resp)
+            outcome = self._handle_response(shard, resp, len(batch.segments))
         except (httpx.HTTPError, OSError) as exc:
             self._last_error = f"shard {shard} ({url}): {type(exc).__name__}: {exc}"
         except asyncio.CancelledError:
@@ -499,6 +499,10 @@ class Sender:
             self._not_before.pop(shard, None)
         elif outcome == "rejected":
             self._release(streams, batch, acked=True, shed=True)
+        elif isinstance(outcome, int):
+            # One segment does not fit its stream: drop it alone, send the rest again.
+            self._drop_segment(batch.segments[outcome])
+            self._release(streams, batch, acked=False)
         else:
             self._release(streams, batch, acked=False)
             with self._lock:
@@ -509,7 +513,25 @@ class Sender:
                 self._not_before[shard] = time.monotonic() + delay * (0.5 + random.random() / 2)
         self._poke()
 
-    def _handle_response(self, shard: int, resp: httpx.Response) -> str:
+    def _drop_segment(self, seg: wire.Segment) -> None:
+        with self._lock:
+            q = self._queues.get(seg.stream)
+            if q is None:
+                return
+            kept = deque(s for s in q.sealed if s is not seg)
+            if len(kept) == len(q.sealed):
+                return
+            q.sealed = kept
+            size = seg.values_count()
+            q.values -= size
+            self._buffered -= size
+        log.error(
+            "driftwarden sender: a drift worker rejected %d values of stream %s and they are dropped: %s",
+            size, seg.stream, self._last_error,
+        )
+        self._count_shed(SHED_REJECTED, size, seg.stream)
+
+    def _handle_response(self, shard: int, resp: httpx.Response, segments: int) -> str | int:
         body: dict[str, Any] = {}
         try:
             body = resp.json()
@@ -532,6 +554,9 @@ class Sender:
             # otherwise the worker lags behind our map and we back off until it catches up.
             return "rerouted" if newer_map else "retry"
         if 400 <= resp.status_code < 500 and resp.status_code not in (408, 425, 429):
+            bad = body.get("segment") if isinstance(body, dict) else None
+            if isinstance(bad, int) and not isinstance(bad, bool) and 0 <= bad < segments:
+                return bad
             log.error(
                 "driftwarden sender: shard %d rejected a batch as malformed and it is dropped: %s",
                 shard, self._last_error,

@@ -303,6 +303,7 @@ class ShardWorker:
                 raise Refusal(
                     400, "unknown_stream",
                     f"segments[{i}]: monitor {self.plan.monitor!r} has no stream {seg.stream!r}",
+                    segment=i,
                 )
             if seg.seq <= last_seq.get(seg.stream, -1):
                 raise Refusal(400, "seq_order", f"segments[{i}]: stream {seg.stream!r} repeats or lowers seq {seg.seq} within one batch")
@@ -316,7 +317,7 @@ class ShardWorker:
                 try:
                     self.streams[seg.stream].check(seg)
                 except SegmentError as exc:
-                    raise Refusal(400, "bad_segment", f"segments[{i}]: {exc}") from None
+                    raise Refusal(400, "bad_segment", f"segments[{i}]: {exc}", segment=i) from None
         if not_owned:
             raise Refusal(
                 409, "not_owner",

@@ -335,9 +335,11 @@ def _json_column(values: list[Any], name: str, kind: str, where: str) -> Column:
 def values_column(values: Sequence[Any] | np.ndarray) -> Column:
     """Return ``values`` as a wire column: float64 array if numeric, else a list of str."""
     if isinstance(values, np.ndarray):
+        if values.ndim != 1:
+            raise ValueError(f"a column must be one-dimensional, got shape {values.shape}")
         if values.dtype.kind in "fiu":
             # Always a copy: the caller may reuse its buffer after emit returns.
-            return np.array(values, dtype="<f8", copy=True).reshape(-1)
+            return np.array(values, dtype="<f8", copy=True)
         return [str(x) for x in values.tolist()]
     seq = list(values)
     if seq and all(isinstance(x, (int, float, np.number)) and not isinstance(x, bool) for x in seq):
