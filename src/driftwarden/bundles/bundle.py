@@ -138,6 +138,16 @@ class Bundle:
             return None
         return self.model.embed(self.features_frame(frame))
 
+    def predict_and_embed(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        """Return ``(predict(frame), embed(frame))``, in one model pass where the model allows."""
+        if not self.has_embedding:
+            return self.predict(frame), None
+        combined = getattr(self.model, "predict_and_embed", None)
+        if combined is None:
+            return self.predict(frame), self.embed(frame)
+        labels, embedding = combined(self.features_frame(frame))
+        return np.asarray(labels).astype(str).astype(object), embedding
+
     @cached_property
     def reference_embeddings(self) -> np.ndarray | None:
         """Return the embedding of every reference row, or None if the model has none."""

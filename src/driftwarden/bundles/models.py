@@ -132,6 +132,15 @@ class TorchCNNModel:
         with torch.inference_mode():
             return self.module.embed(self._tensor(frame)).numpy().astype(np.float64)
 
+    def predict_and_embed(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Return labels and embeddings from one forward pass (what a server needs)."""
+        import torch
+
+        with torch.inference_mode():
+            embedding = self.module.embed(self._tensor(frame))
+            logits = self.module.head(embedding).numpy()
+        return self.classes[logits.argmax(axis=1)], embedding.numpy().astype(np.float64)
+
     def save(self, path: Path) -> None:
         import torch
 

@@ -1,0 +1,75 @@
+"""``driftwarden serve``: run the model server with uvicorn (one process per pod)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from driftwarden.model_server.settings import ConfigError, Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftwarden serve",
+        description="Serve a model bundle over HTTP (/predict, /feedback, /metrics). "
+        "Settings come from DRIFTWARDEN_* environment variables; flags override them.",
+    )
+    parser.add_argument(
+        "--bundle", help="bundle URI (default: DRIFTWARDEN_BUNDLE or the monitor's)"
+    )
+    parser.add_argument(
+        "--host", help="listen address (default: DRIFTWARDEN_SERVER__HOST or 0.0.0.0)"
+    )
+    parser.add_argument(
+        "--port", type=int, help="listen port (default: DRIFTWARDEN_SERVER__PORT or 8000)"
+    )
+    parser.add_argument("--log-level", help="uvicorn log level (default: info)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server until SIGTERM/SIGINT; return 2 on a configuration error."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings()
+        if args.bundle:
+            settings.bundle = args.bundle
+        if args.host:
+            settings.server.host = args.host
+        if args.port is not None:
+            settings.server.port = args.port
+        if args.log_level:
+            settings.server.log_level = args.log_level
+        settings.bundle_uri()  # fail now, not inside the lifespan, if nothing is configured
+    except (ConfigError, ValueError) as exc:
+        print(f"driftwarden serve: {exc}", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    from driftwarden.model_server.app import create_app
+
+    logging.basicConfig(
+        level=settings.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,  # /metrics counts requests; a log line per prediction costs CPU
+        log_level=settings.server.log_level.lower(),
+        timeout_graceful_shutdown=int(settings.server.drain_timeout_s) + 5,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    # uvicorn exits normally on a failed startup too; tell the caller.
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Adaptive micro-batching: concurrent requests share one model call.
+
+Requests enqueue their validated columns and await a future. One task takes
+everything queued (up to ``max_rows``), runs the model once in a dedicated thread,
+and hands each request its slice. Batches form by themselves while the model is busy;
+the extra wait of up to ``max_wait`` for more requests is spent only when the last
+batch held several requests (concurrent traffic), so a lone client never waits.
+A request larger than ``max_rows`` runs alone; requests are never split or reordered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger("driftwarden.model_server")
+
+
+@dataclass
+class BatchOutput:
+    """What the model produced for one batch (rows in request order)."""
+
+    ids: list[str]
+    predictions: np.ndarray
+    embeddings: np.ndarray | None
+
+
+@dataclass
+class _Item:
+    columns: dict[str, list[Any]]
+    rows: int
+    future: asyncio.Future[tuple[list[str], np.ndarray]]
+
+
+# (feature frame) -> (predictions, embeddings or None); runs in the model thread.
+ModelFn = Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray | None]]
+# Called on the event loop after each batch's requests are answered.
+BatchHook = Callable[[dict[str, list[Any]], BatchOutput, int], None]
+
+
+class IdFactory:
+    """Prediction ids unique across replicas: a random process prefix and a counter."""
+
+    def __init__(self) -> None:
+        self.prefix = uuid.uuid4().hex[:12]
+        self._counter = itertools.count(1)
+
+    def take(self, n: int) -> list[str]:
+        prefix = self.prefix
+        return [f"{prefix}-{next(self._counter):x}" for _ in range(n)]
+
+
+class MicroBatcher:
+    """Gathers concurrent requests into bounded batches for one model thread."""
+
+    def __init__(
+        self,
+        model: ModelFn,
+        feature_names: list[str],
+        *,
+        max_rows: int = 256,
+        max_wait: float = 0.002,
+        on_batch: BatchHook | None = None,
+        ids: IdFactory | None = None,
+    ) -> None:
+        self._model = model
+        self._features = list(feature_names)
+        self.max_rows = max_rows
+        self.max_wait = max_wait
+        self._on_batch = on_batch
+        self.ids = ids or IdFactory()
+        self._queue: asyncio.Queue[_Item] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._carry: _Item | None = None
+        self._last_requests = 0
+        self.batches = 0
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftwarden-model")
+        self._task = asyncio.create_task(self._run(), name="driftwarden-micro-batcher")
+
+    async def stop(self) -> None:
+        """Answer what is queued, then stop the batching task and the model thread."""
+        if self._task is None:
+            return
+        assert self._queue is not None
+        while (not self._queue.empty() or self._carry is not None) and self.running:
+            await asyncio.sleep(0.005)
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def submit(
+        self, columns: dict[str, list[Any]], rows: int
+    ) -> tuple[list[str], np.ndarray]:
+        """Return ``(prediction ids, predictions)`` for ``rows`` rows of ``columns``."""
+        if self._queue is None or not self.running:
+            raise RuntimeError("the model is not loaded yet (server starting or stopping)")
+        future: asyncio.Future[tuple[list[str], np.ndarray]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._queue.put_nowait(_Item(columns, rows, future))
+        return await future
+
+    async def _next_batch(self) -> list[_Item]:
+        assert self._queue is not None
+        first = self._carry or await self._queue.get()
+        self._carry = None
+        batch, rows = [first], first.rows
+        wait_for_more = self._last_requests > 1 and self.max_wait > 0
+        deadline = time.monotonic() + self.max_wait
+        while rows < self.max_rows:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.monotonic()
+                if not wait_for_more or remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if rows + item.rows > self.max_rows:
+                self._carry = item  # first in the next batch: order is kept
+                break
+            batch.append(item)
+            rows += item.rows
+        self._last_requests = len(batch)
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            live = [item for item in batch if not item.future.done()]  # drop cancelled
+            if not live:
+                continue
+            columns = _concat([item.columns for item in live], self._features)
+            rows = sum(item.rows for item in live)
+            try:
+                predictions, embeddings = await loop.run_in_executor(
+                    self._executor, self._call_model, columns
+                )
+            except Exception as exc:  # every waiting request gets the error
+                log.exception("model call failed for a batch of %d rows", rows)
+                for item in live:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            self.batches += 1
+            ids = self.ids.take(rows)
+            start = 0
+            for item in live:
+                end = start + item.rows
+                if not item.future.done():
+                    item.future.set_result((ids[start:end], predictions[start:end]))
+                start = end
+            if self._on_batch is not None:
+                # After the answers: monitoring never delays a response.
+                try:
+                    self._on_batch(columns, BatchOutput(ids, predictions, embeddings), len(live))
+                except Exception:  # monitoring must not stop serving
+                    log.exception("batch hook failed; serving continues")
+
+    def _call_model(self, columns: dict[str, list[Any]]) -> tuple[np.ndarray, np.ndarray | None]:
+        frame = pd.DataFrame(columns, columns=self._features)
+        return self._model(frame)
+
+
+def _concat(parts: list[dict[str, list[Any]]], names: list[str]) -> dict[str, list[Any]]:
+    if len(parts) == 1:
+        return parts[0]
+    return {name: list(itertools.chain.from_iterable(p[name] for p in parts)) for name in names}

@@ -1,0 +1,73 @@
+"""Helpers shared by the JSON endpoints: bounded body reads and rejection replies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Request, Response
+
+from driftwarden.model_server.state import ServerState
+from driftwarden.model_server.validation import (
+    BODY_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
+    Problem,
+    Rejection,
+)
+
+
+async def read_json_body(request: Request, limit: int) -> bytes:
+    """Return the request body; raise :class:`Rejection` if it is not JSON or over ``limit``."""
+    media = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise Rejection(
+            415,
+            UNSUPPORTED_MEDIA_TYPE,
+            [Problem(UNSUPPORTED_MEDIA_TYPE, f"content-type {media!r}; send application/json")],
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(int(declared), limit)
+    # Read in chunks so a body without (or lying about) its length still stops at the limit.
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int) -> Rejection:
+    return Rejection(
+        413,
+        BODY_TOO_LARGE,
+        [
+            Problem(
+                BODY_TOO_LARGE,
+                f"body of {size} bytes exceeds the {limit}-byte limit "
+                "(DRIFTWARDEN_SERVER__MAX_BODY_BYTES); split the batch",
+            )
+        ],
+    )
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    # json.dumps straight to bytes: no response-model validation on the hot path.
+    return Response(
+        json.dumps(payload, separators=(",", ":")),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def reject(state: ServerState, handler: str, rejection: Rejection) -> Response:
+    state.metrics.rejections.labels(handler, rejection.reason).inc()
+    return json_response(rejection.body(), rejection.status)
+
+
+def not_ready(state: ServerState) -> Response:
+    status = "stopping" if state.stopping else "starting"
+    return json_response(
+        {"detail": f"the model server is {status}; retry shortly", "status": status}, 503
+    )

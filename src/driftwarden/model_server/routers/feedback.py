@@ -1,0 +1,40 @@
+"""``POST /feedback``: the true label of an earlier prediction, for concept-drift detection."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from driftwarden.model_server.routers.common import json_response, not_ready, read_json_body, reject
+from driftwarden.model_server.state import StateDep
+from driftwarden.model_server.validation import Rejection
+
+router = APIRouter(tags=["feedback"])
+PATH = "/feedback"
+
+
+@router.post(
+    PATH,
+    status_code=202,
+    summary="Report the true label of earlier predictions",
+    description=(
+        "Send `{prediction_id, label}` or an array of them. Labels may arrive late and at any "
+        "replica: the drift worker that owns the performance stream joins them to the "
+        "predictions it recorded."
+    ),
+    responses={
+        400: {"description": "body is not valid JSON"},
+        413: {"description": "body or batch too large"},
+        422: {"description": "unknown id format or a label outside the model's classes"},
+    },
+)
+async def feedback(request: Request, state: StateDep) -> Response:
+    if not state.ready:
+        return not_ready(state)
+    try:
+        body = await read_json_body(request, state.settings.server.max_body_bytes)
+        ids, labels, _ = state.parser.parse_feedback(body)
+    except Rejection as rejection:
+        return reject(state, PATH, rejection)
+    state.emitter.emit_labels(ids, labels)
+    state.metrics.feedback.inc(len(ids))
+    return json_response({"accepted": len(ids), "forwarded": state.emitting}, 202)

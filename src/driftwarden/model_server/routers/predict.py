@@ -1,0 +1,60 @@
+"""``POST /predict``: one record (a JSON object) or a batch (a JSON array of objects)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request, Response
+
+from driftwarden.model_server.routers.common import json_response, not_ready, read_json_body, reject
+from driftwarden.model_server.state import StateDep
+from driftwarden.model_server.validation import Rejection
+
+log = logging.getLogger("driftwarden.model_server")
+router = APIRouter(tags=["predictions"])
+PATH = "/predict"
+
+
+@router.post(
+    PATH,
+    summary="Predict for one record or a batch",
+    description=(
+        "Send one record as a JSON object, or a batch as a JSON array of records. Every "
+        "feature of the model's schema is required; numbers must be finite, categories one "
+        "of the listed values. Each prediction gets an `id` to quote in `/feedback`."
+    ),
+    responses={
+        400: {"description": "body is not valid JSON"},
+        413: {"description": "body or batch too large"},
+        415: {"description": "content-type is not JSON"},
+        422: {"description": "a record breaks the schema; `errors` names record, field, rule"},
+        503: {"description": "model not loaded yet, or shutting down"},
+    },
+)
+async def predict(request: Request, state: StateDep) -> Response:
+    if not state.ready:
+        return not_ready(state)
+    state.metrics.inflight.inc()
+    try:
+        try:
+            body = await read_json_body(request, state.settings.server.max_body_bytes)
+            columns, rows, batch = state.parser.parse_records(body)
+        except Rejection as rejection:
+            return reject(state, PATH, rejection)
+        try:
+            ids, predictions = await state.batcher.submit(columns, rows)
+        except RuntimeError as exc:
+            if not state.ready:
+                return not_ready(state)
+            log.error("prediction failed: %s", exc)
+            return json_response({"detail": f"model call failed: {exc}"}, 500)
+        except Exception as exc:  # noqa: BLE001 - the model raised; say so, keep serving
+            return json_response({"detail": f"model call failed: {type(exc).__name__}: {exc}"}, 500)
+        values = predictions.tolist()
+        if not batch:
+            return json_response({"id": ids[0], "prediction": values[0]})
+        return json_response(
+            {"predictions": [{"id": i, "prediction": v} for i, v in zip(ids, values)]}
+        )
+    finally:
+        state.metrics.inflight.dec()

@@ -1,0 +1,28 @@
+"""``/healthz`` (liveness) and ``/readyz`` (readiness) for Kubernetes probes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from driftwarden.model_server.routers.common import json_response, not_ready
+from driftwarden.model_server.state import StateDep
+
+router = APIRouter(tags=["probes"])
+
+
+@router.get("/healthz", summary="Liveness: the process can serve")
+async def healthz(state: StateDep) -> Response:
+    # Loading a model is not a liveness failure; a dead batching task is, because no
+    # prediction can be answered again until the pod restarts.
+    if state.ready and (state.batcher is None or not state.batcher.running):
+        return json_response({"status": "failed", "detail": "the batching task stopped"}, 500)
+    return json_response({"status": "ok"})
+
+
+@router.get("/readyz", summary="Readiness: the model is loaded and taking requests")
+async def readyz(state: StateDep) -> Response:
+    if not state.ready or state.bundle is None:
+        return not_ready(state)
+    return json_response(
+        {"status": "ready", "bundle": state.bundle.name, "emission": state.emitting}
+    )

@@ -1,0 +1,100 @@
+"""Model-server configuration: environment (``DRIFTWARDEN_*``, nested ``__``) and flags.
+
+What a pod spec sets (the operator renders the first three)::
+
+    DRIFTWARDEN_MONITOR_CONFIG=/etc/driftwarden/monitor.json   # bundle URI + monitor name
+    DRIFTWARDEN_SHARD_MAP=/etc/driftwarden/shardmap.json       # enables emission to workers
+    DRIFTWARDEN_SENDER__URL_TEMPLATE=http://m-workers-{ordinal}.m-workers.ns.svc:8080
+    DRIFTWARDEN_BUNDLE=builtin://diamonds                      # overrides the monitor's bundle
+    DRIFTWARDEN_SERVER__MAX_BATCH_ROWS=256                     # and the other SERVER__ fields
+
+Without a shard map the server serves and emits nothing (no worker configured).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from driftwarden.drift_worker.sender import SenderSettings
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot work; the message names the setting and the fix."""
+
+
+class ServerOptions(BaseModel):
+    """``DRIFTWARDEN_SERVER__*``: HTTP, request limits and micro-batching."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=0, le=65535)
+    max_records: int = Field(
+        1000, ge=1, description="Most records one /predict or /feedback request may carry."
+    )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
+    )
+    max_batch_rows: int = Field(
+        256, ge=1, description="Most rows gathered from concurrent requests into one model call."
+    )
+    max_wait_ms: float = Field(
+        2.0,
+        ge=0,
+        description="Longest a request waits for others to share its model call; only spent "
+        "while concurrent traffic is seen, so a lone client never waits.",
+    )
+    drain_timeout_s: float = Field(
+        5.0, ge=0, description="On shutdown, how long the sender may flush buffered values."
+    )
+    log_level: str = "info"
+
+
+class Settings(BaseSettings):
+    """All model-server settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTWARDEN_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    bundle: str | None = Field(
+        None, description="Bundle URI; default: spec.model.bundle of the monitor config."
+    )
+    monitor_config: Path | None = None
+    shard_map: Path | None = None
+    server: ServerOptions = Field(default_factory=ServerOptions)
+    sender: SenderSettings = Field(default_factory=SenderSettings)
+
+    def monitor(self) -> tuple[str | None, str | None]:
+        """Return ``(monitor key 'namespace/name', bundle URI)`` from the monitor config."""
+        if self.monitor_config is None:
+            return None, None
+        try:
+            doc = json.loads(self.monitor_config.read_bytes())
+            key = f"{doc['namespace']}/{doc['name']}"
+            return key, doc["spec"]["model"]["bundle"]
+        except FileNotFoundError:
+            raise ConfigError(
+                f"monitor config {self.monitor_config} does not exist; mount the "
+                "'<monitor>-driftwarden' ConfigMap there or unset DRIFTWARDEN_MONITOR_CONFIG"
+            ) from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"monitor config {self.monitor_config} is invalid: missing or bad {exc}"
+            ) from None
+
+    def bundle_uri(self) -> str:
+        """Return the bundle to serve: DRIFTWARDEN_BUNDLE, else the monitor's bundle."""
+        if self.bundle:
+            return self.bundle
+        _, uri = self.monitor()
+        if uri:
+            return uri
+        raise ConfigError(
+            "no model bundle configured: set DRIFTWARDEN_BUNDLE (e.g. builtin://diamonds), "
+            "pass --bundle, or point DRIFTWARDEN_MONITOR_CONFIG at a monitor.json"
+        )

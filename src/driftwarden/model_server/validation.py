@@ -1,0 +1,261 @@
+"""Request validation built from the bundle's feature schema.
+
+Records are checked by pydantic models generated from ``bundle.json``: numeric
+features are strict finite numbers (no strings, booleans, NaN or infinities),
+categorical features a closed set of strings, and no feature may be missing or
+unknown. A failed check becomes a :class:`Rejection` whose message names the record,
+the field and the rule, with a bounded ``reason`` used as the metric label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+
+from driftwarden.bundles.manifest import BundleManifest
+
+# Rejection reasons: the complete, bounded set of metric label values.
+MALFORMED_JSON = "malformed_json"
+BODY_TOO_LARGE = "body_too_large"
+TOO_MANY_RECORDS = "too_many_records"
+EMPTY_BATCH = "empty_batch"
+MISSING_FEATURE = "missing_feature"
+UNKNOWN_FEATURE = "unknown_feature"
+WRONG_TYPE = "wrong_type"
+UNKNOWN_CATEGORY = "unknown_category"
+NOT_FINITE = "not_finite"
+INVALID_LABEL = "invalid_label"
+INVALID_ID = "invalid_id"
+UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+INVALID = "invalid"
+REASONS = (
+    MALFORMED_JSON,
+    BODY_TOO_LARGE,
+    TOO_MANY_RECORDS,
+    EMPTY_BATCH,
+    MISSING_FEATURE,
+    UNKNOWN_FEATURE,
+    WRONG_TYPE,
+    UNKNOWN_CATEGORY,
+    NOT_FINITE,
+    INVALID_LABEL,
+    INVALID_ID,
+    UNSUPPORTED_MEDIA_TYPE,
+    INVALID,
+)
+
+# Prediction ids: 12 hex digits naming the server process, a dash, a hex counter.
+PREDICTION_ID_PATTERN = r"^[0-9a-f]{12}-[0-9a-f]{1,16}$"
+
+
+@dataclass
+class Problem:
+    """One failed rule: where (record index, field) and which rule."""
+
+    rule: str
+    message: str
+    field: str | None = None
+    record: int | None = None
+
+    def describe(self) -> str:
+        where = []
+        if self.record is not None:
+            where.append(f"record {self.record}")
+        if self.field is not None:
+            where.append(f"field {self.field!r}")
+        prefix = ", ".join(where) or "body"
+        return f"{prefix}: {self.message} [{self.rule}]"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "record": self.record,
+            "field": self.field,
+            "rule": self.rule,
+            "message": self.message,
+        }
+
+
+@dataclass
+class Rejection(Exception):
+    """A request refused before it reached the model."""
+
+    status: int
+    reason: str  # metric label: the first problem's rule
+    problems: list[Problem] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        shown = "; ".join(p.describe() for p in self.problems[:5])
+        more = len(self.problems) - 5
+        return shown + (f"; and {more} more" if more > 0 else "")
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": str(self), "errors": [p.as_json() for p in self.problems[:100]]}
+
+
+def _alias_names(manifest: BundleManifest) -> dict[str, str]:
+    # Python-safe attribute names: feature names may clash with BaseModel attributes
+    # ("json", "copy") or not be identifiers at all; the JSON key is the alias.
+    return {f"f{i}": spec.name for i, spec in enumerate(manifest.features)}
+
+
+def record_model(manifest: BundleManifest) -> type[BaseModel]:
+    """Return the pydantic model of one input record of ``manifest``'s bundle."""
+    fields: dict[str, Any] = {}
+    for attr, spec in zip(_alias_names(manifest), manifest.features):
+        description = spec.description or spec.name
+        if spec.type == "numeric":
+            extra = {}
+            if spec.min is not None and spec.max is not None:
+                extra = {"x-training-range": [spec.min, spec.max]}
+                description += f" (training range {spec.min:g} to {spec.max:g})"
+            annotation = Annotated[
+                float,
+                Field(
+                    strict=True,
+                    allow_inf_nan=False,
+                    alias=spec.name,
+                    description=description,
+                    json_schema_extra=extra or None,
+                ),
+            ]
+        else:
+            annotation = Annotated[
+                Literal[tuple(spec.categories)],  # type: ignore[misc]
+                Field(alias=spec.name, description=description),
+            ]
+        fields[attr] = (annotation, ...)
+    title = "".join(part.capitalize() for part in manifest.name.split("-")) + "Record"
+    return create_model(
+        title,
+        __config__=ConfigDict(extra="forbid", title=title, frozen=True),
+        **fields,
+    )
+
+
+def label_annotation(manifest: BundleManifest) -> Any:
+    """Return the type of a ground-truth label for ``manifest``'s bundle."""
+    if manifest.task == "classification":
+        return Literal[tuple(manifest.prediction.classes)]  # type: ignore[misc]
+    return Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+def feedback_model(manifest: BundleManifest) -> type[BaseModel]:
+    """Return the pydantic model of one ``/feedback`` item: prediction id and true label."""
+    title = "".join(part.capitalize() for part in manifest.name.split("-")) + "Feedback"
+    return create_model(
+        title,
+        __config__=ConfigDict(extra="forbid", title=title, frozen=True),
+        prediction_id=(
+            Annotated[str, Field(pattern=PREDICTION_ID_PATTERN, description="id from /predict")],
+            ...,
+        ),
+        label=(
+            Annotated[label_annotation(manifest), Field(description=manifest.target.name)],
+            ...,
+        ),
+    )
+
+
+_TYPE_REASONS = {
+    "missing": MISSING_FEATURE,
+    "extra_forbidden": UNKNOWN_FEATURE,
+    "literal_error": UNKNOWN_CATEGORY,
+    "finite_number": NOT_FINITE,
+    "too_long": TOO_MANY_RECORDS,
+    "too_short": EMPTY_BATCH,
+    "json_invalid": MALFORMED_JSON,
+    "string_pattern_mismatch": INVALID_ID,
+}
+
+
+def _reason(error_type: str) -> str:
+    if error_type in _TYPE_REASONS:
+        return _TYPE_REASONS[error_type]
+    if error_type.endswith(("_type", "_parsing")):
+        return WRONG_TYPE
+    return INVALID
+
+
+def _problem(error: dict[str, Any], feedback: bool) -> Problem:
+    loc = list(error["loc"])
+    record = loc.pop(0) if loc and isinstance(loc[0], int) else None
+    name = str(loc[0]) if loc else None
+    rule = _reason(error["type"])
+    message = error["msg"]
+    if feedback and name == "label" and rule in (UNKNOWN_CATEGORY, WRONG_TYPE, NOT_FINITE):
+        rule = INVALID_LABEL
+    if rule == NOT_FINITE:
+        message = "must be a finite number (NaN and infinities are refused)"
+    elif rule == UNKNOWN_FEATURE:
+        message = "is not a feature of this model"
+    elif rule == MISSING_FEATURE:
+        message = "is required"
+    elif rule == INVALID_ID:
+        message = "is not a prediction id returned by /predict"
+    elif rule == TOO_MANY_RECORDS:
+        message = message.replace("List", "batch").replace("items", "records")
+    elif rule == EMPTY_BATCH:
+        message = "batch has no records"
+    if "input" in error and rule in (WRONG_TYPE, UNKNOWN_CATEGORY, INVALID_LABEL):
+        shown = repr(error["input"])
+        message += f" (got {shown[:60]})"
+    return Problem(rule=rule, message=message, field=name, record=record)
+
+
+class RequestParser:
+    """Parses ``/predict`` and ``/feedback`` bodies into validated records."""
+
+    def __init__(self, manifest: BundleManifest, max_records: int) -> None:
+        self.manifest = manifest
+        self.max_records = max_records
+        self.record = record_model(manifest)
+        self.feedback = feedback_model(manifest)
+        self._attrs = list(_alias_names(manifest))
+        self._names = manifest.feature_names
+        many = Annotated[list[self.record], Field(min_length=1, max_length=max_records)]
+        self._one = TypeAdapter(self.record)
+        self._many = TypeAdapter(many)
+        fb_many = Annotated[list[self.feedback], Field(min_length=1, max_length=max_records)]
+        self._fb_one = TypeAdapter(self.feedback)
+        self._fb_many = TypeAdapter(fb_many)
+
+    @staticmethod
+    def _is_batch(body: bytes) -> bool:
+        # A JSON array is a batch, an object one record; peek instead of parsing twice.
+        return body.lstrip()[:1] == b"["
+
+    def _validate(self, body: bytes, one: TypeAdapter, many: TypeAdapter, feedback: bool):
+        batch = self._is_batch(body)
+        try:
+            value = (many if batch else one).validate_json(body)
+        except ValidationError as exc:
+            problems = [_problem(e, feedback) for e in exc.errors(include_url=False)]
+            status = 413 if problems and problems[0].rule == TOO_MANY_RECORDS else 422
+            if problems and problems[0].rule == MALFORMED_JSON:
+                status = 400
+            raise Rejection(status, problems[0].rule if problems else INVALID, problems) from None
+        return (value if batch else [value]), batch
+
+    def parse_records(self, body: bytes) -> tuple[dict[str, list[Any]], int, bool]:
+        """Return ``(columns by feature name, row count, was a batch)``; raise :class:`Rejection`."""
+        records, batch = self._validate(body, self._one, self._many, feedback=False)
+        columns = {
+            name: [getattr(r, attr) for r in records]
+            for attr, name in zip(self._attrs, self._names)
+        }
+        return columns, len(records), batch
+
+    def parse_feedback(self, body: bytes) -> tuple[list[str], list[Any], bool]:
+        """Return ``(prediction ids, labels, was a batch)``; raise :class:`Rejection`."""
+        items, batch = self._validate(body, self._fb_one, self._fb_many, feedback=True)
+        return [i.prediction_id for i in items], [i.label for i in items], batch
+
+    def predict_request_schema(self) -> dict[str, Any]:
+        """Return the JSON schema of a /predict body: one record or an array of records."""
+        return TypeAdapter(self.record | list[self.record]).json_schema(by_alias=True)
+
+    def feedback_request_schema(self) -> dict[str, Any]:
+        """Return the JSON schema of a /feedback body: one item or an array of items."""
+        return TypeAdapter(self.feedback | list[self.feedback]).json_schema(by_alias=True)
