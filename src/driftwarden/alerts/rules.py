@@ -76,8 +76,11 @@ ALERT_NAMES = (
     A_MODEL_ERRORS,
 )
 
-# Model-server metric label holding the HTTP status code (prometheus convention).
+# Model-server metric labels: HTTP status code, and the route that served the request.
 LABEL_CODE = "code"
+LABEL_HANDLER = "handler"
+# Routes that serve model traffic (not scrapes or probes), for rates, errors and latency.
+SERVING_HANDLERS = "/predict|/feedback"
 # Defaults for the operational alerts; drift alerts take theirs from the spec.
 MODEL_ERROR_RATIO = 0.05
 INGEST_LAG_SECONDS = 120.0
@@ -151,8 +154,9 @@ def _recording_rules(name: str, namespace: str, spec: DriftMonitorSpec, window: 
     model = {"namespace": namespace, "job": model_job(name)}
     recorded = {"namespace": namespace, names.LABEL_MONITOR: name}
     min_samples = spec.detectors.min_samples
-    requests = selector(names.M_REQUESTS, **model)
-    errors = selector(names.M_REQUESTS, f"{LABEL_CODE}=~{quote('5..')}", **model)
+    serving = f"{LABEL_HANDLER}=~{quote(SERVING_HANDLERS)}"
+    requests = selector(names.M_REQUESTS, serving, **model)
+    errors = selector(names.M_REQUESTS, serving, f"{LABEL_CODE}=~{quote('5..')}", **model)
 
     rules: list[dict[str, Any]] = [
         # One 0/1 state per stream, whatever the number of detectors on it; the worker
@@ -196,7 +200,7 @@ def _recording_rules(name: str, namespace: str, spec: DriftMonitorSpec, window: 
         ),
         _record(
             R_REQUEST_RATE,
-            f"sum by (namespace) (rate({selector(names.M_REQUESTS, **model)}[{window}]))",
+            f"sum by (namespace) (rate({requests}[{window}]))",
             monitor_label,
         ),
         # The "or ... * 0" arms keep these series at 0 (not absent) while the server has
@@ -220,7 +224,7 @@ def _recording_rules(name: str, namespace: str, spec: DriftMonitorSpec, window: 
             _record(
                 R_LATENCY_QUANTILE,
                 f"histogram_quantile({q}, sum by (namespace, le) "
-                f"(rate({selector(names.M_REQUEST_LATENCY + '_bucket', **model)}[{window}])))",
+                f"(rate({selector(names.M_REQUEST_LATENCY + '_bucket', serving, **model)}[{window}])))",
                 {**monitor_label, "quantile": q},
             )
         )

@@ -270,11 +270,11 @@ def build_dashboard(name: str, namespace: str, spec: DriftMonitorSpec) -> dict[s
         .with_panel(
             time_series(
                 "Requests by status",
-                "Model-server requests per second by HTTP status code.",
+                "Model-server requests per second by route and HTTP status code.",
                 [
                     Query(
-                        f"sum by ({r.LABEL_CODE}) (rate({selector(names.M_REQUESTS, **model)}[{RATE}]))",
-                        "{{" + r.LABEL_CODE + "}}",
+                        f"sum by ({r.LABEL_HANDLER}, {r.LABEL_CODE}) (rate({selector(names.M_REQUESTS, **model)}[{RATE}]))",
+                        "{{" + r.LABEL_HANDLER + "}} {{" + r.LABEL_CODE + "}}",
                     )
                 ],
                 unit="reqps",

@@ -65,13 +65,15 @@ CommandFn = Callable[[str, int], list[str]]
 
 
 def default_worker_command(python: str, port: int) -> list[str]:
-    """Return the argv of one drift-worker shard listening on 127.0.0.1:``port``."""
-    return [python, "-m", "driftwarden.cli", "worker", "--host", "127.0.0.1", "--port", str(port)]
+    """Return the argv of one drift-worker shard (address in DRIFTWARDEN_WORKER__HOST/PORT)."""
+    del port  # passed through the environment, like every other setting
+    return [python, "-m", "driftwarden.cli", "worker"]
 
 
 def default_model_command(python: str, port: int) -> list[str]:
-    """Return the argv of the model server listening on 127.0.0.1:``port``."""
-    return [python, "-m", "driftwarden.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    """Return the argv of the model server (address in DRIFTWARDEN_SERVER__HOST/PORT)."""
+    del port
+    return [python, "-m", "driftwarden.cli", "serve"]
 
 
 @dataclass(frozen=True)
@@ -289,10 +291,16 @@ class LocalStack:
             f"worker-{ordinal}",
             self.worker_command(self.python, port),
             log_path=self.log_dir / f"worker-{ordinal}.log",
-            health_url=f"http://127.0.0.1:{port}/metrics",
+            # /readyz answers once the shard has restored its snapshot and WAL.
+            health_url=f"http://127.0.0.1:{port}/readyz",
             env=self._env(
+                DRIFTWARDEN_WORKER__HOST="127.0.0.1",
+                DRIFTWARDEN_WORKER__PORT=str(port),
                 DRIFTWARDEN_WORKER__ORDINAL=str(ordinal),
                 DRIFTWARDEN_WORKER__DATA_DIR=str(data_dir),
+                # Handoffs between shards go peer to peer, on base_port + ordinal.
+                DRIFTWARDEN_WORKER__PEER_URL_TEMPLATE="http://127.0.0.1:{port}",
+                DRIFTWARDEN_WORKER__BASE_PORT=str(self.worker_base_port),
             ),
         )
 
@@ -303,6 +311,8 @@ class LocalStack:
             log_path=self.log_dir / "model-server.log",
             health_url=f"{self.model_url}/metrics",
             env=self._env(
+                DRIFTWARDEN_SERVER__HOST="127.0.0.1",
+                DRIFTWARDEN_SERVER__PORT=str(self.model_port),
                 DRIFTWARDEN_SENDER__URL_TEMPLATE="http://127.0.0.1:{port}",
                 DRIFTWARDEN_SENDER__BASE_PORT=str(self.worker_base_port),
             ),
