@@ -1,0 +1,85 @@
+"""Write-ahead log: replay, torn tails, damage, segment rotation and truncation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from driftwarden.drift_worker.wal import WalError, WriteAheadLog
+
+
+def records(wal: WriteAheadLog, after: int = 0) -> list[tuple[int, int, bytes]]:
+    return list(wal.replay(after))
+
+
+@pytest.mark.parametrize("policy", ["always", "interval", "never"])
+def test_append_replay_and_reopen_continue_the_lsn(tmp_path: Path, policy: str) -> None:
+    wal = WriteAheadLog(tmp_path, fsync=policy, segment_bytes=200)
+    lsns = [wal.append(i % 3, f"payload-{i}".encode() * (i + 1)) for i in range(20)]
+    assert lsns == list(range(1, 21))
+    wal.sync(lsns[-1])
+    assert wal.durable_lsn >= 20
+    assert len(wal.segments()) > 1  # rotated
+    wal.close()
+    again = WriteAheadLog(tmp_path, fsync=policy, segment_bytes=200)
+    got = records(again)
+    assert [r[0] for r in got] == lsns
+    assert got[4] == (5, 4 % 3, b"payload-4" * 5)
+    assert again.append(1, b"next") == 21
+    assert [r[0] for r in records(again, after=18)] == [19, 20, 21]
+    again.close()
+
+
+def test_torn_tail_is_cut_off_and_writing_goes_on(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path, fsync="never")
+    for i in range(5):
+        wal.append(1, b"x" * 100 + bytes([i]))
+    wal.close()
+    seg = wal.segments()[-1]
+    data = seg.read_bytes()
+    seg.write_bytes(data[:-40])  # the last record was half written when the power went
+    again = WriteAheadLog(tmp_path, fsync="never")
+    assert [r[0] for r in records(again)] == [1, 2, 3, 4]
+    assert again.append(1, b"y") == 5
+    assert records(again)[-1] == (5, 1, b"y")
+
+
+def test_flipped_byte_in_the_tail_is_detected_by_crc(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path, fsync="never")
+    for _ in range(3):
+        wal.append(1, b"abcdef" * 10)
+    wal.close()
+    seg = wal.segments()[-1]
+    data = bytearray(seg.read_bytes())
+    data[-5] ^= 0xFF
+    seg.write_bytes(bytes(data))
+    assert [r[0] for r in records(WriteAheadLog(tmp_path, fsync="never"))] == [1, 2]
+
+
+def test_damage_in_an_older_segment_is_an_error_that_says_what_to_do(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path, fsync="never", segment_bytes=100)
+    for _ in range(10):
+        wal.append(1, b"z" * 60)
+    wal.close()
+    first = wal.segments()[0]
+    data = bytearray(first.read_bytes())
+    data[20] ^= 0xFF
+    first.write_bytes(bytes(data))
+    with pytest.raises(WalError, match="not the newest segment.*Restore"):
+        records(WriteAheadLog(tmp_path, fsync="never", segment_bytes=100))
+
+
+def test_truncate_before_keeps_what_replay_after_needs(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path, fsync="never", segment_bytes=100)
+    for _ in range(12):
+        wal.append(1, b"q" * 60)
+    before = len(wal.segments())
+    removed = wal.truncate_before(8)
+    assert removed > 0 and len(wal.segments()) == before - removed
+    assert [r[0] for r in records(wal, after=7)] == [8, 9, 10, 11, 12]
+
+
+def test_bad_policy_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="always, interval or never"):
+        WriteAheadLog(tmp_path, fsync="sometimes")  # type: ignore[arg-type]
