@@ -9,7 +9,8 @@ Endpoints:
 - ``POST /v1/handoff``: a peer pushes a stream's state (docs/workers.md).
 - ``GET|PUT /v1/shardmap``: read, or push a newer map (the operator may do this so
   shards do not wait for the ConfigMap volume to refresh).
-- ``GET /metrics``, ``/healthz``, ``/readyz``, ``/status``.
+- ``GET /metrics``, ``/healthz``, ``/readyz``, ``/status``; ``GET /v1/state`` dumps
+  held streams' full state (debugging, tests).
 
 Batches are decoded, logged and applied on one dedicated thread, in arrival order;
 the event loop stays free for probes and scrapes, and fsyncs run on their own
@@ -303,6 +304,12 @@ class WorkerService:
         )
         return JSONResponse(doc)
 
+    async def stream_state(self, request: Request) -> Response:
+        """The full state of held streams (``?stream=`` repeats; none: all) for debugging and tests."""
+        wanted = request.query_params.getlist("stream") or None
+        doc = await asyncio.get_running_loop().run_in_executor(self._background, self.worker.fingerprint, wanted)
+        return JSONResponse(doc)
+
     async def healthz(self, _request: Request) -> Response:
         return JSONResponse({"ok": True})
 
@@ -324,6 +331,7 @@ def create_app(service: WorkerService) -> Starlette:
         Route("/v1/shardmap", service.put_shardmap, methods=["PUT"]),
         Route("/metrics", service.metrics, methods=["GET"]),
         Route("/status", service.status, methods=["GET"]),
+        Route("/v1/state", service.stream_state, methods=["GET"]),
         Route("/healthz", service.healthz, methods=["GET"]),
         Route("/readyz", service.readyz, methods=["GET"]),
     ]
