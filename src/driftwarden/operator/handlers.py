@@ -21,7 +21,7 @@ import kopf
 
 from driftwarden.common import names
 from driftwarden.operator import builders, metrics
-from driftwarden.operator.kube import CHILD_KINDS, KubeApi
+from driftwarden.operator.kube import CHILD_KINDS, KubeApi, load_configuration
 from driftwarden.operator.reconcile import ChildCache, MonitorState, Reconciler, child_key
 from driftwarden.operator.settings import load_settings
 
@@ -54,6 +54,23 @@ class Wakers:
         before = self._seen.get(uid)
         self._seen[uid] = fingerprint
         return before is not None and before != fingerprint
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """Return the credentials kopf and our client share (in-cluster, else $KUBECONFIG)."""
+    cfg = load_configuration()
+    token = cfg.get_api_key_with_prefix("authorization")
+    scheme, _, value = (token or "").partition(" ")
+    return kopf.ConnectionInfo(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        insecure=not cfg.verify_ssl,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+        scheme=scheme or None,
+        token=value or None,
+    )
 
 
 @kopf.on.startup()

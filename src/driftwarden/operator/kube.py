@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import os
 import ssl
 import time
 from typing import Any
@@ -82,14 +83,25 @@ class _Credentials:
     config: Any
 
 
-def _load_credentials() -> _Credentials:
+def load_configuration() -> Any:
+    """Return a kubernetes client Configuration: in-cluster, else $KUBECONFIG (read now).
+
+    The kubernetes package reads KUBECONFIG once, at import; reading it at call time
+    lets tests and tools point the operator at a cluster started later.
+    """
     from kubernetes import client, config
 
     cfg = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=cfg)
     except config.ConfigException:
-        config.load_kube_config(client_configuration=cfg)
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
+                                client_configuration=cfg)
+    return cfg
+
+
+def _load_credentials() -> _Credentials:
+    cfg = load_configuration()
     if cfg.verify_ssl:
         ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
     else:

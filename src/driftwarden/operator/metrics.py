@@ -47,6 +47,11 @@ def bind(api: Any, cache: Any) -> None:
     _COLLECTOR.api, _COLLECTOR.cache = api, cache
 
 
+def api_writes() -> int:
+    """Return the API writes of the operator bound last (0 before it started)."""
+    return _COLLECTOR.api.total_writes() if _COLLECTOR.api is not None else 0
+
+
 def serve(port: int) -> None:
     """Serve /metrics on ``port`` (once per process)."""
     if port not in _served:

@@ -1,0 +1,490 @@
+"""The operator against a real control plane: examples, validation, restores, GC, restart, scaling.
+
+The operator runs in ``kopf.testing.KopfRunner`` as a ServiceAccount that holds exactly
+the chart's generated RBAC rules, so every test also proves those rules are enough.
+Worker pods are kwok fakes with no process, so the workers' ``/status`` is served by a
+local fake and the operator is pointed at it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from driftwarden.common.sharding import ShardMap
+from driftwarden.operator.examples import examples
+from driftwarden.operator.generate import dump_all
+from driftwarden.operator.harness import (
+    FakeWorkerStatus,
+    install_crd,
+    operator_writes,
+    reconcile_passes,
+    restricted_kubeconfig,
+    run_operator,
+)
+from driftwarden.testing.controlplane import ControlPlane
+from driftwarden.testing.kube import describe_pods
+from driftwarden.testing.waiting import wait_until
+
+GROUP, VERSION, PLURAL = "driftwarden.io", "v1alpha1", "driftmonitors"
+MONITORING = "monitoring.coreos.com"
+TIMEOUT = 180.0
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def crd(control_plane: ControlPlane, k8s_api: client.ApiClient) -> None:
+    install_crd(k8s_api)
+
+
+@pytest.fixture(scope="module")
+def worker_status() -> Iterator[FakeWorkerStatus]:
+    with FakeWorkerStatus() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def operator_kubeconfig(
+    control_plane: ControlPlane, k8s_api: client.ApiClient, core_v1: client.CoreV1Api,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Path]:
+    """A kubeconfig for a ServiceAccount bound to exactly operator_rules()."""
+    namespace = f"driftwarden-system-{secrets.token_hex(3)}"
+    core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    path = restricted_kubeconfig(k8s_api, control_plane.kubeconfig,
+                                 tmp_path_factory.mktemp("operator") / "kubeconfig",
+                                 namespace=namespace)
+    yield path
+    rbac = client.RbacAuthorizationV1Api(k8s_api)
+    rbac.delete_cluster_role_binding(f"{namespace}-driftwarden-operator")
+    rbac.delete_cluster_role(f"{namespace}-driftwarden-operator")
+    core_v1.delete_namespace(namespace)
+
+
+def _env(worker_status: FakeWorkerStatus) -> dict[str, str]:
+    return {
+        "DRIFTWARDEN_OPERATOR__WORKER_STATUS_URL": worker_status.url_template,
+        "DRIFTWARDEN_OPERATOR__WORKER_STATUS_INTERVAL_SECONDS": "1",
+        "DRIFTWARDEN_OPERATOR__WORKER_STATUS_TIMEOUT_SECONDS": "2",
+        "DRIFTWARDEN_OPERATOR__RESYNC_SECONDS": "20",
+    }
+
+
+@pytest.fixture
+def start_operator(crd: None, operator_kubeconfig: Path, worker_status: FakeWorkerStatus
+                   ) -> Callable[[], Any]:
+    """Return a context-manager factory running the operator; it must exit cleanly."""
+
+    class _Run:
+        def __enter__(self) -> Any:
+            self._cm = run_operator(_env(worker_status), kubeconfig=operator_kubeconfig)
+            self.runner = self._cm.__enter__()
+            return self.runner
+
+        def __exit__(self, *exc: object) -> None:
+            self._cm.__exit__(*exc)
+            assert self.runner.exit_code == 0, self.runner.output[-3000:]
+            assert self.runner.exception is None, self.runner.output[-3000:]
+
+    return _Run
+
+
+@pytest.fixture
+def operator(start_operator: Callable[[], Any]) -> Iterator[Any]:
+    with start_operator() as runner:
+        yield runner
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _example(file_name: str) -> list[dict[str, Any]]:
+    return [dict(o) for o in examples()[file_name][1]]
+
+
+def _apply(plane: ControlPlane, namespace: str, objects: list[dict[str, Any]],
+           *, check: bool = True) -> Any:
+    return plane.kubectl("apply", "-n", namespace, "-f", "-", input=dump_all(objects),
+                         check=check)
+
+
+def _monitor(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
+    return custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+
+
+def _condition(monitor: dict[str, Any], ctype: str) -> dict[str, Any]:
+    for cond in monitor.get("status", {}).get("conditions", []):
+        if cond["type"] == ctype:
+            return cond
+    return {}
+
+
+def _wait_ready(custom: client.CustomObjectsApi, core_v1: client.CoreV1Api, namespace: str,
+                name: str, *, generation: int | None = None) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        mon = _monitor(custom, namespace, name)
+        cond = _condition(mon, "Ready")
+        want = generation or mon["metadata"]["generation"]
+        if cond.get("status") == "True" and mon["status"].get("observedGeneration") == want:
+            return mon
+        return None
+
+    return wait_until(ready, timeout=TIMEOUT, interval=0.5, what=f"DriftMonitor {name} Ready",
+                      describe=lambda: json.dumps({
+                          "status": _monitor(custom, namespace, name).get("status"),
+                          "pods": describe_pods(core_v1, namespace)})[:4000])
+
+
+def _selector(name: str) -> str:
+    return f"app.kubernetes.io/instance={name},app.kubernetes.io/managed-by=driftwarden-operator"
+
+
+def _children(k8s_api: client.ApiClient, namespace: str, name: str) -> dict[str, list[str]]:
+    """Return kind -> sorted names of the monitor's children that exist now."""
+    core, apps = client.CoreV1Api(k8s_api), client.AppsV1Api(k8s_api)
+    custom = client.CustomObjectsApi(k8s_api)
+    sel = _selector(name)
+    out = {
+        "ConfigMap": [o.metadata.name for o in core.list_namespaced_config_map(
+            namespace, label_selector=sel).items],
+        "Service": [o.metadata.name for o in core.list_namespaced_service(
+            namespace, label_selector=sel).items],
+        "Deployment": [o.metadata.name for o in apps.list_namespaced_deployment(
+            namespace, label_selector=sel).items],
+        "StatefulSet": [o.metadata.name for o in apps.list_namespaced_stateful_set(
+            namespace, label_selector=sel).items],
+    }
+    for version, plural, kind in (("v1", "servicemonitors", "ServiceMonitor"),
+                                  ("v1", "prometheusrules", "PrometheusRule"),
+                                  ("v1alpha1", "alertmanagerconfigs", "AlertmanagerConfig")):
+        items = custom.list_namespaced_custom_object(MONITORING, version, namespace, plural,
+                                                     label_selector=sel)["items"]
+        out[kind] = [o["metadata"]["name"] for o in items]
+    return {k: sorted(v) for k, v in out.items() if v}
+
+
+def _expected_children(name: str, *, receivers: bool) -> dict[str, list[str]]:
+    out = {
+        "ConfigMap": sorted([f"{name}-driftwarden", f"{name}-dashboard"]),
+        "Service": sorted([f"{name}-model", f"{name}-workers"]),
+        "Deployment": [f"{name}-model"],
+        "StatefulSet": [f"{name}-workers"],
+        "ServiceMonitor": sorted([f"{name}-model", f"{name}-workers"]),
+        "PrometheusRule": [f"{name}-driftwarden"],
+    }
+    if receivers:
+        out["AlertmanagerConfig"] = [f"{name}-driftwarden"]
+    return out
+
+
+def _shard_map(core_v1: client.CoreV1Api, namespace: str, name: str) -> ShardMap:
+    data = core_v1.read_namespaced_config_map(f"{name}-driftwarden", namespace).data
+    return ShardMap.model_validate_json(data["shardmap.json"])
+
+
+def _table(plane: ControlPlane, namespace: str, *extra: str) -> dict[str, dict[str, str]]:
+    """Return name -> column -> value from `kubectl get driftmonitors` (server-side table)."""
+    lines = plane.kubectl("get", "driftmonitors", "-n", namespace, *extra).stdout.splitlines()
+    header = lines[0].split()
+    rows = {}
+    for line in lines[1:]:
+        cells = line.split()
+        # Empty cells print as <none>, so every row splits into as many cells as the header.
+        rows[cells[0]] = dict(zip(header, cells))
+    return rows
+
+
+def _versions(k8s_api: client.ApiClient, namespace: str) -> dict[str, str]:
+    """Return kind/name -> resourceVersion of every monitor and child in the namespace."""
+    core, apps = client.CoreV1Api(k8s_api), client.AppsV1Api(k8s_api)
+    custom = client.CustomObjectsApi(k8s_api)
+    sel = "app.kubernetes.io/managed-by=driftwarden-operator"
+    out = {}
+    for kind, items in (
+        ("ConfigMap", core.list_namespaced_config_map(namespace, label_selector=sel).items),
+        ("Service", core.list_namespaced_service(namespace, label_selector=sel).items),
+        ("Deployment", apps.list_namespaced_deployment(namespace, label_selector=sel).items),
+        ("StatefulSet", apps.list_namespaced_stateful_set(namespace, label_selector=sel).items),
+    ):
+        out.update({f"{kind}/{o.metadata.name}": o.metadata.resource_version for o in items})
+    for group, version, plural in ((MONITORING, "v1", "servicemonitors"),
+                                   (MONITORING, "v1", "prometheusrules"),
+                                   (GROUP, VERSION, PLURAL)):
+        for o in custom.list_namespaced_custom_object(group, version, namespace, plural)["items"]:
+            out[f"{plural}/{o['metadata']['name']}"] = o["metadata"]["resourceVersion"]
+    return out
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_every_example_creates_its_children_and_becomes_ready(
+    operator: Any, control_plane: ControlPlane, namespace: str, k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api, custom_objects: client.CustomObjectsApi,
+    worker_status: FakeWorkerStatus,
+) -> None:
+    monitors: dict[str, dict[str, Any]] = {}
+    for file_name in sorted(examples()):
+        objects = _example(file_name)
+        for obj in objects:
+            if obj["kind"] == "DriftMonitor":
+                monitors[obj["metadata"]["name"]] = obj
+        _apply(control_plane, namespace, objects)
+    for name, obj in monitors.items():
+        shards = obj["spec"].get("workers", {}).get("shards", 3)
+        drifting = {0: ["feature:carat"], 1: ["performance"]} if name == "diamonds" else None
+        worker_status.set_streams(namespace, name, shards, drifting)
+
+    for name, obj in monitors.items():
+        mon = _wait_ready(custom_objects, core_v1, namespace, name)
+        spec = obj["spec"]
+        shards = spec.get("workers", {}).get("shards", 3)
+        replicas = spec["model"].get("replicas", 2)
+        assert _children(k8s_api, namespace, name) == _expected_children(
+            name, receivers=bool(spec.get("alerts", {}).get("receivers")))
+        pods = core_v1.list_namespaced_pod(namespace,
+                                           label_selector=f"app.kubernetes.io/instance={name}")
+        phases = sorted(p.status.phase for p in pods.items)
+        assert phases == ["Running"] * (shards + replicas), describe_pods(core_v1, namespace)
+        status = mon["status"]
+        assert (status["shards"], status["readyShards"], status["shardEpoch"]) == (
+            shards, shards, 1)
+        assert _shard_map(core_v1, namespace, name).epoch == 1
+        for cond in status["conditions"]:
+            assert set(cond) == {"type", "status", "reason", "message", "lastTransitionTime",
+                                 "observedGeneration"}
+
+    def drift_seen() -> bool:
+        mon = _monitor(custom_objects, namespace, "diamonds")
+        return (_condition(mon, "DataDrift").get("status") == "True"
+                and _condition(mon, "ConceptDrift").get("status") == "True")
+
+    wait_until(drift_seen, timeout=60, what="diamonds DataDrift and ConceptDrift True")
+    diamonds = _monitor(custom_objects, namespace, "diamonds")["status"]
+    assert diamonds["driftingStreams"] == 2
+    assert diamonds["driftingStreamNames"] == ["feature:carat", "performance"]
+    assert diamonds["lastDriftTime"] == "2026-11-23T10:00:00Z"
+    iris = _monitor(custom_objects, namespace, "iris")
+    wait_until(lambda: _condition(_monitor(custom_objects, namespace, "iris"),
+                                  "DataDrift").get("status") == "False",
+               timeout=60, what="iris DataDrift False")
+    assert iris["status"]["selector"].startswith("app.kubernetes.io/name=driftwarden")
+
+    # The printer columns, as the API server's table format renders them for kubectl.
+    table = _table(control_plane, namespace)
+    assert list(next(iter(table.values())))[:5] == ["NAME", "READY", "SHARDS", "DRIFTING", "AGE"]
+    assert (table["diamonds"]["READY"], table["diamonds"]["SHARDS"],
+            table["diamonds"]["DRIFTING"]) == ("True", "3", "2")
+    assert (table["iris"]["READY"], table["iris"]["SHARDS"], table["iris"]["DRIFTING"]) == (
+        "True", "1", "0")
+    wide = _table(control_plane, namespace, "-o", "wide")
+    assert wide["digits"]["BUNDLE"] == "builtin://digits"
+    assert wide["digits"]["EPOCH"] == "1" and wide["digits"]["READY-SHARDS"] == "3"
+    assert wide["digits"]["REASON"] == "AllReplicasReady"
+
+
+INVALID = [
+    ("threshold above one", {"alerts": {"dataDriftShare": 1.5}},
+     "spec.alerts.dataDriftShare: Invalid value"),
+    ("zero shards", {"workers": {"shards": 0}}, "spec.workers.shards: Invalid value"),
+    ("missing bundle", {"model": {"replicas": 1}}, 'spec.model.bundle: Required value'),
+    ("unknown detector", {"detectors": {"numeric": [{"type": "magic"}]}},
+     'Unsupported value: "magic"'),
+    ("detector on the wrong stream", {"detectors": {"categorical": [{"type": "ks"}]}},
+     "categorical detectors must be of type chi2, psi, kl, js"),
+    ("two receiver kinds", {"alerts": {"receivers": [{
+        "name": "x", "discord": {"webhookSecretRef": {"name": "s", "key": "k"}},
+        "slack": {"apiUrlSecretRef": {"name": "s", "key": "k"}}}]}},
+     "a receiver must set exactly one of discord, slack, webhook"),
+    ("window shorter than evaluation period", {"workers": {"window": 100, "evaluateEvery": 500}},
+     "workers.evaluateEvery must not exceed workers.window"),
+    ("label delay too long", {"labelJoin": {"maxDelay": "200h"}},
+     "labelJoin.maxDelay must be greater than 0s and at most 168h"),
+]
+
+
+@pytest.mark.parametrize(("case", "patch", "message"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_monitors_are_rejected_with_a_readable_reason(
+    crd: None, control_plane: ControlPlane, namespace: str, k8s_api: client.ApiClient,
+    custom_objects: client.CustomObjectsApi, case: str, patch: dict[str, Any], message: str,
+) -> None:
+    spec: dict[str, Any] = {"model": {"bundle": "builtin://diamonds"}}
+    for key, value in patch.items():
+        spec[key] = value if key == "model" else {**spec.get(key, {}), **value}
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DriftMonitor",
+            "metadata": {"name": "bad"}, "spec": spec}
+    result = _apply(control_plane, namespace, [body], check=False)
+    assert result.returncode != 0, f"{case}: accepted"
+    assert message in result.stderr, result.stderr
+    assert custom_objects.list_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL)["items"] == []
+    assert _children(k8s_api, namespace, "bad") == {}
+
+
+def test_a_too_long_name_and_storage_changes_are_rejected(
+    crd: None, control_plane: ControlPlane, namespace: str,
+) -> None:
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DriftMonitor",
+            "metadata": {"name": "a" * 45}, "spec": {"model": {"bundle": "builtin://iris"}}}
+    result = _apply(control_plane, namespace, [body], check=False)
+    assert "metadata.name must be a DNS-1035 label of at most 44 characters" in result.stderr
+    body["metadata"]["name"] = "ok"
+    _apply(control_plane, namespace, [body])
+    body["spec"]["workers"] = {"storage": "5Gi"}
+    result = _apply(control_plane, namespace, [body], check=False)
+    assert result.returncode != 0
+    assert "workers.storage is immutable" in result.stderr
+
+
+def test_a_child_deleted_or_edited_by_hand_is_restored(
+    operator: Any, control_plane: ControlPlane, namespace: str, core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api, custom_objects: client.CustomObjectsApi,
+    worker_status: FakeWorkerStatus,
+) -> None:
+    worker_status.set_streams(namespace, "iris", 1)
+    _apply(control_plane, namespace, _example("iris.yaml"))
+    _wait_ready(custom_objects, core_v1, namespace, "iris")
+
+    old = apps_v1.read_namespaced_stateful_set("iris-workers", namespace).metadata.uid
+    apps_v1.delete_namespaced_stateful_set("iris-workers", namespace)
+    wait_until(lambda: apps_v1.read_namespaced_stateful_set(
+        "iris-workers", namespace).metadata.uid != old, timeout=TIMEOUT,
+        what="StatefulSet iris-workers recreated")
+
+    apps_v1.patch_namespaced_deployment_scale("iris-model", namespace, {"spec": {"replicas": 4}})
+    wait_until(lambda: apps_v1.read_namespaced_deployment(
+        "iris-model", namespace).spec.replicas == 1, timeout=TIMEOUT,
+        what="Deployment iris-model back to 1 replica")
+
+    core_v1.patch_namespaced_service("iris-model", namespace,
+                                     {"spec": {"ports": [{"name": "http", "port": 9999,
+                                                          "targetPort": "http"}]}})
+    wait_until(lambda: [p.port for p in core_v1.read_namespaced_service(
+        "iris-model", namespace).spec.ports] == [8000], timeout=TIMEOUT,
+        what="Service iris-model port restored to 8000")
+
+    # The shard map comes back with a higher epoch: workers never see an epoch go back.
+    core_v1.delete_namespaced_config_map("iris-driftwarden", namespace)
+    wait_until(lambda: _shard_map(core_v1, namespace, "iris").epoch == 2, timeout=TIMEOUT,
+               what="ConfigMap iris-driftwarden recreated with epoch 2")
+    _wait_ready(custom_objects, core_v1, namespace, "iris")
+
+
+def test_deleting_the_monitor_removes_every_child(
+    operator: Any, control_plane: ControlPlane, namespace: str, k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api, custom_objects: client.CustomObjectsApi,
+    worker_status: FakeWorkerStatus,
+) -> None:
+    worker_status.set_streams(namespace, "diamonds-alerting", 3)
+    _apply(control_plane, namespace, _example("receivers.yaml"))
+    _wait_ready(custom_objects, core_v1, namespace, "diamonds-alerting")
+    assert "AlertmanagerConfig" in _children(k8s_api, namespace, "diamonds-alerting")
+    custom_objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                   "diamonds-alerting")
+    wait_until(lambda: _children(k8s_api, namespace, "diamonds-alerting") == {},
+               timeout=TIMEOUT, what="every child garbage-collected",
+               describe=lambda: str(_children(k8s_api, namespace, "diamonds-alerting")))
+    wait_until(lambda: not core_v1.list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/instance=diamonds-alerting").items,
+        timeout=TIMEOUT, what="every pod gone")
+
+    def gone() -> bool:
+        try:
+            _monitor(custom_objects, namespace, "diamonds-alerting")
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_until(gone, timeout=60, what="the monitor gone (finalizer released)")
+
+
+def test_scaling_3_to_5_to_2_updates_the_statefulset_and_the_epoch(
+    operator: Any, control_plane: ControlPlane, namespace: str, core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api, custom_objects: client.CustomObjectsApi,
+    worker_status: FakeWorkerStatus,
+) -> None:
+    worker_status.set_streams(namespace, "diamonds", 5)
+    _apply(control_plane, namespace, _example("diamonds.yaml"))
+    _wait_ready(custom_objects, core_v1, namespace, "diamonds")
+    for shards, epoch, history in ((5, 2, ((1, 3),)), (2, 3, ((1, 3), (2, 5)))):
+        control_plane.kubectl("scale", "-n", namespace, "driftmonitor/diamonds",
+                              f"--replicas={shards}")
+        mon = _wait_ready(custom_objects, core_v1, namespace, "diamonds")
+        assert mon["spec"]["workers"]["shards"] == shards
+        sts = apps_v1.read_namespaced_stateful_set("diamonds-workers", namespace)
+        assert sts.spec.replicas == shards and sts.status.ready_replicas == shards
+        shard_map = _shard_map(core_v1, namespace, "diamonds")
+        assert (shard_map.epoch, shard_map.shards, shard_map.history) == (epoch, shards, history)
+        assert (mon["status"]["shardEpoch"], mon["status"]["shards"]) == (epoch, shards)
+        scale = json.loads(control_plane.kubectl(
+            "get", "-n", namespace, "driftmonitor/diamonds", "--subresource=scale",
+            "-o", "json").stdout)
+        assert scale["spec"]["replicas"] == shards and scale["status"]["replicas"] == shards
+        assert "app.kubernetes.io/component=drift-worker" in scale["status"]["selector"]
+        # Scaling rolls no pods: the pod template (config hash) is unchanged.
+        assert sts.status.current_revision == sts.status.update_revision
+
+
+def test_restarting_the_operator_writes_nothing(
+    start_operator: Callable[[], Any], control_plane: ControlPlane, namespace: str,
+    k8s_api: client.ApiClient, core_v1: client.CoreV1Api,
+    custom_objects: client.CustomObjectsApi, worker_status: FakeWorkerStatus,
+) -> None:
+    names = ["iris", "diabetes"]
+    for name, shards in zip(names, (1, 2)):
+        worker_status.set_streams(namespace, name, shards)
+    with start_operator():
+        for name in names:
+            _apply(control_plane, namespace, _example(f"{name}.yaml"))
+        for name in names:
+            _wait_ready(custom_objects, core_v1, namespace, name)
+        # Let the drift conditions settle (the first probe lands after Ready).
+        wait_until(lambda: all(_condition(_monitor(custom_objects, namespace, n),
+                                          "DataDrift").get("status") == "False" for n in names),
+                   timeout=60, what="DataDrift False on every monitor")
+        before = _versions(k8s_api, namespace)
+
+    passes = reconcile_passes()
+    with start_operator():
+        wait_until(lambda: reconcile_passes() >= passes + len(names), timeout=60,
+                   what="the restarted operator reconciled every monitor")
+        time.sleep(3)  # child watch events and a worker probe cycle arrive meanwhile
+        writes = operator_writes()
+        after = _versions(k8s_api, namespace)
+    assert writes == 0
+    assert after == before
+
+
+def test_a_namespace_enforcing_restricted_pod_security_accepts_every_pod(
+    operator: Any, control_plane: ControlPlane, namespace_factory: Callable[..., str],
+    core_v1: client.CoreV1Api, custom_objects: client.CustomObjectsApi,
+    worker_status: FakeWorkerStatus,
+) -> None:
+    namespace = namespace_factory(labels={
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    })
+    worker_status.set_streams(namespace, "digits", 3)
+    _apply(control_plane, namespace, _example("digits.yaml"))
+    _wait_ready(custom_objects, core_v1, namespace, "digits")
+    pods = core_v1.list_namespaced_pod(namespace).items
+    assert len(pods) == 5 and all(p.status.phase == "Running" for p in pods)
+    events = core_v1.list_namespaced_event(namespace).items
+    assert not [e.message for e in events if e.reason == "FailedCreate"]
+    # The admission check is live: a privileged pod is refused in the same namespace.
+    bad = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root"},
+           "spec": {"containers": [{"name": "c", "image": "x"}]}}
+    result = control_plane.kubectl("apply", "-n", namespace, "-f", "-",
+                                   input=yaml.safe_dump(bad), check=False)
+    assert result.returncode != 0 and "violates PodSecurity" in result.stderr
