@@ -293,3 +293,40 @@ def test_real_renderers_produce_objects_the_operator_can_wrap() -> None:
 def test_invalid_body_names_the_field() -> None:
     with pytest.raises(InvalidMonitor, match=r"spec\.workers\.shards"):
         _monitor({"model": {"bundle": "builtin://d"}, "workers": {"shards": 0}})
+
+
+_DIGEST_SCRIPT = """
+import json
+from driftwarden.common.sharding import ShardMap
+from driftwarden.operator import builders
+from driftwarden.operator.examples import examples
+from driftwarden.operator.monitor import Monitor
+from driftwarden.operator.settings import OperatorSettings
+out = {}
+for name, (_, objs) in sorted(examples().items()):
+    body = next(o for o in objs if o["kind"] == "DriftMonitor")
+    body = {**body, "metadata": {**body["metadata"], "namespace": "ml", "uid": "u"}}
+    monitor = Monitor.from_body(body)
+    shard_map = ShardMap(monitor=monitor.key, epoch=1, shards=monitor.spec.workers.shards)
+    children = builders.build_children(monitor, OperatorSettings(), shard_map=shard_map,
+                                       renderers=builders.default_renderers())
+    out[name] = [c["metadata"]["annotations"][builders.INPUT_HASH_ANNOTATION] for c in children]
+print(json.dumps(out))
+"""
+
+
+def test_input_hashes_are_stable_across_processes() -> None:
+    """A restarted operator computes the same hashes, so it rewrites nothing."""
+    import subprocess
+    import sys
+
+    import contextlib
+    import io
+
+    result = subprocess.run(
+        [sys.executable, "-c", _DIGEST_SCRIPT], capture_output=True, text=True, check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"}, timeout=120)
+    here = io.StringIO()
+    with contextlib.redirect_stdout(here):
+        exec(_DIGEST_SCRIPT, {})  # this process runs with another (random) hash seed
+    assert json.loads(result.stdout) == json.loads(here.getvalue())
