@@ -92,17 +92,19 @@ class ModelClient:
         self._http.close()
 
     def predict(self, frame: pd.DataFrame) -> list[str]:
-        """Send ``frame`` for prediction; return the prediction ids the server assigned."""
-        response = self._http.post("/predict", json={"instances": _records(frame)})
+        """Send ``frame`` as one batch (a JSON array of records); return the prediction ids."""
+        response = self._http.post("/predict", json=_records(frame))
         if response.status_code != 200:
             raise RuntimeError(
                 f"model server /predict answered HTTP {response.status_code}: {response.text[:500]}"
             )
-        return [str(i) for i in response.json()["ids"]]
+        return [str(p["id"]) for p in response.json()["predictions"]]
 
     def feedback(self, ids: list[str], labels: np.ndarray) -> None:
         """Send the true labels of earlier predictions (feeds the concept-drift stream)."""
-        body = {"labels": [{"id": i, "label": _plain(v)} for i, v in zip(ids, labels, strict=True)]}
+        body = [
+            {"prediction_id": i, "label": _plain(v)} for i, v in zip(ids, labels, strict=True)
+        ]
         response = self._http.post("/feedback", json=body)
         if response.status_code not in (200, 202):
             raise RuntimeError(
