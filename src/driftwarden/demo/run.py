@@ -214,7 +214,7 @@ def stream_traffic(
     try:
         for start in range(0, plan.rows, plan.batch_rows):
             stop = min(start + plan.batch_rows, plan.rows)
-            if start <= plan.drift_at < stop or (start == plan.drift_at):
+            if start <= plan.drift_at < stop:
                 watch.drift_started_at = time.time()
             batch = features.iloc[start:stop]
             ids = client.predict(batch)
