@@ -22,8 +22,9 @@ cat <<MSG
 
 Grafana: http://127.0.0.1:$GRAFANA_PORT   (user admin, password $password)
   Dashboards > Driftwarden / $monitor
-Send traffic that drifts (from another terminal):
-  kubectl --context $KIND_CONTEXT -n $DEMO_NAMESPACE port-forward svc/$monitor-model 8000:8000
+Send traffic that drifts halfway (from another terminal):
+  kubectl --context $KIND_CONTEXT -n $DEMO_NAMESPACE port-forward svc/$monitor-model 8000:8000 &
+  .venv/bin/driftwarden demo --model-url http://127.0.0.1:8000
 Ctrl-C stops the port-forward; 'make kind-down' deletes the cluster.
 
 MSG

@@ -29,6 +29,7 @@ from driftwarden.demo.plan import MONITOR_NAME, DemoPlan, full_plan, short_plan
 from driftwarden.demo.run import (
     DemoSummary,
     PipelineWatch,
+    Traffic,
     build_report,
     prepare_bundle,
     stream_traffic,
@@ -73,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path(".run/demo"),
         help="where the report page and summary.json go (default: .run/demo)",
+    )
+    parser.add_argument(
+        "--model-url",
+        default=None,
+        metavar="URL",
+        help="only send the drifting traffic to an existing model server (e.g. one "
+        "port-forwarded from a cluster: http://127.0.0.1:8000); starts nothing locally",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the demo does")
     return parser
@@ -131,6 +139,41 @@ def print_summary(console: Console, summary: DemoSummary) -> None:
     )
 
 
+def run_traffic_only(args: argparse.Namespace, console: Console) -> int:
+    """Send the plan's drifting traffic to ``--model-url``; return 0 once it is all sent."""
+    plan = _plan(args)
+    console.print(
+        f"Sending {plan.rows} rows of {plan.scenario} traffic to {args.model_url} at "
+        f"{plan.rows_per_second:g} rows/s; drift from row {plan.drift_at}. Ctrl-C stops."
+    )
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} rows"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("traffic", total=plan.rows)
+        traffic = stream_traffic(
+            args.model_url,
+            plan,
+            lambda t: progress.update(
+                task,
+                completed=t.rows_sent,
+                description="traffic (drifting)"
+                if t.rows_sent > plan.drift_at
+                else "traffic (reference)",
+            ),
+        )
+    console.print(
+        f"Sent {traffic.rows_sent} rows in {time.time() - traffic.started_at:.0f} s; the drift "
+        "started at row " + str(plan.drift_at) + ". Watch the monitor's Grafana dashboard and "
+        "`kubectl get driftmonitors`."
+    )
+    return 0
+
+
 def run(args: argparse.Namespace, console: Console) -> int:
     """Run the demo; return its exit status (0: alert received, 3: it never arrived)."""
     plan = _plan(args)
@@ -164,13 +207,21 @@ def run(args: argparse.Namespace, console: Console) -> int:
         ) as progress:
             task = progress.add_task("traffic", total=plan.rows, status="")
 
-            def on_rows(rows: int, status: str) -> None:
-                phase = "traffic (drifting)" if rows > plan.drift_at else "traffic (reference)"
-                progress.update(task, completed=rows, description=phase, status=status)
+            def phase(rows: int) -> str:
+                return "traffic (drifting)" if rows > plan.drift_at else "traffic (reference)"
 
-            sent, _labels, traffic_started, drift_started = stream_traffic(
-                stack, plan, watch, on_rows
-            )
+            def on_batch(traffic: Traffic) -> None:
+                watch.rows_sent = traffic.rows_sent
+                watch.drift_started_at = traffic.drift_started_at
+                progress.update(
+                    task, completed=traffic.rows_sent, description=phase(traffic.rows_sent)
+                )
+
+            def on_wait(traffic: Traffic) -> None:
+                watch.poll()
+                progress.update(task, status=watch.status_line())
+
+            traffic = stream_traffic(stack.model_url, plan, on_batch, on_wait)
             traffic_ended = time.time()
             progress.update(task, description="waiting for the alert")
             received = wait_for_alert(
@@ -178,14 +229,16 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 plan.alert_timeout_seconds,
                 lambda status: progress.update(task, status=status),
             )
-        report = build_report(stack, bundle, plan, watch, sent, traffic_started, out_dir)
+        report = build_report(
+            stack, bundle, plan, watch, traffic.features, traffic.started_at, out_dir
+        )
         summary = DemoSummary(
             scenario=plan.scenario,
             scenario_description=SCENARIOS[plan.scenario].description,
             rows_sent=watch.rows_sent,
             drift_at_row=plan.drift_at,
-            traffic_started_at=traffic_started,
-            drift_started_at=drift_started,
+            traffic_started_at=traffic.started_at,
+            drift_started_at=traffic.drift_started_at,
             traffic_ended_at=traffic_ended,
             drifted_features=watch.drifting_features(),
             features=list(bundle.feature_names),
@@ -225,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     console = Console()
     try:
+        if args.model_url:
+            return run_traffic_only(args, console)
         return run(args, console)
     except KeyboardInterrupt:
         # LocalStack.__exit__ has already stopped every process by the time we get here.

@@ -102,9 +102,7 @@ class ModelClient:
 
     def feedback(self, ids: list[str], labels: np.ndarray) -> None:
         """Send the true labels of earlier predictions (feeds the concept-drift stream)."""
-        body = [
-            {"prediction_id": i, "label": _plain(v)} for i, v in zip(ids, labels, strict=True)
-        ]
+        body = [{"prediction_id": i, "label": _plain(v)} for i, v in zip(ids, labels, strict=True)]
         response = self._http.post("/feedback", json=body)
         if response.status_code not in (200, 202):
             raise RuntimeError(
@@ -196,45 +194,50 @@ class PipelineWatch:
         return f"drifting features: {features} | alert: {alert}{error}"
 
 
-def stream_traffic(
-    stack: LocalStack,
-    plan: DemoPlan,
-    watch: PipelineWatch,
-    on_progress: Callable[[int, str], None],
-) -> tuple[pd.DataFrame, np.ndarray, float, float | None]:
-    """Send the scenario's rows at the plan's pace, polling the pipeline between batches.
+@dataclass
+class Traffic:
+    """The rows a run sent, their true labels, and when it started and crossed the drift point."""
 
-    Returns the rows sent, their labels, when the traffic started and when the drift
-    point was crossed (unix seconds).
+    features: pd.DataFrame
+    labels: np.ndarray
+    started_at: float
+    drift_started_at: float | None = None
+    rows_sent: int = 0
+
+
+def stream_traffic(
+    model_url: str,
+    plan: DemoPlan,
+    on_batch: Callable[[Traffic], None],
+    on_wait: Callable[[Traffic], None] = lambda traffic: None,
+) -> Traffic:
+    """Send the scenario's rows to ``model_url`` at the plan's pace; return what was sent.
+
+    ``on_batch`` runs after every batch; ``on_wait`` at most every POLL_SECONDS while
+    pacing (the local demo polls Prometheus there).
     """
     features, labels = scenario(plan.scenario, n=plan.rows, drift_at=plan.drift_at, seed=plan.seed)
-    client = ModelClient(stack.model_url)
-    started = time.time()
-    next_poll = started
+    traffic = Traffic(features, labels, started_at=time.time())
+    client = ModelClient(model_url)
+    next_wait = traffic.started_at
     try:
         for start in range(0, plan.rows, plan.batch_rows):
             stop = min(start + plan.batch_rows, plan.rows)
             if start <= plan.drift_at < stop:
-                watch.drift_started_at = time.time()
-            batch = features.iloc[start:stop]
-            ids = client.predict(batch)
+                traffic.drift_started_at = time.time()
+            ids = client.predict(features.iloc[start:stop])
             client.feedback(ids, labels[start:stop])
-            watch.rows_sent = stop
-            # Pace to rows_per_second, polling Prometheus while we wait.
-            due = started + stop / plan.rows_per_second
-            while True:
-                now = time.time()
-                if now >= next_poll:
-                    watch.poll()
-                    next_poll = now + POLL_SECONDS
-                    on_progress(stop, watch.status_line())
-                if now >= due:
-                    break
-                time.sleep(min(due - now, max(0.0, next_poll - now), 0.05))
-            on_progress(stop, watch.status_line())
+            traffic.rows_sent = stop
+            on_batch(traffic)
+            due = traffic.started_at + stop / plan.rows_per_second
+            while (now := time.time()) < due:
+                if now >= next_wait:
+                    on_wait(traffic)
+                    next_wait = time.time() + POLL_SECONDS
+                time.sleep(max(0.01, min(due, next_wait) - time.time()))
     finally:
         client.close()
-    return features, labels, started, watch.drift_started_at
+    return traffic
 
 
 def wait_for_alert(
