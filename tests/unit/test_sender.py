@@ -227,3 +227,20 @@ def test_a_segment_the_worker_rejects_is_dropped_alone(tmp_path: Path) -> None:
     assert sender.shed_values("rejected") == 2 and sender.acked_values == 3
     assert cluster.workers[0].streams["feature:f1"].values_total == 3
     assert cluster.workers[0].streams["feature:f0"].values_total == 0
+
+
+def test_map_file_is_read_at_start_and_followed(tmp_path: Path) -> None:
+    plan = make_plan(1)
+    path = tmp_path / "shardmap.json"
+    first = InProcessCluster(plan, 1).map
+    path.write_text(first.model_dump_json())
+    sender = Sender(MONITOR, shard_map_path=path, registry=None, settings=SenderSettings(map_poll_interval=0.01))
+    assert sender.shard_map == first
+    path.write_text(first.advance(4).model_dump_json())
+    import time
+
+    time.sleep(0.02)
+    sender._reload_map_file()
+    assert sender.shard_map.epoch == 2 and sender.shard_map.shards == 4
+    with pytest.raises(ValueError, match="cannot read the shard map"):
+        Sender(MONITOR, shard_map_path=tmp_path / "missing.json", registry=None)

@@ -130,6 +130,8 @@ class Sender:
         if shard_map is None and shard_map_path is None:
             raise ValueError("Sender needs a shard_map or a shard_map_path to route by")
         self.monitor = monitor
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
         self.settings = settings or SenderSettings()
         self.sender_id = sender_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._streams = frozenset(streams) if streams is not None else None
@@ -158,8 +160,6 @@ class Sender:
         self._last_shed_log = float("-inf")
         self._last_error = ""
 
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         self._inflight: dict[int, asyncio.Task[None]] = {}
