@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-map", type=Path, help="shardmap.json")
     p.add_argument("--streams-file", type=Path, help="streams JSON instead of the bundle schema")
     p.add_argument("--fsync", choices=["always", "interval", "never"])
+    p.add_argument("--no-wal", action="store_true", help="keep no WAL or snapshots (benchmarks only)")
     p.add_argument("--peer-url-template", help="peer URL with {ordinal} or {port}")
     p.add_argument("--base-port", type=int, help="port of shard 0 when the template uses {port}")
     p.add_argument("--snapshot-interval", type=float, help="seconds between snapshots")
@@ -52,6 +53,8 @@ def load_settings(argv: list[str]) -> Settings:
         value = getattr(args, flag)
         if value is not None:
             worker[key] = value
+    if args.no_wal:
+        worker["wal_enabled"] = False
     top = settings.model_dump()
     top["worker"] = worker
     if args.monitor_config is not None:
@@ -96,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     w = settings.worker
+    if not w.wal_enabled:
+        log.warning("WAL disabled: acknowledged values are lost if this shard restarts (benchmark mode)")
     worker = ShardWorker(
-        plan, ordinal, shard_map=shard_map, data_dir=w.data_dir, fsync=w.fsync,
+        plan, ordinal, shard_map=shard_map, data_dir=w.data_dir if w.wal_enabled else None, fsync=w.fsync,
         fsync_interval=w.fsync_interval, wal_segment_bytes=w.wal_segment_bytes,
         handoff_timeout_s=w.handoff_timeout_s,
     )

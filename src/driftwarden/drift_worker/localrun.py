@@ -62,6 +62,7 @@ class LocalShards:
         max_shards: int = 16,
         extra_env: dict[str, str] | None = None,
         snapshot_every_values: int = 5_000_000,
+        wal: bool = True,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -70,6 +71,7 @@ class LocalShards:
         self.base_port = free_port_range(max_shards)
         self.extra_env = extra_env or {}
         self.snapshot_every_values = snapshot_every_values
+        self.wal = wal
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         (self.root / "monitor.json").write_text(
             json.dumps({"name": name, "namespace": namespace, "spec": monitor_spec})
@@ -105,6 +107,8 @@ class LocalShards:
             "--snapshot-every-values", str(self.snapshot_every_values),
             "--log-level", "INFO",
         ]
+        if not self.wal:
+            cmd.append("--no-wal")
         env = {**os.environ, **self.extra_env}
         self.procs[ordinal] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
@@ -160,10 +164,20 @@ class LocalShards:
             self.wait_healthy(k)
         self._write_map()
         if push:
-            body = self.map.model_dump_json()
-            for k in list(self.procs):
-                httpx.put(self.url(k) + "/v1/shardmap", content=body, timeout=10.0).raise_for_status()
+            self.push_map()
         return self.map
+
+    def push_map(self) -> None:
+        """PUT the current map to every shard at once (as an operator would)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        body = self.map.model_dump_json()
+
+        def put(k: int) -> None:
+            httpx.put(self.url(k) + "/v1/shardmap", content=body, timeout=30.0).raise_for_status()
+
+        with ThreadPoolExecutor(max(1, len(self.procs))) as pool:
+            list(pool.map(put, list(self.procs)))
 
     def status(self, ordinal: int) -> dict[str, Any]:
         return httpx.get(self.url(ordinal) + "/status", timeout=30.0).json()

@@ -244,6 +244,7 @@ def status_document(worker: ShardWorker, collector: WorkerCollector) -> dict[str
                 "in": c.handoffs_in,
                 "out": c.handoffs_out,
                 "timeouts": c.handoff_timeouts,
+                "pause_seconds": dict(w.handoff_pauses),
             },
             "batches": {
                 "accepted": c.batches_accepted, "duplicate": c.batches_duplicate,

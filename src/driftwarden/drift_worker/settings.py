@@ -48,6 +48,9 @@ class WorkerOptions(BaseModel):
 
     ordinal: int | None = Field(None, ge=0, description="Shard ordinal; default: the pod name's suffix.")
     data_dir: Path = Field(Path("/var/lib/driftwarden"), description="WAL and snapshots (the shard's PVC).")
+    wal_enabled: bool = Field(
+        True, description="False keeps no WAL and no snapshots: state is lost on restart (benchmarks only)."
+    )
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
     fsync: Literal["always", "interval", "never"] = Field(

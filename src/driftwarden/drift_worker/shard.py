@@ -112,6 +112,8 @@ class ShardWorker:
         self.streams: dict[str, StreamState] = {}
         self.frozen: dict[str, int] = {}  # stream -> epoch it was frozen for
         self.awaiting: dict[str, float] = {}  # stream -> since (monotonic; not durable)
+        self.frozen_at: dict[str, float] = {}  # stream -> wall time it froze here (not durable)
+        self.handoff_pauses: dict[str, float] = {}  # stream -> seconds from freeze to install here
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.wal: WriteAheadLog | None = None
         if self.data_dir is not None:
@@ -201,10 +203,10 @@ class ShardWorker:
                 return False
             if self.map is not None and shard_map.epoch > self.map.epoch + 1:
                 log.info("shard %d: epoch jumps from %d to %d", self.ordinal, self.map.epoch, shard_map.epoch)
-            lsn = self._log(REC_MAP, shard_map.model_dump_json().encode())
+            # No fsync needed: every later record that matters (handoffs) is fsynced,
+            # and the log is sequential, so this one is durable by then.
+            self._log(REC_MAP, shard_map.model_dump_json().encode())
             self._transition(shard_map)
-            if lsn is not None and self.wal is not None:
-                self.wal.sync(lsn)
             return True
 
     def _previous_owner(self, stream: str, epoch: int) -> int | None:
@@ -225,6 +227,7 @@ class ShardWorker:
             if name in self.streams:
                 if name not in self.frozen and owner != self.ordinal:
                     self.frozen[name] = new.epoch
+                    self.frozen_at[name] = time.time()
                     moved_out.append(name)
             elif owner == self.ordinal:
                 if name in self.awaiting:
@@ -362,6 +365,7 @@ class ShardWorker:
                 "stream": stream,
                 "generation": self.streams[stream].generation,
                 "from": self.ordinal,
+                "frozen_at": self.frozen_at.get(stream),
                 "shard_map": self.map.model_dump(mode="json"),
                 "state": self.streams[stream].to_state(),
             }
@@ -390,20 +394,23 @@ class ShardWorker:
                 return "duplicate"  # we already installed this copy (its ack was lost) or a later one
             # Build it first: a state the detectors cannot restore is refused, not logged.
             try:
-                StreamState.from_state(self.plan.streams[stream], state, self.plan.factory, self.plan.join)
+                built = StreamState.from_state(self.plan.streams[stream], state, self.plan.factory, self.plan.join)
             except (KeyError, TypeError, ValueError) as exc:
                 raise Refusal(400, "bad_handoff", f"stream {stream!r}: state cannot be restored: {exc}") from None
-            payload = json.dumps({"stream": stream, "generation": generation, "from": doc.get("from"), "state": state})
-            lsn = self._log(REC_HANDOFF_IN, payload.encode())
-            self._install(json.loads(payload))
+            record = {"stream": stream, "generation": generation, "from": doc.get("from"), "state": state}
+            lsn = self._log(REC_HANDOFF_IN, json.dumps(record).encode())
+            self._install(record, built)
             if lsn is not None and self.wal is not None:
                 self.wal.sync(lsn)  # the sender drops its copy on our answer: make it durable first
             self.counters.handoffs_in += 1
+            frozen_at = doc.get("frozen_at")
+            if isinstance(frozen_at, (int, float)):
+                self.handoff_pauses[stream] = max(0.0, time.time() - float(frozen_at))
             return "installed"
 
-    def _install(self, doc: dict[str, Any]) -> None:
+    def _install(self, doc: dict[str, Any], built: StreamState | None = None) -> None:
         name = doc["stream"]
-        state = StreamState.from_state(self.plan.streams[name], doc["state"], self.plan.factory, self.plan.join)
+        state = built or StreamState.from_state(self.plan.streams[name], doc["state"], self.plan.factory, self.plan.join)
         state.generation = int(doc["generation"]) + 1
         self.streams[name] = state
         self.awaiting.pop(name, None)
@@ -411,6 +418,7 @@ class ShardWorker:
         assert self.map is not None
         if self.map.owner(name) != self.ordinal:
             self.frozen[name] = self.map.epoch  # passed on to the current owner
+            self.frozen_at[name] = time.time()
 
     def handoff_acked(self, stream: str, generation: int) -> bool:
         """Drop a frozen stream after its successor confirmed it; return True if dropped."""
@@ -428,6 +436,7 @@ class ShardWorker:
     def _drop_frozen(self, stream: str) -> None:
         self.streams.pop(stream, None)
         self.frozen.pop(stream, None)
+        self.frozen_at.pop(stream, None)
 
     def expire_awaiting(self, now: float | None = None) -> list[str]:
         """Start streams fresh whose handoff did not come within the timeout; return them."""
