@@ -70,7 +70,8 @@ def test_every_field_is_documented_starting_with_its_name(root_schema: dict[str,
 
 def test_defaults_are_filled_for_nested_objects(root_schema: dict[str, Any]) -> None:
     spec = root_schema["properties"]["spec"]["properties"]
-    assert spec["workers"]["default"] == {}
+    assert spec["workers"]["default"] == {"shards": 3, "window": 1000, "evaluateEvery": 100,
+                                          "storage": "1Gi"}
     assert spec["workers"]["properties"]["shards"]["default"] == 3
     assert spec["workers"]["properties"]["storage"]["default"] == "1Gi"
     assert spec["model"]["properties"]["replicas"]["default"] == 2

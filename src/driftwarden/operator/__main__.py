@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     asyncio.run(kopf.operator(
         clusterwide=not args.namespace,
-        namespaces=args.namespace or None,
+        namespaces=tuple(args.namespace),
         standalone=True if args.standalone else None,
         liveness_endpoint=liveness,
     ))

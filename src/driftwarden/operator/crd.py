@@ -3,7 +3,7 @@
 ``structural_schema(model)`` turns a pydantic model's JSON schema into the
 structural OpenAPI v3 subset the API server accepts: ``$ref`` inlined, ``Optional``
 unwrapped, JSON-Schema-2020 exclusive bounds rewritten to OpenAPI 3.0 booleans,
-enums kept, defaults filled (``{}`` for nested objects so their own defaults apply)
+enums kept, defaults filled (nested objects get their complete default)
 and CEL rules carried over from ``json_schema_extra``.
 """
 
@@ -98,11 +98,9 @@ def _fill_factory_defaults(schema: dict[str, Any], model: type[BaseModel]) -> No
             continue
         annotation = field.annotation
         if field.default_factory is not None:
-            value = field.default_factory()  # type: ignore[call-arg]
-            if isinstance(value, BaseModel):
-                prop["default"] = {}
-            else:
-                prop["default"] = _dump(value)
+            # Nested objects get their filled-in defaults, not {}: the API server checks
+            # CEL rules against the default as written, before nested defaulting.
+            prop["default"] = _dump(field.default_factory())  # type: ignore[call-arg]
         nested = _model_of(annotation)
         if nested is not None:
             target = prop["items"] if prop.get("type") == "array" else prop

@@ -125,8 +125,10 @@ async def close_clients(memo: kopf.Memo, **_: Any) -> None:
         await memo.http.aclose()
 
 
+# The daemon exits by itself when stopped (see _sleep); cancellation is the fallback
+# for a pass stuck in I/O.
 @kopf.daemon(names.API_GROUP, names.API_VERSION, names.PLURAL, id="reconcile",
-             cancellation_timeout=10.0)
+             cancellation_backoff=5.0, cancellation_timeout=10.0)
 async def run_monitor(body: kopf.Body, meta: kopf.Meta, stopped: kopf.DaemonStopped,
                       memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     """Reconcile one monitor until it is deleted or the operator stops."""
@@ -146,15 +148,27 @@ async def run_monitor(body: kopf.Body, meta: kopf.Meta, stopped: kopf.DaemonStop
                     metrics.RECONCILES.labels(result="error").inc()
                     logger.warning("reconcile failed, retrying in %.0fs: %s", backoff, exc)
                     delay, backoff = backoff, min(backoff * 2, MAX_BACKOFF_SECONDS)
-            try:
-                await asyncio.wait_for(wake.wait(), timeout=delay)
+            if await _sleep(wake, stopped, delay):
                 await asyncio.sleep(DEBOUNCE_SECONDS)  # coalesce bursts of child events
-            except TimeoutError:
-                pass
     finally:
         memo.wakers.unregister(uid)
         if body.get("metadata", {}).get("deletionTimestamp"):
             await _delete_unowned(body, memo, logger)
+
+
+async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> bool:
+    """Wait for a wake-up, the daemon's stop, or the timeout; return whether woken."""
+
+    async def until_stopped() -> None:
+        await stopped.wait()
+
+    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(until_stopped())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return wake.is_set() and not stopped
 
 
 async def _delete_unowned(body: Mapping[str, Any], memo: kopf.Memo,
