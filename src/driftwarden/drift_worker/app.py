@@ -83,8 +83,11 @@ class WorkerService:
         self._map_mtime: float | None = None
         self._last_snapshot = time.monotonic()
         self._stopping = False
-        tests = sum(len(worker.plan.factory(s)) for s in worker.plan.streams.values())
-        self.collector = WorkerCollector(worker, tests_in_monitor=tests)
+        per_detector: dict[str, int] = {}
+        for spec in worker.plan.streams.values():
+            for name in worker.plan.factory(spec):
+                per_detector[name] = per_detector.get(name, 0) + 1
+        self.collector = WorkerCollector(worker, per_detector)
         self.registry = CollectorRegistry()
         self.registry.register(self.collector)
         ProcessCollector(registry=self.registry)

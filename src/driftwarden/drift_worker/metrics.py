@@ -100,15 +100,30 @@ def collect_rows(worker: ShardWorker) -> list[Row]:
 class WorkerCollector(Collector):
     """Exposes one shard's streams and health at scrape time."""
 
-    def __init__(self, worker: ShardWorker, tests_in_monitor: int) -> None:
+    def __init__(self, worker: ShardWorker, detectors_in_monitor: dict[str, int]) -> None:
+        """``detectors_in_monitor``: detector name -> how many streams of the monitor run it."""
         self.worker = worker
-        self.tests_in_monitor = tests_in_monitor
+        self.detectors_in_monitor = detectors_in_monitor
+        self._with_p_value: set[str] = set()
+
+    @property
+    def tests_in_monitor(self) -> int:
+        """Return m for multiple testing: the monitor's tests that report p-values.
+
+        Which detectors report p-values is learnt from their results here; until a
+        detector has evaluated, every detector counts (conservative).
+        """
+        counts = self.detectors_in_monitor
+        if not self._with_p_value:
+            return sum(counts.values())
+        return sum(n for name, n in counts.items() if name in self._with_p_value)
 
     def describe(self) -> list[Metric]:
         return []
 
     def decisions(self) -> tuple[list[Row], dict[tuple[str, str], bool]]:
         rows = collect_rows(self.worker)
+        self._with_p_value.update(r.detector for r in rows if r.p_value is not None)
         plan = self.worker.plan
         flags = decide(
             rows, method=plan.multiple_testing, fdr=plan.fdr, min_samples=plan.min_samples,
