@@ -26,6 +26,7 @@ from driftwarden.operator.reconcile import (
     RetryLater,
     child_key,
     is_subset,
+    overlay,
 )
 from driftwarden.operator.settings import OperatorSettings
 from driftwarden.operator.status import (
@@ -50,6 +51,7 @@ class FakeApi:
         self.status: dict[str, Any] = {}
         self.fail_kind: str | None = None
         self.missing_crds: set[str] = set()
+        self.invalid_on_apply: set[str] = set()
 
     def _count(self, verb: str, kind: str) -> None:
         self.writes[(verb, kind)] = self.writes.get((verb, kind), 0) + 1
@@ -71,6 +73,9 @@ class FakeApi:
         self._count("apply", obj["kind"])
         if obj["kind"] == self.fail_kind:
             raise ApiError("PATCH", "/x", 500, '{"reason": "InternalError", "message": "boom"}')
+        if obj["kind"] in self.invalid_on_apply:
+            self.invalid_on_apply.discard(obj["kind"])
+            raise ApiError("PATCH", "/x", 422, '{"reason": "Invalid", "message": "dup port"}')
         if obj["kind"] in self.missing_crds:
             raise ApiError("PATCH", "/x", 404, '{"reason": "NotFound", "message": "no kind"}')
         key = child_key(obj)
@@ -86,6 +91,14 @@ class FakeApi:
             stored["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] = (
                 "/dev/termination-log")
             stored["status"] = (held or {}).get("status", {})
+        self.objects[key] = stored
+        return copy.deepcopy(stored)
+
+    async def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self._count("replace", obj["kind"])
+        key = child_key(obj)
+        stored = copy.deepcopy(obj)
+        stored["metadata"]["resourceVersion"] = self._bump()
         self.objects[key] = stored
         return copy.deepcopy(stored)
 
@@ -201,6 +214,32 @@ def test_a_child_deleted_or_edited_by_hand_is_restored() -> None:
     h.run()
     assert h.api.objects[key]["spec"]["replicas"] == 2
     assert h.api.writes[("apply", "Deployment")] == 3
+
+
+def test_an_edit_apply_cannot_merge_is_replaced_with_the_desired_fields() -> None:
+    h = Harness()
+    h.run()
+    key = ("v1", "Service", "ml", "diamonds-model")
+    svc = h.api.objects[key]
+    svc["spec"]["ports"] = [{"name": "http", "port": 9999, "targetPort": "http"}]
+    svc["spec"]["clusterIP"] = "10.96.0.7"  # server-assigned, must survive
+    svc["metadata"]["resourceVersion"] = h.api._bump()
+    h.api.invalid_on_apply = {"Service"}  # apply would keep both port entries
+    h.watch()
+    h.run()
+    restored = h.api.objects[key]
+    assert [p["port"] for p in restored["spec"]["ports"]] == [8000]
+    assert restored["spec"]["clusterIP"] == "10.96.0.7"
+    assert h.api.writes[("replace", "Service")] == 1
+
+
+def test_overlay_replaces_lists_and_keeps_unset_fields() -> None:
+    actual = {"spec": {"clusterIP": "1.2.3.4", "ports": [{"port": 1}, {"port": 2}]},
+              "metadata": {"uid": "u", "labels": {"a": "1", "b": "2"}}}
+    desired = {"spec": {"ports": [{"port": 1}]}, "metadata": {"labels": {"a": "x"}}}
+    assert overlay(actual, desired) == {
+        "spec": {"clusterIP": "1.2.3.4", "ports": [{"port": 1}]},
+        "metadata": {"uid": "u", "labels": {"a": "x", "b": "2"}}}
 
 
 def test_scaling_publishes_a_new_epoch_and_the_statefulset_follows() -> None:

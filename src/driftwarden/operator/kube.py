@@ -179,6 +179,19 @@ class KubeApi:
             raise ApiError("PATCH(apply)", path, resp.status_code, resp.text)
         return resp.json()
 
+    async def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """PUT ``obj`` (with its resourceVersion, so a concurrent change fails with 409)."""
+        kind = kind_of(obj)
+        meta = obj["metadata"]
+        path = kind.path(meta["namespace"], meta["name"])
+        resp = await self._request("PUT", path, params={"fieldManager": FIELD_MANAGER},
+                                   content=json.dumps(obj).encode(),
+                                   headers={"Content-Type": "application/json"})
+        self.writes[("replace", kind.kind)] += 1
+        if resp.status_code >= 400:
+            raise ApiError("PUT", path, resp.status_code, resp.text)
+        return resp.json()
+
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         """Delete a child (foreground-free, background propagation); False if already gone."""
         k = CHILD_KINDS[(api_version, kind)]

@@ -16,8 +16,9 @@ from driftwarden.operator.kube import CHILD_KINDS
 #   get:    a child missing from the watch cache is read once (reconcile.observed)
 #   list, watch: kopf's watch streams (children filtered by the managed-by label)
 #   patch:  server-side apply (creates too), kopf's finalizer, our status patch
+#   update: replacing a hand-edited child that server-side apply cannot restore
 #   delete: pruning children the spec no longer asks for
-_CHILD_VERBS = ["get", "list", "watch", "patch", "delete"]
+_CHILD_VERBS = ["get", "list", "watch", "patch", "update", "delete"]
 
 
 def _child_rules() -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ therefore writes nothing.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import datetime as dt
 import logging
@@ -98,6 +99,23 @@ def newer_or_same(candidate: str | None, held: str | None) -> bool:
         return int(candidate or 0) >= int(held or 0)
     except ValueError:
         return True
+
+
+def overlay(actual: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``actual`` with every field of ``desired`` written over it, lists replaced whole.
+
+    Used when server-side apply cannot restore a hand edit: apply merges list entries
+    by key, so an entry someone else added under a new key (a Service port renumbered
+    by hand) survives next to ours and may make the object invalid. A replace with
+    our lists removes it; fields we do not set (clusterIP, defaults) are kept.
+    """
+    out = dict(actual)
+    for key, value in desired.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = overlay(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def strip(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -233,6 +251,14 @@ class Reconciler:
             try:
                 result = await self.api.apply(child)
             except ApiError as exc:
+                if exc.status == 422 and actual is not None:
+                    logger.warning(
+                        "%s %s: server-side apply refused (%s); replacing the hand-edited "
+                        "object with the desired fields", kind, child["metadata"]["name"],
+                        exc.message)
+                    result = await self.api.replace(overlay(actual, child))
+                    self.cache.put(result)
+                    return None
                 if exc.status == 404 and child["apiVersion"].startswith("monitoring.coreos.com/"):
                     self.missing_kinds[kind] = time.monotonic()
                     logger.warning(
