@@ -77,8 +77,17 @@ def build_emitter(
             "DRIFTWARDEN_SHARD_MAP is set but DRIFTWARDEN_MONITOR_CONFIG is not: the sender "
             "routes streams by monitor name; set both or neither"
         )
+    from driftwarden.common.sharding import ShardMap
+
+    try:
+        # Parsed here too so a bad file fails at startup with its name; the sender then
+        # keeps polling the path for newer epochs.
+        shard_map = ShardMap.model_validate_json(settings.shard_map.read_bytes())
+    except ValueError as exc:
+        raise ConfigError(f"shard map {settings.shard_map} is invalid: {exc}") from None
     return Sender(
         monitor,
+        shard_map=shard_map,
         shard_map_path=settings.shard_map,
         settings=settings.sender,
         streams=bundle_streams(bundle),
