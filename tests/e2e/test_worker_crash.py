@@ -124,3 +124,42 @@ def test_reshard_under_load_2_to_3_to_2_moves_state_exactly(shards: LocalShards)
     assert sender.shed_values() == 0 and sender.acked_values == total
     assert sender.shard_map.epoch == 3
     assert cluster_view(local) == reference_view(local, emitted)
+
+
+def test_scale_down_pod_hands_off_at_sigterm_even_before_it_saw_the_new_map(tmp_path: Path) -> None:
+    """The operator shrinks 3 -> 2 and deletes shard 2 before shard 2 has read the new map."""
+    rng = np.random.default_rng(3)
+    streams = [StreamSpec(names.feature_stream(f), "numeric", rng.normal(size=300)) for f in FEATURES]
+    local = LocalShards(tmp_path, SPEC, streams, 3, fsync="always")
+    try:
+        local.start_all()
+        emitted: dict[str, list[np.ndarray]] = {s.name: [] for s in streams}
+        for seq in range(1, 6):
+            segs = []
+            for s in streams:
+                v = rng.normal(size=40)
+                emitted[s.name].append(v)
+                segs.append(wire.Segment(s.name, seq, "values", 0.0, {"v": v}))
+            for k, part in _route(local.map, segs).items():
+                body = wire.encode(wire.Batch("t", local.map.epoch, part))
+                httpx.post(local.url(k) + "/v1/ingest", content=body, headers={"content-type": wire.CONTENT_TYPE}, timeout=30).raise_for_status()
+        held_by_2 = [s for s, v in local.status(2)["streams"].items() if v["status"] == "live"]
+        assert held_by_2
+        local.map = local.map.advance(2)
+        for k in (0, 1):  # the map reaches the surviving shards only
+            httpx.put(local.url(k) + "/v1/shardmap", content=local.map.model_dump_json(), timeout=30).raise_for_status()
+        assert all(local.status(k)["handoff"]["awaiting"] for k in (0, 1) if any(local.map.owner(s) == k for s in held_by_2))
+        local.terminate(2)  # SIGTERM, as a StatefulSet scale-down does
+        assert "handed off every stream" in local.log(2), local.log(2)[-2000:]
+        for k in (0, 1):
+            assert not local.status(k)["handoff"]["awaiting"]
+        assert cluster_view(local) == reference_view(local, emitted)
+    finally:
+        local.stop()
+
+
+def _route(shard_map: ShardMap, segs: list[wire.Segment]) -> dict[int, list[wire.Segment]]:
+    out: dict[int, list[wire.Segment]] = {}
+    for seg in segs:
+        out.setdefault(shard_map.owner(seg.stream), []).append(seg)
+    return out

@@ -110,10 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         worker, peer_url_template=peers, base_port=w.base_port, shard_map_path=settings.shard_map,
         map_poll_interval_s=w.map_poll_interval_s, snapshot_interval_s=w.snapshot_interval_s,
         snapshot_every_values=w.snapshot_every_values, max_body_bytes=w.max_body_bytes,
+        shutdown_drain_s=w.shutdown_drain_s,
     )
     config = uvicorn.Config(
         create_app(service), host=w.host, port=w.port, log_level=settings.log_level.lower(),
-        access_log=False, lifespan="on", timeout_graceful_shutdown=10,
+        access_log=False, lifespan="on", timeout_graceful_shutdown=5,
     )
     uvicorn.Server(config).run()
     return 0

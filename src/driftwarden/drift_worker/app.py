@@ -63,6 +63,7 @@ class WorkerService:
         snapshot_interval_s: float = 60.0,
         snapshot_every_values: int = 5_000_000,
         max_body_bytes: int = 256 * 1024 * 1024,
+        shutdown_drain_s: float = 45.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.worker = worker
@@ -73,6 +74,7 @@ class WorkerService:
         self.snapshot_interval_s = snapshot_interval_s
         self.snapshot_every_values = snapshot_every_values
         self.max_body_bytes = max_body_bytes
+        self.shutdown_drain_s = shutdown_drain_s
         self._transport = transport
         self._apply = ThreadPoolExecutor(1, thread_name_prefix="apply")
         self._sync = ThreadPoolExecutor(4, thread_name_prefix="wal-sync")
@@ -119,6 +121,10 @@ class WorkerService:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self._drain_handoffs()
+        except Exception:
+            log.exception("handing streams off at shutdown failed; they stay in this shard's WAL")
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._apply, self.worker.take_snapshot)
@@ -180,6 +186,50 @@ class WorkerService:
     async def _expire(self) -> None:
         if self.worker.awaiting:
             await asyncio.get_running_loop().run_in_executor(self._apply, self.worker.expire_awaiting)
+
+    async def _drain_handoffs(self) -> None:
+        """Before exiting, learn the newest map and push frozen streams to their new owners.
+
+        A scale-down deletes this pod right after the operator publishes the smaller
+        map, possibly before the mounted file has caught up; asking the peers closes
+        that gap, and pushing now spares the new owners a wait for this volume to be
+        mounted again.
+        """
+        deadline = time.monotonic() + self.shutdown_drain_s
+        self._map_mtime = None
+        await self._watch_map()
+        await self._learn_map_from_peers()
+        while self.worker.frozen and time.monotonic() < deadline:
+            results = await asyncio.gather(*(self._push(s, t, g) for s, t, g in self.worker.outgoing()))
+            if not all(results):
+                await asyncio.sleep(0.2)
+        if self.worker.frozen:
+            log.warning(
+                "shard %d exits with %d streams not handed off (%s); they are safe in this shard's WAL "
+                "and move when it starts again with the same volume",
+                self.worker.ordinal, len(self.worker.frozen), sorted(self.worker.frozen)[:10],
+            )
+        elif self.worker.counters.handoffs_out:
+            log.info("shard %d handed off every stream it no longer owns", self.worker.ordinal)
+
+    async def _learn_map_from_peers(self) -> None:
+        assert self._client is not None
+        shards = max(self.worker.map.shards, self.worker.ordinal + 1)  # type: ignore[union-attr]
+
+        async def ask(k: int) -> ShardMap | None:
+            url = shard_url(self.peer_url_template, k, self.base_port) + "/v1/shardmap"
+            try:
+                resp = await self._client.get(url, timeout=2.0)  # type: ignore[union-attr]
+                return ShardMap.model_validate(resp.json()) if resp.status_code == 200 else None
+            except (httpx.HTTPError, ValueError):
+                return None
+
+        maps = await asyncio.gather(*(ask(k) for k in range(shards) if k != self.worker.ordinal))
+        newest = max((m for m in maps if m is not None and m.monitor == self.worker.plan.monitor),
+                     key=lambda m: m.epoch, default=None)
+        if newest is not None and newest.epoch > self.worker.epoch:
+            log.info("shard %d learnt epoch %d from a peer at shutdown", self.worker.ordinal, newest.epoch)
+            await self._adopt(newest)
 
     async def _handoff_loop(self) -> None:
         assert self._wake_handoff is not None

@@ -72,6 +72,9 @@ class WorkerOptions(BaseModel):
         None, description="JSON list of streams and references, instead of the model bundle's schema."
     )
     max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    shutdown_drain_s: float = Field(
+        45.0, ge=0, description="On SIGTERM, seconds to keep handing off streams this shard no longer owns."
+    )
 
 
 class Settings(BaseSettings):
