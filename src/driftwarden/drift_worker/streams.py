@@ -255,7 +255,7 @@ class StreamState:
             count = len(ids)
             self._feed(errors, seg.ts)
         else:
-            count = int(v.size) if isinstance(v, np.ndarray) else len(v)
+            count = len(v)  # rows: one value per row, an embedding row counts once
             if self.spec.kind == "categorical" and isinstance(v, np.ndarray):
                 v = [_label_key(x) for x in v.tolist()]
             self._feed(v, seg.ts)
