@@ -185,6 +185,8 @@ def _timeline_plot(timeline: Timeline) -> Figure | None:
 
 def _verdict_text(v: FeatureVerdict) -> str:
     if not v.drifted:
+        if v.p_value is not None and math.isfinite(v.p_value):
+            return f"no drift detected ({v.detector or 'lowest'} p={v.p_value:.2g})"
         return "no drift detected"
     parts = ["DRIFT"]
     if v.first_drift_seconds is not None:

@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from driftwarden.alerts.promql import monitor_matcher, selector
 from driftwarden.alerts.rules import A_DATA_DRIFT, R_FEATURE_DRIFT_SHARE, R_STREAM_DRIFT
 from driftwarden.bundles.bundle import Bundle, bundles_dir, load_bundle_dir
 from driftwarden.bundles.scenarios import SCENARIOS, scenario
@@ -258,9 +259,13 @@ def verdicts(stack: LocalStack, bundle: Bundle, watch: PipelineWatch) -> list[Fe
     """Return each feature's verdict: drift flag, first time seen, lowest p-value and detector."""
     p_values: dict[str, tuple[float, str]] = {}
     try:
-        for series in stack.query(
-            f'{names.M_STREAM_P_VALUE}{{{names.LABEL_MONITOR}="{MONITOR_NAME}"}}'
-        ):
+        # The workers' raw series: the recorded min p-value drops the detector label.
+        raw = selector(
+            names.M_STREAM_P_VALUE,
+            monitor_matcher(MONITOR_NAME, stack.namespace),
+            namespace=stack.namespace,
+        )
+        for series in stack.query(raw):
             stream = series["metric"].get(names.LABEL_STREAM, "")
             value = float(series["value"][1])
             detector = series["metric"].get(names.LABEL_DETECTOR, "")
