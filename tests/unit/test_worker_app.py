@@ -137,3 +137,24 @@ def test_bad_handoff_documents_get_400(shard: tuple[TestClient, ShardWorker, Sha
     assert r.status_code == 400
     r = client.post("/v1/handoff", json={"monitor": MONITOR, "stream": "feature:f0"})
     assert r.status_code == 400 and "incomplete" in r.json()["detail"]
+
+
+def test_live_and_reference_histograms_share_reference_decile_buckets(shard: tuple[TestClient, ShardWorker, ShardMap]) -> None:
+    client, worker, m = shard
+    stream = owned(m, 0)[0]
+    ref = np.asarray(worker.plan.streams[stream].reference)
+    live = np.random.default_rng(5).normal(1.0, 1.0, size=400)
+    client.post("/v1/ingest", content=batch(stream, 1, live), headers=BIN)
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+
+    def buckets(name: str) -> dict[str, float]:
+        return {s.labels["le"]: s.value for s in families[name].samples
+                if s.name.endswith("_bucket") and s.labels["stream"] == stream}
+
+    live_b, ref_b = buckets(names.M_FEATURE_LIVE), buckets(names.M_FEATURE_REFERENCE)
+    assert live_b.keys() == ref_b.keys() and len(live_b) == 10
+    assert live_b["+Inf"] == 400 and ref_b["+Inf"] == ref.size
+    edges = np.quantile(ref, np.arange(1, 10) / 10)
+    first = min((k for k in live_b if k != "+Inf"), key=float)
+    assert live_b[first] == np.sum(live <= edges[0])
+    assert ref_b[first] == np.sum(ref <= edges[0])

@@ -15,11 +15,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+import numpy as np
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from driftwarden.common import names
 from driftwarden.drift_worker.shard import FROZEN, LIVE, ShardWorker
+from driftwarden.drift_worker.streams import bucket_counts
 
 # Worker metrics beyond the shared ones in driftwarden.common.names.
 M_WORKER_HANDOFFS = "driftwarden_worker_handoffs_total"
@@ -105,6 +113,7 @@ class WorkerCollector(Collector):
         self.worker = worker
         self.detectors_in_monitor = detectors_in_monitor
         self._with_p_value: set[str] = set()
+        self._ref_cache: dict[str, tuple[np.ndarray, float]] = {}
 
     @property
     def tests_in_monitor(self) -> int:
@@ -120,6 +129,14 @@ class WorkerCollector(Collector):
 
     def describe(self) -> list[Metric]:
         return []
+
+    def _reference_hist(self, stream: str, edges: np.ndarray) -> tuple[np.ndarray, float]:
+        cached = self._ref_cache.get(stream)
+        if cached is None:
+            ref = np.asarray(self.worker.plan.streams[stream].reference, dtype=np.float64)
+            ref = ref[np.isfinite(ref)]
+            cached = self._ref_cache[stream] = (bucket_counts(edges, ref), float(ref.sum()))
+        return cached
 
     def decisions(self) -> tuple[list[Row], dict[tuple[str, str], bool]]:
         rows = collect_rows(self.worker)
@@ -157,6 +174,8 @@ class WorkerCollector(Collector):
         rejected = CounterMetricFamily(M_WORKER_REJECTED_VALUES, "Values a detector refused (counted, not applied).", labels=per_stream)
         join = CounterMetricFamily(M_LABEL_JOIN, "Label join outcomes.", labels=[*per_stream, "outcome"])
         pending = GaugeMetricFamily(M_LABEL_JOIN_PENDING, "Predictions or labels waiting for their match.", labels=[*per_stream, "kind"])
+        live_hist = HistogramMetricFamily(names.M_FEATURE_LIVE, "Live values per reference-decile bucket (numeric streams).", labels=per_stream)
+        ref_hist = HistogramMetricFamily(names.M_FEATURE_REFERENCE, "Reference sample per reference-decile bucket (numeric streams).", labels=per_stream)
         with w.lock:
             live = [(n, st) for n, st in w.streams.items() if w.status_of(n) == LIVE]
             for name, st in live:
@@ -164,6 +183,10 @@ class WorkerCollector(Collector):
                 values.add_metric(labels, st.values_total)
                 fill.add_metric(labels, st.window_fill())
                 rejected.add_metric(labels, st.rejected_values)
+                if st.edges is not None and st.hist is not None:
+                    live_hist.add_metric(labels, _buckets(st.edges, st.hist), st.hist_sum)
+                    ref_counts, ref_sum = self._reference_hist(name, st.edges)
+                    ref_hist.add_metric(labels, _buckets(st.edges, ref_counts), ref_sum)
                 for det, ts in st.last_drift_ts.items():
                     last.add_metric([monitor, name, det, shard], ts)
                 if st.join is not None:
@@ -178,7 +201,7 @@ class WorkerCollector(Collector):
             c = w.counters
             epoch = w.epoch
             wal_bytes = w.wal.size_bytes() if w.wal is not None else 0
-        yield from (values, fill, last, rejected, join, pending)
+        yield from (values, fill, last, rejected, join, pending, live_hist, ref_hist)
 
         drifting_streams = {r.stream for r in rows if flags[(r.stream, r.detector)]}
         g = GaugeMetricFamily(names.M_MONITOR_STREAMS, "Live streams on this shard.", labels=base)
@@ -218,6 +241,13 @@ class WorkerCollector(Collector):
         g = GaugeMetricFamily(M_WORKER_RECOVERY_SECONDS, "Seconds the last start spent restoring snapshot + WAL.", labels=base)
         g.add_metric([monitor, shard], c.recovery_seconds)
         yield g
+
+
+def _buckets(edges: np.ndarray, counts: np.ndarray) -> list[tuple[str, float]]:
+    cumulative = np.cumsum(counts)
+    out = [(floatToGoString(float(e)), float(c)) for e, c in zip(edges, cumulative[:-1], strict=True)]
+    out.append(("+Inf", float(cumulative[-1])))
+    return out
 
 
 def status_document(worker: ShardWorker, collector: WorkerCollector) -> dict[str, Any]:

@@ -59,6 +59,27 @@ class JoinConfig:
     max_pending: int = 1_000_000
 
 
+# Live-vs-reference histograms of numeric streams use the reference deciles as
+# bucket bounds: a stream without drift fills every bucket with ~10 % of its values.
+HISTOGRAM_QUANTILES = tuple(q / 10 for q in range(1, 10))
+
+
+def histogram_edges(spec: StreamSpec) -> np.ndarray | None:
+    """Return the bucket upper bounds of a numeric stream (reference deciles), or None."""
+    if spec.kind != "numeric" or spec.reference is None:
+        return None
+    ref = np.asarray(spec.reference, dtype=np.float64)
+    ref = ref[np.isfinite(ref)]
+    if ref.size == 0:
+        return None
+    return np.unique(np.quantile(ref, HISTOGRAM_QUANTILES))
+
+
+def bucket_counts(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Return per-bucket counts (``x <= edge[i]``, last bucket ``+Inf``) of ``values``."""
+    return np.bincount(np.searchsorted(edges, values, side="left"), minlength=edges.size + 1)
+
+
 # A factory turns a stream spec into named detectors (fresh state).
 DetectorFactory = Callable[[StreamSpec], dict[str, Any]]
 
@@ -194,6 +215,19 @@ class StreamState:
     high_water: OrderedDict[str, int] = field(default_factory=OrderedDict)
     # bumped on every handoff; lets a receiver recognise a re-sent (stale) copy
     generation: int = 0
+    # live values per reference-decile bucket (numeric streams), and their sum
+    hist: np.ndarray | None = None
+    hist_sum: float = 0.0
+    _edges: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self._edges = histogram_edges(self.spec)
+        if self._edges is not None and self.hist is None:
+            self.hist = np.zeros(self._edges.size + 1, dtype=np.int64)
+
+    @property
+    def edges(self) -> np.ndarray | None:
+        return self._edges
 
     @classmethod
     def fresh(cls, spec: StreamSpec, factory: DetectorFactory, join: JoinConfig) -> StreamState:
@@ -258,6 +292,9 @@ class StreamState:
             count = len(v)  # rows: one value per row, an embedding row counts once
             if self.spec.kind == "categorical" and isinstance(v, np.ndarray):
                 v = [_label_key(x) for x in v.tolist()]
+            if self._edges is not None and self.hist is not None and isinstance(v, np.ndarray) and v.ndim == 1:
+                self.hist += bucket_counts(self._edges, v)
+                self.hist_sum += float(v.sum())
             self._feed(v, seg.ts)
         self.values_total += count
         return count
@@ -293,6 +330,8 @@ class StreamState:
             "high_water": [[k, v] for k, v in self.high_water.items()],
             "detectors": {name: det.to_state() for name, det in self.detectors.items()},
             "join": None if self.join is None else self.join.to_state(),
+            "hist": None if self.hist is None else self.hist.tolist(),
+            "hist_sum": self.hist_sum,
         }
 
     @classmethod
@@ -324,6 +363,9 @@ class StreamState:
         out.high_water = OrderedDict((k, int(v)) for k, v in state["high_water"])
         if state["join"] is not None:
             out.join = LabelJoin.from_state(state["join"], join)
+        if out.hist is not None and state.get("hist") is not None and len(state["hist"]) == out.hist.size:
+            out.hist = np.asarray(state["hist"], dtype=np.int64)
+            out.hist_sum = float(state.get("hist_sum", 0.0))
         return out
 
     # ------------------------------------------------------------------ read side
