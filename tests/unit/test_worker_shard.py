@@ -367,3 +367,19 @@ def test_map_for_another_monitor_is_refused() -> None:
     assert err.value.status == 400 and "other/m" in err.value.detail
     assert not worker.adopt_map(ShardMap(monitor=MONITOR, epoch=1, shards=3))  # not newer: ignored
     assert worker.epoch == 1 and worker.map.shards == 1
+
+
+def test_wal_write_failure_refuses_with_503_and_applies_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = make_plan(1, performance=False)
+    worker = ShardWorker(plan, 0, shard_map=ShardMap(monitor=MONITOR, epoch=1, shards=1), data_dir=tmp_path)
+    before = worker.fingerprint()
+
+    def full(*_: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(worker.wal, "append", full)
+    body = wire.encode(wire.Batch("a", 1, [wire.Segment("feature:f0", 1, "values", 1.0, {"v": np.ones(3)})]))
+    with pytest.raises(Refusal) as err:
+        worker.ingest(body)
+    assert err.value.status == 503 and "No space left" in err.value.detail
+    assert worker.fingerprint() == before

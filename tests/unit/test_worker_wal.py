@@ -83,3 +83,26 @@ def test_truncate_before_keeps_what_replay_after_needs(tmp_path: Path) -> None:
 def test_bad_policy_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="always, interval or never"):
         WriteAheadLog(tmp_path, fsync="sometimes")  # type: ignore[arg-type]
+
+
+def test_a_failed_write_leaves_no_partial_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    wal = WriteAheadLog(tmp_path, fsync="never")
+    wal.append(1, b"first")
+    real_write = os.write
+    calls = {"n": 0}
+
+    def flaky(fd: int, data: bytes) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, bytes(data)[:7])  # part of the frame lands ...
+        raise OSError(28, "No space left on device")  # ... then the disk is full
+
+    monkeypatch.setattr(os, "write", flaky)
+    with pytest.raises(OSError, match="No space"):
+        wal.append(1, b"second" * 10)
+    monkeypatch.setattr(os, "write", real_write)
+    assert wal.append(1, b"third") == 2
+    wal.close()
+    assert [(lsn, p) for lsn, _, p in records(WriteAheadLog(tmp_path, fsync="never"))] == [(1, b"first"), (2, b"third")]

@@ -287,7 +287,15 @@ class ShardWorker:
                 return IngestResult(lsn=None, values=0, segments=0, duplicates=duplicates)
             if raw is None or duplicates:
                 raw = wire.encode(wire.Batch(batch.sender, batch.epoch, fresh, batch.monitor))
-            lsn = self._log(REC_BATCH, raw)
+            try:
+                lsn = self._log(REC_BATCH, raw)
+            except OSError as exc:
+                log.error("shard %d cannot append to its WAL: %s; batches are refused until it can", self.ordinal, exc)
+                raise Refusal(
+                    503, "storage_error",
+                    f"shard {self.ordinal} cannot write its WAL in {self.data_dir}: {exc}; "
+                    "check the volume (full? read-only?)",
+                ) from None
             values = self._apply_batch(wire.Batch(batch.sender, batch.epoch, fresh, batch.monitor))
             self.counters.batches_accepted += 1
             self.counters.last_ingest = time.time()

@@ -138,9 +138,15 @@ class WriteAheadLog:
             frame = b"".join([struct.pack("<II", len(body) + len(payload), crc), body, payload])
             assert self._fd is not None
             view = memoryview(frame)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            try:
+                while view:
+                    written = os.write(self._fd, view)
+                    view = view[written:]
+            except OSError:
+                # A partial frame (disk full) would end the log on replay and hide the
+                # records after it: cut it off so the log stays a clean prefix.
+                os.ftruncate(self._fd, self._segment_size)
+                raise
             self._segment_size += len(frame)
             self._next_lsn = lsn + 1
             self._written_lsn = lsn
