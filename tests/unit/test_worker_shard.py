@@ -358,6 +358,10 @@ def test_stream_that_moves_away_and_back_before_the_ack_is_not_duplicated() -> N
     b.adopt_map(m3)
     # A still holds stale frozen copies; it must not revive them. Pump until quiet.
     assert all(a.status_of(s) == FROZEN for s in moving)
+    back = min(moving)
+    with pytest.raises(Refusal) as err:  # owned by A again, but not usable yet: retry later
+        a.ingest(wire.encode(wire.Batch("z", 3, [wire.Segment(back, 1, "values", 3.0, {"v": np.ones(2)})])))
+    assert err.value.status == 503
     for _ in range(4):
         for src, dst in ((a, b), (b, a)):
             for s, target, gen in src.outgoing():

@@ -320,7 +320,8 @@ class ShardWorker:
                 raise Refusal(400, "seq_order", f"segments[{i}]: stream {seg.stream!r} repeats or lowers seq {seg.seq} within one batch")
             last_seq[seg.stream] = seg.seq
             status = self.status_of(seg.stream)
-            if status == AWAITING:
+            if status == AWAITING or (status == FROZEN and self.map.owner(seg.stream) == self.ordinal):  # type: ignore[union-attr]
+                # owned here again, but a stale copy must first go round to its successor
                 awaiting.append(seg.stream)
             elif status != LIVE:
                 not_owned.append(seg.stream)
