@@ -155,6 +155,26 @@ def test_rendered_manifests_pass_server_side_validation(
     assert "would violate PodSecurity" not in result.stderr, result.stderr
     assert result.stdout.count("(server dry run)") == len(plain), result.stdout
 
+    # The same check must be able to fail: the chart's Deployment without its security
+    # contexts draws the API server's Pod Security warning in this namespace.
+    unsafe = next(d for d in plain if d["kind"] == "Deployment")
+    unsafe["metadata"]["name"] = "unsafe-copy"
+    pod = unsafe["spec"]["template"]["spec"]
+    pod.pop("securityContext")
+    for container in pod["containers"]:
+        container.pop("securityContext")
+    result = control_plane.kubectl(
+        "apply",
+        "--dry-run=server",
+        "--namespace",
+        restricted_namespace,
+        "-f",
+        "-",
+        input=yaml.safe_dump(unsafe),
+        check=False,
+    )
+    assert 'would violate PodSecurity "restricted' in result.stderr, result.stderr
+
 
 def test_install_upgrade_uninstall(
     control_plane, restricted_namespace, release, tmp_path, apps_v1, core_v1, k8s_api
