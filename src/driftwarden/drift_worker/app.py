@@ -47,6 +47,9 @@ from driftwarden.drift_worker.shard import Refusal, ShardWorker
 log = logging.getLogger("driftwarden.worker")
 
 HANDOFF_PATH = "/v1/handoff"
+# Handoffs in flight at once: enough to overlap network and the peer's install,
+# few enough that big states do not all sit in memory together.
+PUSH_CONCURRENCY = 8
 
 
 class WorkerService:
@@ -81,6 +84,7 @@ class WorkerService:
         self._background = ThreadPoolExecutor(2, thread_name_prefix="background")
         self._tasks: list[asyncio.Task[None]] = []
         self._wake_handoff: asyncio.Event | None = None
+        self._push_slots: asyncio.Semaphore | None = None
         self._client: httpx.AsyncClient | None = None
         self._map_mtime: float | None = None
         self._last_snapshot = time.monotonic()
@@ -252,6 +256,12 @@ class WorkerService:
                 backoff = min(5.0, backoff * 2)
 
     async def _push(self, stream: str, target: int, generation: int) -> bool:
+        if self._push_slots is None:
+            self._push_slots = asyncio.Semaphore(PUSH_CONCURRENCY)
+        async with self._push_slots:
+            return await self._push_one(stream, target, generation)
+
+    async def _push_one(self, stream: str, target: int, generation: int) -> bool:
         assert self._client is not None
         loop = asyncio.get_running_loop()
         try:
