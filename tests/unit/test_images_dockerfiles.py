@@ -13,6 +13,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -286,3 +287,40 @@ def test_shellcheck_passes(script):
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_operator_runs_without_torch():
+    """The operator image leaves torch out; nothing the operator imports may need it."""
+    program = """
+import importlib.abc, sys
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is not in the operator image")
+sys.meta_path.insert(0, NoTorch())
+import driftwarden.cli, driftwarden.operator.__main__, driftwarden.operator.handlers
+import driftwarden.operator.generate
+assert "torch" not in sys.modules
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_operator_image_requirements_leave_out_only_torch():
+    text = (ROOT / "operator" / "Dockerfile").read_text()
+    one_liner = re.search(r"RUN (python -c '.+?') > requirements.txt", text)
+    assert one_liner, "the operator Dockerfile should derive requirements.txt from pyproject.toml"
+    proc = subprocess.run(
+        ["bash", "-c", one_liner.group(1).replace("python ", f"{sys.executable} ", 1)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    kept = proc.stdout.split()
+    assert [d for d in declared if d not in kept] == [d for d in declared if d.startswith("torch")]
