@@ -325,8 +325,12 @@ class Sender:
                     q = self._queues[stream] = _StreamQueue()
                 q.pending.append(_Chunk(kind, ts, columns, n))
                 q.values += size
+                before = self._buffered
                 self._buffered += size
-                wake = self._buffered >= self.settings.batch_values
+                # Wake the flusher each time another batch's worth has piled up, not on
+                # every call (while workers are down the buffer stays above the mark).
+                step = self.settings.batch_values
+                wake = before // step != self._buffered // step
                 reason = ""
         if reason:
             self._count_shed(reason, size, stream)
