@@ -23,9 +23,8 @@ import pandas as pd
 
 from driftwarden.alerts.promql import monitor_matcher, selector
 from driftwarden.alerts.rules import A_DATA_DRIFT, R_FEATURE_DRIFT_SHARE, R_STREAM_DRIFT
-from driftwarden.bundles.bundle import Bundle, bundles_dir, load_bundle_dir
+from driftwarden.bundles.bundle import Bundle, bundles_dir, load_bundle
 from driftwarden.bundles.scenarios import SCENARIOS, scenario
-from driftwarden.bundles.train import train_bundle
 from driftwarden.common import names
 from driftwarden.demo.plan import MONITOR_NAME, DemoPlan
 from driftwarden.demo.report import FeatureVerdict, ReportInput, Timeline, write_report
@@ -122,14 +121,15 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def prepare_bundle(name: str, on_status: Callable[[str], None]) -> Bundle:
-    """Return the built-in bundle ``name``, training it first if this machine has none yet."""
+    """Return the built-in bundle ``name``, training it first if missing (or stale)."""
     directory = bundles_dir() / name
     if (directory / "bundle.json").is_file():
-        on_status(f"bundle {name}: using {directory}")
+        on_status(f"bundle {name}: {directory}")
     else:
-        on_status(f"bundle {name}: training (first run only)")
-        directory = train_bundle(name, bundles_dir())
-    return load_bundle_dir(directory)
+        on_status(f"bundle {name}: training into {directory} (first run only, seconds)")
+    # The path the model server takes for builtin:// too (it retrains a bundle that an
+    # older recipe produced), so both see the same bundle.
+    return load_bundle(f"builtin://{name}")
 
 
 class PipelineWatch:
