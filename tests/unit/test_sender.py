@@ -244,3 +244,17 @@ def test_map_file_is_read_at_start_and_followed(tmp_path: Path) -> None:
     assert sender.shard_map.epoch == 2 and sender.shard_map.shards == 4
     with pytest.raises(ValueError, match="cannot read the shard map"):
         Sender(MONITOR, shard_map_path=tmp_path / "missing.json", registry=None)
+
+
+def test_a_busy_stream_does_not_starve_the_others() -> None:
+    plan = make_plan(3)
+    sender = Sender(MONITOR, shard_map=InProcessCluster(plan, 1).map, registry=None,
+                    settings=SenderSettings(batch_values=100))
+    sender.emit_features({"f0": np.ones(500)})
+    sender.emit_features({"f1": np.ones(5), "f2": np.ones(5)})
+    first = sender._form_batch(0)
+    assert first is not None and first[1] == ["feature:f0"]  # f0 alone fills a batch
+    sender._release(first[1], first[0], acked=True)
+    sender.emit_features({"f0": np.ones(500)})
+    second = sender._form_batch(0)
+    assert second is not None and second[1][:2] == ["feature:f1", "feature:f2"]

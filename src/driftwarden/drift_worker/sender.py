@@ -435,6 +435,8 @@ class Sender:
                 total += sum(s.values_count() for s in q.sealed)
                 if total >= limit:
                     break
+            for stream in streams:  # round robin: the next batch starts with the others
+                self._queues[stream] = self._queues.pop(stream)
         if not segments:
             return None
         return wire.Batch(self.sender_id, self._map.epoch, segments, self.monitor), streams
