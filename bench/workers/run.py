@@ -98,22 +98,39 @@ async def _post_for(url: str, bodies: list[bytes], seconds: float) -> tuple[int,
         return done, time.perf_counter() - started
 
 
-def ingest_http(root: Path, wal: bool, bodies: list[bytes]) -> dict[str, Any]:
+def ingest_http(root: Path, bodies: list[bytes], rounds: int = 2) -> dict[str, dict[str, Any]]:
+    """WAL on and WAL off shards side by side; alternate measurement windows, keep the best.
+
+    Alternating (off, on, off, on) and taking the best window of each makes the ratio
+    robust to the other jobs sharing this machine's two cores.
+    """
     rng = np.random.default_rng(0)
-    local = LocalShards(root, SPEC, _streams(rng), 1, fsync="always", wal=wal, snapshot_every_values=10**12)
+    shards = {
+        "off": LocalShards(root / "off", SPEC, _streams(rng), 1, fsync="always", wal=False, snapshot_every_values=10**12),
+        "on": LocalShards(root / "on", SPEC, _streams(rng), 1, fsync="always", wal=True, snapshot_every_values=10**12),
+    }
+    best: dict[str, dict[str, Any]] = {}
     try:
-        local.start_all()
-        url = local.url(0) + "/v1/ingest"
-        asyncio.run(_post_for(url, bodies[:8], 5.0))  # warm-up: JIT, connections, page cache
-        done, elapsed = asyncio.run(_post_for(url, bodies[8:], INGEST_SECONDS))
-        values = done * FEATURES * VALUES_PER_SEGMENT
-        status = local.status(0)
-        return {
-            "values": values, "seconds": elapsed, "values_per_s": values / elapsed,
-            "batches_per_s": done / elapsed, "wal_bytes": (status["wal"] or {}).get("bytes", 0),
-        }
+        for local in shards.values():
+            local.start_all()
+        per_round = (len(bodies) - 8) // (2 * rounds)
+        chunk = 0
+        for mode, local in shards.items():  # warm-up: JIT, connections, page cache
+            asyncio.run(_post_for(local.url(0) + "/v1/ingest", bodies[:8], 3.0))
+        for _ in range(rounds):
+            for mode, local in shards.items():
+                part = bodies[8 + chunk * per_round : 8 + (chunk + 1) * per_round]
+                chunk += 1
+                done, elapsed = asyncio.run(_post_for(local.url(0) + "/v1/ingest", part, INGEST_SECONDS / rounds))
+                rate = done * FEATURES * VALUES_PER_SEGMENT / elapsed
+                if rate > best.get(mode, {}).get("values_per_s", 0.0):
+                    best[mode] = {"values_per_s": rate, "batches_per_s": done / elapsed, "seconds": elapsed}
+        for mode, local in shards.items():
+            best[mode]["wal_bytes"] = (local.status(0)["wal"] or {}).get("bytes", 0)
+        return best
     finally:
-        local.stop()
+        for local in shards.values():
+            local.stop()
 
 
 def ingest_inprocess(plan: MonitorPlan, data_dir: Path | None, bodies: list[bytes]) -> dict[str, Any]:
@@ -152,6 +169,45 @@ def detectors_only(plan: MonitorPlan, bodies: list[bytes]) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     values = n * FEATURES * VALUES_PER_SEGMENT
     return {"values": values, "seconds": elapsed, "values_per_s": values / elapsed}
+
+
+def sender_throughput(root: Path) -> dict[str, Any]:
+    """Values/s acknowledged through the Sender into one shard (WAL on), and emit cost."""
+    rng = np.random.default_rng(3)
+    local = LocalShards(root, SPEC, _streams(rng), 1, fsync="always", snapshot_every_values=10**12)
+    cols = {f"f{i}": rng.normal(size=VALUES_PER_SEGMENT) for i in range(FEATURES)}
+    row = {f"f{i}": [0.5] for i in range(FEATURES)}
+    try:
+        local.start_all()
+
+        async def go() -> dict[str, Any]:
+            sender = Sender(
+                local.monitor, shard_map=local.map, registry=CollectorRegistry(),
+                settings=SenderSettings(url_template=local.url_template, base_port=local.base_port,
+                                        max_buffered_values=400_000, batch_values=20_000),
+            )
+            await sender.start()
+            started = time.perf_counter()
+            while time.perf_counter() - started < INGEST_SECONDS:
+                if sender.buffered_values < 200_000:  # keep the pipe full, never shed
+                    sender.emit_features(cols)
+                await asyncio.sleep(0)
+            acked = sender.acked_values
+            elapsed = time.perf_counter() - started
+            await sender.stop(30)
+            # the request path: one row of 20 features per call, into a sender's buffer
+            idle = Sender(local.monitor, shard_map=local.map, registry=None,
+                          settings=SenderSettings(max_buffered_values=10**9))
+            calls = 20_000
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                idle.emit_features(row)
+            emit_us = (time.perf_counter() - t0) / calls * 1e6
+            return {"values_per_s": acked / elapsed, "emit_one_row_us": emit_us, "shed": sender.shed_values()}
+
+        return asyncio.run(go())
+    finally:
+        local.stop()
 
 
 # ---------------------------------------------------------------------------- 2. reshard
@@ -247,7 +303,7 @@ def recovery(plan: MonitorPlan, root: Path, bodies: list[bytes], values_target: 
 
 def main() -> dict[str, Any]:
     rng = np.random.default_rng(7)
-    bodies = _batches(rng, 600)
+    bodies = _batches(rng, 900)
     tmp = Path(tempfile.mkdtemp(prefix="dw-bench-workers-"))
     try:
         meta = LocalShards(tmp / "meta", SPEC, _streams(np.random.default_rng(0)), 1)
@@ -255,8 +311,9 @@ def main() -> dict[str, Any]:
         det = detectors_only(plan, bodies)
         core_off = ingest_inprocess(plan, None, bodies)
         core_on = ingest_inprocess(plan, tmp / "core-wal", bodies)
-        http_off = ingest_http(tmp / "http-nowal", False, bodies)
-        http_on = ingest_http(tmp / "http-wal", True, bodies)
+        http = ingest_http(tmp / "http", bodies)
+        http_off, http_on = http["off"], http["on"]
+        via_sender = sender_throughput(tmp / "sender")
         rec = recovery(plan, tmp, bodies)
         pause = reshard_pause(tmp / "reshard")
     finally:
@@ -274,6 +331,8 @@ def main() -> dict[str, Any]:
             "inprocess_wal_off_values_per_s": core_off["values_per_s"],
             "wal_cost_ratio_inprocess": core_on["values_per_s"] / core_off["values_per_s"],
             "detectors_only_values_per_s": det["values_per_s"],
+            "via_sender_wal_on_values_per_s": via_sender["values_per_s"],
+            "sender_emit_one_row_of_20_features_us": via_sender["emit_one_row_us"],
             "http_wal_on_vs_detectors_only": http_on["values_per_s"] / det["values_per_s"],
             "goal_values_per_s": GOAL_VALUES_PER_S,
             "goal_met": http_on["values_per_s"] >= GOAL_VALUES_PER_S,
@@ -296,6 +355,8 @@ def _table(out: dict[str, Any]) -> None:
         ("ingest, in-process, WAL on", f"{ing['inprocess_wal_on_values_per_s']:,.0f} values/s"),
         ("ingest, in-process, WAL off", f"{ing['inprocess_wal_off_values_per_s']:,.0f} values/s"),
         ("detectors alone (same data)", f"{ing['detectors_only_values_per_s']:,.0f} values/s"),
+        ("through the Sender, WAL on", f"{ing['via_sender_wal_on_values_per_s']:,.0f} values/s"),
+        ("  Sender emit, 1 row x 20 features", f"{ing['sender_emit_one_row_of_20_features_us']:.1f} us per call"),
         ("  HTTP WAL on / detectors alone", f"{ing['http_wal_on_vs_detectors_only']:.2f}x"),
         (f"goal >= {GOAL_VALUES_PER_S:,} values/s per shard", "met" if ing["goal_met"] else "NOT met"),
         ("reshard 3->5: longest stream pause (freeze->install)", f"{rs.get('pause_s', float('nan')):.2f} s (median {rs.get('pause_median_s', float('nan')):.2f} s, {rs.get('streams_moved')} streams moved)"),

@@ -27,6 +27,7 @@ Values still buffered when the process dies are lost (the sender is not durable)
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -100,6 +101,11 @@ class _StreamQueue:
     sealed: deque[wire.Segment] = field(default_factory=deque)  # sealed, unacknowledged
     in_flight: bool = False
     values: int = 0  # scalar values held (pending + sealed)
+
+
+@functools.lru_cache(maxsize=4096)
+def _feature_stream(name: str) -> str:
+    return names.feature_stream(name)
 
 
 def _concat(columns: list[wire.Column]) -> wire.Column:
@@ -177,8 +183,11 @@ class Sender:
         """Queue one value per row for each ``feature:<name>`` stream; never raises."""
         try:
             ts = self._clock()
-            for name, values in columns.items():
-                self._enqueue(names.feature_stream(name), wire.KIND_VALUES, ts, {"v": wire.values_column(values)})
+            items = [
+                (_feature_stream(name), wire.KIND_VALUES, {"v": wire.values_column(values)})
+                for name, values in columns.items()
+            ]
+            self._enqueue_many(items, ts)
         except Exception as exc:  # noqa: BLE001 - the request path must never fail because of monitoring
             self._shed_invalid("features", exc)
 
@@ -190,8 +199,13 @@ class Sender:
             id_col = [str(i) for i in ids]
             if len(id_col) != len(v):
                 raise ValueError(f"{len(id_col)} ids for {len(v)} predictions")
-            self._enqueue(names.STREAM_PREDICTION, wire.KIND_VALUES, ts, {"v": v})
-            self._enqueue(names.STREAM_PERFORMANCE, wire.KIND_PREDICTIONS, ts, {"id": id_col, "v": v})
+            self._enqueue_many(
+                [
+                    (names.STREAM_PREDICTION, wire.KIND_VALUES, {"v": v}),
+                    (names.STREAM_PERFORMANCE, wire.KIND_PREDICTIONS, {"id": id_col, "v": v}),
+                ],
+                ts,
+            )
         except Exception as exc:  # noqa: BLE001 - never raise on the request path
             self._shed_invalid("predictions", exc)
 
@@ -306,35 +320,40 @@ class Sender:
     # ------------------------------------------------------------------ buffering
 
     def _enqueue(self, stream: str, kind: str, ts: float, columns: dict[str, wire.Column]) -> None:
-        v = columns["v"]
-        n = len(v)
-        if n == 0:
-            return
-        size = int(v.size) if isinstance(v, np.ndarray) else n
-        if self._streams is not None and stream not in self._streams:
-            self._count_shed(SHED_UNKNOWN_STREAM, size, stream)
-            return
+        self._enqueue_many([(stream, kind, columns)], ts)
+
+    def _enqueue_many(self, items: list[tuple[str, str, dict[str, wire.Column]]], ts: float) -> None:
+        """Buffer several streams' chunks under one lock acquisition (the request path)."""
+        shed: list[tuple[str, int, str]] = []
+        wake = False
+        step = self.settings.batch_values
         with self._lock:
-            if self._stopped:
-                reason = SHED_STOPPED
-            elif self._buffered + size > self.settings.max_buffered_values:
-                reason = SHED_BUFFER_FULL
-            else:
-                q = self._queues.get(stream)
-                if q is None:
-                    q = self._queues[stream] = _StreamQueue()
-                q.pending.append(_Chunk(kind, ts, columns, n))
-                q.values += size
-                before = self._buffered
-                self._buffered += size
-                # Wake the flusher each time another batch's worth has piled up, not on
-                # every call (while workers are down the buffer stays above the mark).
-                step = self.settings.batch_values
-                wake = before // step != self._buffered // step
-                reason = ""
-        if reason:
+            for stream, kind, columns in items:
+                v = columns["v"]
+                n = len(v)
+                if n == 0:
+                    continue
+                size = int(v.size) if isinstance(v, np.ndarray) else n
+                if self._streams is not None and stream not in self._streams:
+                    shed.append((SHED_UNKNOWN_STREAM, size, stream))
+                elif self._stopped:
+                    shed.append((SHED_STOPPED, size, stream))
+                elif self._buffered + size > self.settings.max_buffered_values:
+                    shed.append((SHED_BUFFER_FULL, size, stream))
+                else:
+                    q = self._queues.get(stream)
+                    if q is None:
+                        q = self._queues[stream] = _StreamQueue()
+                    q.pending.append(_Chunk(kind, ts, columns, n))
+                    q.values += size
+                    before = self._buffered
+                    self._buffered += size
+                    # Wake the flusher each time another batch's worth has piled up, not
+                    # on every call (while workers are down the buffer stays above it).
+                    wake = wake or before // step != self._buffered // step
+        for reason, size, stream in shed:
             self._count_shed(reason, size, stream)
-        elif wake:
+        if wake:
             self._poke()
 
     def _poke(self) -> None:

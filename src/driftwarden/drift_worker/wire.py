@@ -341,9 +341,14 @@ def values_column(values: Sequence[Any] | np.ndarray) -> Column:
             # Always a copy: the caller may reuse its buffer after emit returns.
             return np.array(values, dtype="<f8", copy=True)
         return [str(x) for x in values.tolist()]
-    seq = list(values)
-    if seq and all(isinstance(x, (int, float, np.number)) and not isinstance(x, bool) for x in seq):
-        return np.asarray(seq, dtype="<f8")
+    seq = values if isinstance(values, list) else list(values)
     if not seq:
         return np.empty(0, dtype="<f8")
-    return [str(x) for x in seq]
+    if all(type(x) in _NUMBER_TYPES for x in seq):  # exact types: fast, and bool/str stay out
+        return np.array(seq, dtype="<f8")
+    if all(isinstance(x, (int, float, np.number)) and not isinstance(x, (bool, np.bool_)) for x in seq):
+        return np.array(seq, dtype="<f8")
+    return [x if type(x) is str else str(x) for x in seq]
+
+
+_NUMBER_TYPES = frozenset({float, int, np.float64, np.float32, np.int64, np.int32})
