@@ -117,7 +117,7 @@ def test_plan_from_a_classification_bundle() -> None:
     bundle = load_bundle("builtin://iris")
     spec = DriftMonitorSpec.model_validate(
         {"model": {"bundle": "builtin://iris"}, "labelJoin": {"maxDelay": "15m"},
-         "detectors": {"numeric": [{"type": "ks"}], "categorical": [], "concept": [{"type": "ddm"}]}}
+         "detectors": {"numeric": [{"type": "ks"}], "categorical": [], "concept": []}}
     )
     plan = plan_from_bundle("ns/iris", spec, bundle)
     features = [names.feature_stream(f) for f in bundle.feature_names]
@@ -127,4 +127,5 @@ def test_plan_from_a_classification_bundle() -> None:
     assert plan.streams[names.STREAM_PREDICTION].kind == "categorical"
     assert plan.join.max_delay_s == 900
     check_plan(plan)
-    assert list(plan.factory(perf)) == ["ddm"]
+    assert list(plan.factory(perf)) == []  # concept: [] switches concept detectors off
+    assert list(plan.factory(plan.streams[features[0]])) == ["ks"]
