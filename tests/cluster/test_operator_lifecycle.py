@@ -196,12 +196,15 @@ def _shard_map(core_v1: client.CoreV1Api, namespace: str, name: str) -> ShardMap
 def _table(plane: ControlPlane, namespace: str, *extra: str) -> dict[str, dict[str, str]]:
     """Return name -> column -> value from `kubectl get driftmonitors` (server-side table)."""
     lines = plane.kubectl("get", "driftmonitors", "-n", namespace, *extra).stdout.splitlines()
-    header = lines[0].split()
+    header = lines[0]
+    # Columns are aligned under their headers; an empty cell is blank, so cut by position.
+    starts = [i for i, ch in enumerate(header) if ch != " " and (i == 0 or header[i - 1] == " ")]
+    bounds = list(zip(starts, [*starts[1:], None]))
+    names = [header[a:b].strip() for a, b in bounds]
     rows = {}
     for line in lines[1:]:
-        cells = line.split()
-        # Empty cells print as <none>, so every row splits into as many cells as the header.
-        rows[cells[0]] = dict(zip(header, cells))
+        cells = [line[a:b].strip() for a, b in bounds]
+        rows[cells[0]] = dict(zip(names, cells))
     return rows
 
 
@@ -367,9 +370,10 @@ def test_a_child_deleted_or_edited_by_hand_is_restored(
         "iris-model", namespace).spec.replicas == 1, timeout=TIMEOUT,
         what="Deployment iris-model back to 1 replica")
 
-    core_v1.patch_namespaced_service("iris-model", namespace,
-                                     {"spec": {"ports": [{"name": "http", "port": 9999,
-                                                          "targetPort": "http"}]}})
+    # A JSON patch renumbers the port: server-side apply alone would keep both entries
+    # (ports merge by port number), so this exercises the operator's replace fallback.
+    core_v1.patch_namespaced_service(
+        "iris-model", namespace, [{"op": "replace", "path": "/spec/ports/0/port", "value": 9999}])
     wait_until(lambda: [p.port for p in core_v1.read_namespaced_service(
         "iris-model", namespace).spec.ports] == [8000], timeout=TIMEOUT,
         what="Service iris-model port restored to 8000")

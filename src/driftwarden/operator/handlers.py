@@ -21,7 +21,12 @@ import kopf
 
 from driftwarden.common import names
 from driftwarden.operator import builders, metrics
-from driftwarden.operator.kube import CHILD_KINDS, KubeApi, load_configuration
+from driftwarden.operator.kube import (
+    CHILD_KINDS,
+    KubeApi,
+    authorization_header,
+    load_configuration,
+)
 from driftwarden.operator.reconcile import ChildCache, MonitorState, Reconciler, child_key
 from driftwarden.operator.settings import load_settings
 
@@ -60,8 +65,7 @@ class Wakers:
 def login(**_: Any) -> kopf.ConnectionInfo:
     """Return the credentials kopf and our client share (in-cluster, else $KUBECONFIG)."""
     cfg = load_configuration()
-    token = cfg.get_api_key_with_prefix("authorization")
-    scheme, _, value = (token or "").partition(" ")
+    scheme, _, value = (authorization_header(cfg) or "").partition(" ")
     return kopf.ConnectionInfo(
         server=cfg.host,
         ca_path=cfg.ssl_ca_cert,

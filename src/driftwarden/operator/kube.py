@@ -100,6 +100,19 @@ def load_configuration() -> Any:
     return cfg
 
 
+def authorization_header(cfg: Any) -> str | None:
+    """Return the Authorization header value a kubernetes Configuration carries, if any.
+
+    The key holding it changed across client versions ('authorization', 'BearerToken');
+    ``auth_settings()`` names the header either way.
+    """
+    for setting in (cfg.auth_settings() or {}).values():
+        if setting.get("in") == "header" and setting.get("key", "").lower() == "authorization":
+            if setting.get("value"):
+                return str(setting["value"])
+    return cfg.get_api_key_with_prefix("authorization") or None
+
+
 def _load_credentials() -> _Credentials:
     cfg = load_configuration()
     if cfg.verify_ssl:
@@ -119,7 +132,7 @@ def _refresh_token(creds: _Credentials) -> None:
     if cfg.refresh_api_key_hook is not None:
         # In-cluster: re-reads the projected service-account token when it rotates.
         cfg.refresh_api_key_hook(cfg)
-    token = cfg.get_api_key_with_prefix("authorization")
+    token = authorization_header(cfg)
     if token:
         creds.headers["Authorization"] = token
 

@@ -15,10 +15,11 @@ from driftwarden.operator.kube import CHILD_KINDS
 # What each verb is for:
 #   get:    a child missing from the watch cache is read once (reconcile.observed)
 #   list, watch: kopf's watch streams (children filtered by the managed-by label)
-#   patch:  server-side apply (creates too), kopf's finalizer, our status patch
+#   create, patch: server-side apply (the API server checks "create" when an apply
+#           creates the object, "patch" when it changes one)
 #   update: replacing a hand-edited child that server-side apply cannot restore
 #   delete: pruning children the spec no longer asks for
-_CHILD_VERBS = ["get", "list", "watch", "patch", "update", "delete"]
+_CHILD_VERBS = ["get", "list", "watch", "create", "patch", "update", "delete"]
 
 
 def _child_rules() -> list[dict[str, Any]]:
