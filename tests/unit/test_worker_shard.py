@@ -396,3 +396,38 @@ def test_wal_write_failure_refuses_with_503_and_applies_nothing(tmp_path: Path, 
         worker.ingest(body)
     assert err.value.status == 503 and "No space left" in err.value.detail
     assert worker.fingerprint() == before
+
+
+def test_monitor_gains_and_loses_streams_across_a_restart(tmp_path: Path) -> None:
+    """A new bundle adds feature f9 and drops f0: the owner starts f9 at once, f0 is gone."""
+    old_plan = make_plan(4, performance=False)
+    m = ShardMap(monitor=MONITOR, epoch=1, shards=1).advance(2)  # epoch 2: no first-epoch shortcut
+    workers = {k: ShardWorker(old_plan, k, shard_map=m, data_dir=tmp_path / str(k), handoff_timeout_s=0) for k in (0, 1)}
+    for w in workers.values():
+        w.expire_awaiting()  # nobody held them at epoch 1 in this test: start them (logged)
+    feed = Feed(old_plan, 2)
+    batch = feed.batch()
+    for k, w in workers.items():
+        w.ingest(wire.encode(wire.Batch(batch.sender, 2, [s for s in batch.segments if m.owner(s.stream) == k])))
+        w.wal.sync()
+    rng = np.random.default_rng(1)
+    streams = {n: sp for n, sp in old_plan.streams.items() if n != "feature:f0"}
+    streams["feature:f9"] = StreamSpec("feature:f9", "numeric", rng.normal(size=120))
+    new_plan = MonitorPlan(MONITOR, streams, factory)
+    owner = m.owner("feature:f9")
+    restarted = {k: ShardWorker(new_plan, k, shard_map=m, data_dir=tmp_path / str(k)) for k in (0, 1)}
+    assert restarted[owner].status_of("feature:f9") == LIVE and not restarted[owner].awaiting
+    assert all("feature:f0" not in w.streams for w in restarted.values())
+    kept = {n for w in restarted.values() for n in w.streams}
+    assert kept == set(streams)
+    # and the decision is in the log: a second restart reaches the same state
+    again = ShardWorker(new_plan, owner, shard_map=m, data_dir=tmp_path / str(owner))
+    assert again.fingerprint() == restarted[owner].fingerprint()
+
+
+def test_a_volume_of_another_monitor_is_refused(tmp_path: Path) -> None:
+    plan = make_plan(1, performance=False)
+    ShardWorker(plan, 0, shard_map=ShardMap(monitor=MONITOR, epoch=1, shards=1), data_dir=tmp_path).take_snapshot()
+    other = MonitorPlan("ns/other", plan.streams, factory)
+    with pytest.raises(ValueError, match="holds the state of monitor 'ns/demo'.*empty volume"):
+        ShardWorker(other, 0, shard_map=ShardMap(monitor="ns/other", epoch=1, shards=1), data_dir=tmp_path)

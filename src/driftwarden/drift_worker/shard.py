@@ -39,6 +39,7 @@ REC_MAP = 2
 REC_HANDOFF_IN = 3
 REC_HANDOFF_DONE = 4
 REC_FRESH = 5
+REC_PLAN = 6
 
 LIVE = "live"
 FROZEN = "frozen"
@@ -114,6 +115,8 @@ class ShardWorker:
         self.awaiting: dict[str, float] = {}  # stream -> since (monotonic; not durable)
         self.frozen_at: dict[str, float] = {}  # stream -> wall time it froze here (not durable)
         self.handoff_pauses: dict[str, float] = {}  # stream -> seconds from freeze to install here
+        # streams of the monitor when this shard last started (None: a brand-new shard)
+        self.known_streams: frozenset[str] | None = None
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.wal: WriteAheadLog | None = None
         if self.data_dir is not None:
@@ -121,10 +124,20 @@ class ShardWorker:
                 self.data_dir / "wal", fsync=fsync, fsync_interval=fsync_interval, segment_bytes=wal_segment_bytes
             )
         self._recover()
+        if self.map is not None and self.map.monitor != plan.monitor:
+            raise ValueError(
+                f"{self.data_dir} holds the state of monitor {self.map.monitor!r} but this worker serves "
+                f"{plan.monitor!r}; give the shard an empty volume"
+            )
         if shard_map is not None:
             self.adopt_map(shard_map)
         if self.map is None:
             raise ValueError("no shard map: pass shard_map or start from a data_dir that has one")
+        current = sorted(self.plan.streams)
+        if self.known_streams != frozenset(current):
+            with self.lock:
+                self._log(REC_PLAN, json.dumps(current).encode())
+                self._apply_plan(current)
 
     # ------------------------------------------------------------------ recovery
 
@@ -165,6 +178,8 @@ class ShardWorker:
                 self.frozen[name] = int(entry["frozen_epoch"])
         now = self._clock()
         self.awaiting = {name: now for name in state["awaiting"] if self.plan.spec(name) is not None}
+        known = state.get("known_streams")
+        self.known_streams = None if known is None else frozenset(known)
 
     def _apply_record(self, rtype: int, payload: bytes) -> None:
         if rtype == REC_BATCH:
@@ -178,8 +193,30 @@ class ShardWorker:
             self._drop_frozen(doc["stream"])
         elif rtype == REC_FRESH:
             self._start_fresh(json.loads(payload)["stream"])
+        elif rtype == REC_PLAN:
+            self._apply_plan(json.loads(payload))
         else:
             raise ValueError(f"unknown WAL record type {rtype}")
+
+    def _apply_plan(self, streams: list[str]) -> None:
+        """Adopt the monitor's stream list: streams new to the monitor start empty here.
+
+        A stream the monitor did not have when this shard last ran cannot be held by
+        any shard, so its owner starts it at once instead of awaiting a handoff.
+        """
+        now = frozenset(streams)
+        previous = self.known_streams
+        self.known_streams = now
+        if previous is None or self.map is None:
+            return
+        added = sorted((now - previous) & set(self.plan.streams))
+        for name in added:
+            if self.map.owner(name) == self.ordinal and name not in self.streams:
+                self.awaiting.pop(name, None)
+                self.streams[name] = StreamState.fresh(self.plan.streams[name], self.plan.factory, self.plan.join)
+        removed = sorted(previous - now)
+        if added or removed:
+            log.info("shard %d: monitor streams changed: added %s, removed %s", self.ordinal, added, removed)
 
     def _log(self, rtype: int, payload: bytes) -> int | None:
         return self.wal.append(rtype, payload) if self.wal is not None else None
@@ -347,7 +384,9 @@ class ShardWorker:
     def _apply_batch(self, batch: wire.Batch) -> int:
         values = 0
         for seg in batch.segments:
-            values += self.streams[seg.stream].apply(batch.sender, seg)
+            stream = self.streams.get(seg.stream)
+            if stream is not None:  # absent only on replay, for a stream the monitor dropped
+                values += stream.apply(batch.sender, seg)
         return values
 
     # ------------------------------------------------------------------ handoff
@@ -419,6 +458,8 @@ class ShardWorker:
 
     def _install(self, doc: dict[str, Any], built: StreamState | None = None) -> None:
         name = doc["stream"]
+        if name not in self.plan.streams:
+            return  # replay of a stream the monitor has dropped since
         state = built or StreamState.from_state(self.plan.streams[name], doc["state"], self.plan.factory, self.plan.join)
         state.generation = int(doc["generation"]) + 1
         self.streams[name] = state
@@ -467,7 +508,7 @@ class ShardWorker:
 
     def _start_fresh(self, name: str) -> None:
         self.awaiting.pop(name, None)
-        if name not in self.streams:
+        if name not in self.streams and name in self.plan.streams:
             self.streams[name] = StreamState.fresh(self.plan.streams[name], self.plan.factory, self.plan.join)
 
     # ------------------------------------------------------------------ snapshots
@@ -486,6 +527,7 @@ class ShardWorker:
                     for name, st in self.streams.items()
                 },
                 "awaiting": sorted(self.awaiting),
+                "known_streams": None if self.known_streams is None else sorted(self.known_streams),
             }
             self.counters.values_since_snapshot = 0
             return lsn, state
