@@ -107,6 +107,7 @@ class ShardWorker:
         self.handoff_timeout_s = handoff_timeout_s
         self._clock = clock
         self.lock = threading.RLock()
+        self._snapshot_lock = threading.Lock()
         self.counters = Counters()
         self.map: ShardMap | None = None
         self.history: dict[int, int] = {}
@@ -536,6 +537,11 @@ class ShardWorker:
         """Write a snapshot and drop WAL segments no kept snapshot needs; return its path."""
         if self.data_dir is None or self.wal is None:
             return None
+        with self._snapshot_lock:  # the periodic and the shutdown snapshot may overlap
+            return self._write_snapshot()
+
+    def _write_snapshot(self) -> Path:
+        assert self.data_dir is not None and self.wal is not None
         lsn, state = self.capture()
         self.wal.sync(lsn)  # never let a snapshot get ahead of the durable log
         directory = self.data_dir / "snapshots"
