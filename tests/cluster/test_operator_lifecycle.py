@@ -21,6 +21,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from driftwarden.common.sharding import ShardMap
+from driftwarden.operator import metrics
 from driftwarden.operator.examples import examples
 from driftwarden.operator.generate import dump_all
 from driftwarden.operator.harness import (
@@ -227,6 +228,17 @@ def _versions(k8s_api: client.ApiClient, namespace: str) -> dict[str, str]:
         for o in custom.list_namespaced_custom_object(group, version, namespace, plural)["items"]:
             out[f"{plural}/{o['metadata']['name']}"] = o["metadata"]["resourceVersion"]
     return out
+
+
+def _settled_versions(k8s_api: client.ApiClient, namespace: str, quiet: float = 4.0
+                      ) -> dict[str, str]:
+    """Return the versions once nothing has changed for ``quiet`` seconds (pods settled)."""
+    def settled() -> dict[str, str] | None:
+        first = _versions(k8s_api, namespace)
+        time.sleep(quiet)
+        return first if _versions(k8s_api, namespace) == first else None
+
+    return wait_until(settled, timeout=120, what=f"namespace {namespace} quiet")
 
 
 # --------------------------------------------------------------------------- tests
@@ -457,7 +469,7 @@ def test_restarting_the_operator_writes_nothing(
         wait_until(lambda: all(_condition(_monitor(custom_objects, namespace, n),
                                           "DataDrift").get("status") == "False" for n in names),
                    timeout=60, what="DataDrift False on every monitor")
-        before = _versions(k8s_api, namespace)
+        before = _settled_versions(k8s_api, namespace)
 
     passes = reconcile_passes()
     with start_operator():
@@ -465,9 +477,11 @@ def test_restarting_the_operator_writes_nothing(
                    what="the restarted operator reconciled every monitor")
         time.sleep(3)  # child watch events and a worker probe cycle arrive meanwhile
         writes = operator_writes()
+        detail = metrics.api_writes_by_kind()
         after = _versions(k8s_api, namespace)
-    assert writes == 0
-    assert after == before
+    changed = {k: (before.get(k), v) for k, v in after.items() if before.get(k) != v}
+    assert writes == 0, (detail, changed)
+    assert after == before, changed
 
 
 def test_a_namespace_enforcing_restricted_pod_security_accepts_every_pod(

@@ -107,9 +107,9 @@ def authorization_header(cfg: Any) -> str | None:
     ``auth_settings()`` names the header either way.
     """
     for setting in (cfg.auth_settings() or {}).values():
-        if setting.get("in") == "header" and setting.get("key", "").lower() == "authorization":
-            if setting.get("value"):
-                return str(setting["value"])
+        if (setting.get("in") == "header" and setting.get("value")
+                and setting.get("key", "").lower() == "authorization"):
+            return str(setting["value"])
     return cfg.get_api_key_with_prefix("authorization") or None
 
 

@@ -52,6 +52,13 @@ def api_writes() -> int:
     return _COLLECTOR.api.total_writes() if _COLLECTOR.api is not None else 0
 
 
+def api_writes_by_kind() -> dict[str, int]:
+    """Return the bound operator's API writes as {"verb/kind": count}."""
+    if _COLLECTOR.api is None:
+        return {}
+    return {f"{verb}/{kind}": n for (verb, kind), n in sorted(_COLLECTOR.api.writes.items())}
+
+
 def serve(port: int) -> None:
     """Serve /metrics on ``port`` (once per process)."""
     if port not in _served:

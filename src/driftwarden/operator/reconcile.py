@@ -337,6 +337,8 @@ class Reconciler:
         patch = status_patch(previous, new)
         if not patch:
             return False
+        logging.getLogger(__name__).debug("status of %s/%s changes: %s", namespace, name,
+                                          sorted(patch))
         result = await self.api.patch_status(f"{names.API_GROUP}/{names.API_VERSION}",
                                              names.PLURAL, namespace, name, patch)
         if state is not None and result is not None:
