@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from driftwarden.drift_worker.wal import WalError, WriteAheadLog
 
@@ -106,3 +108,30 @@ def test_a_failed_write_leaves_no_partial_record(tmp_path: Path, monkeypatch: py
     assert wal.append(1, b"third") == 2
     wal.close()
     assert [(lsn, p) for lsn, _, p in records(WriteAheadLog(tmp_path, fsync="never"))] == [(1, b"first"), (2, b"third")]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    payloads=st.lists(st.binary(max_size=300), min_size=1, max_size=25),
+    cut=st.floats(0, 1),
+    segment_bytes=st.sampled_from([64, 512, 1 << 20]),
+)
+def test_any_cut_of_the_newest_segment_replays_to_a_prefix(payloads: list[bytes], cut: float, segment_bytes: int) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        wal = WriteAheadLog(d, fsync="never", segment_bytes=segment_bytes)
+        for p in payloads:
+            wal.append(7, p)
+        wal.close()
+        newest = wal.segments()[-1]
+        in_older_segments = int(newest.stem.split("-")[1]) - 1
+        data = newest.read_bytes()
+        newest.write_bytes(data[: int(len(data) * cut)])
+        again = WriteAheadLog(d, fsync="never", segment_bytes=segment_bytes)
+        got = [p for _, _, p in again.replay()]
+        assert got == payloads[: len(got)]  # a prefix, never a gap
+        assert len(got) >= in_older_segments  # only the newest segment's tail can go
+        if cut == 1.0:
+            assert got == payloads
+        assert again.append(7, b"after") == len(got) + 1
