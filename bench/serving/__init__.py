@@ -1,0 +1,1 @@
+"""Serving benchmark: the model server against the seed design (Flask, one DataFrame per request)."""
