@@ -99,7 +99,7 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:+.1f} s"
 
 
-def print_summary(console: Console, summary: DemoSummary) -> None:
+def print_summary(console: Console, summary: DemoSummary, *, stays_up: bool) -> None:
     """Print what happened, in the order it happened, and where to look."""
     drift_at = summary.drift_started_at
     console.rule("[bold]Driftwarden demo: summary")
@@ -137,6 +137,12 @@ def print_summary(console: Console, summary: DemoSummary) -> None:
         f"  Drift report   {summary.report_path}\n"
         f"  Process logs   {summary.logs_dir}"
     )
+    if not stays_up:
+        console.print(
+            "[dim]Prometheus, Alertmanager and the logs go away when the demo exits (now); "
+            "run without --short/--exit to keep them up, DRIFTWARDEN_KEEP_RUN_DIR=1 to keep "
+            "the logs.[/dim]"
+        )
 
 
 def run_traffic_only(args: argparse.Namespace, console: Console) -> int:
@@ -251,7 +257,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             logs_dir=str(stack.log_dir),
         )
         (out_dir / SUMMARY_FILE).write_text(summary.to_json(), encoding="utf-8")
-        print_summary(console, summary)
+        print_summary(console, summary, stays_up=stay_up)
         if not received:
             console.print(
                 f"[red]The {watch.alert.name} alert did not reach the webhook within "
