@@ -3,8 +3,9 @@
 Requests enqueue their validated columns and await a future. One task takes
 everything queued (up to ``max_rows``), runs the model once in a dedicated thread,
 and hands each request its slice. Batches form by themselves while the model is busy;
-the extra wait of up to ``max_wait`` for more requests is spent only when the last
-batch held several requests (concurrent traffic), so a lone client never waits.
+the extra wait of up to ``max_wait`` is spent only while fewer requests have arrived
+than the last batch held (closed-loop clients answered together return together), so
+a lone client never waits and a burst that ends costs at most one ``max_wait``.
 A request larger than ``max_rows`` runs alone; requests are never split or reordered.
 """
 
@@ -69,7 +70,7 @@ class MicroBatcher:
         feature_names: list[str],
         *,
         max_rows: int = 256,
-        max_wait: float = 0.002,
+        max_wait: float = 0.005,
         on_batch: BatchHook | None = None,
         ids: IdFactory | None = None,
     ) -> None:
@@ -126,14 +127,16 @@ class MicroBatcher:
         first = self._carry or await self._queue.get()
         self._carry = None
         batch, rows = [first], first.rows
-        wait_for_more = self._last_requests > 1 and self.max_wait > 0
+        # Closed-loop clients answered together come back together: expect as many
+        # requests as the last batch held, and wait (bounded) only for those.
+        expected = self._last_requests if self.max_wait > 0 else 1
         deadline = time.monotonic() + self.max_wait
         while rows < self.max_rows:
             try:
                 item = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 remaining = deadline - time.monotonic()
-                if not wait_for_more or remaining <= 0:
+                if len(batch) >= expected or remaining <= 0:
                     break
                 try:
                     item = await asyncio.wait_for(self._queue.get(), remaining)

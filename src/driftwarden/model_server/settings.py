@@ -43,10 +43,11 @@ class ServerOptions(BaseModel):
         256, ge=1, description="Most rows gathered from concurrent requests into one model call."
     )
     max_wait_ms: float = Field(
-        2.0,
+        5.0,
         ge=0,
         description="Longest a request waits for others to share its model call; only spent "
-        "while concurrent traffic is seen, so a lone client never waits.",
+        "while fewer requests than the last batch held have arrived, so a lone client never "
+        "waits.",
     )
     drain_timeout_s: float = Field(
         5.0, ge=0, description="On shutdown, how long the sender may flush buffered values."

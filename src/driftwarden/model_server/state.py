@@ -98,8 +98,10 @@ class ServerState:
             self.emitter.emit_embeddings(self.bundle.manifest.embedding.group, out.embeddings)
 
 
-def get_state(request: Request) -> ServerState:
+async def get_state(request: Request) -> ServerState:
     """Return the app's :class:`ServerState` (a FastAPI dependency)."""
+    # async on purpose: FastAPI runs sync dependencies in a worker thread, two thread
+    # hops per request for an attribute read.
     return request.app.state.driftwarden
 
 
