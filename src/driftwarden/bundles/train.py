@@ -436,7 +436,10 @@ def train_bundle(name: str, out_dir: Path, *, force: bool = False) -> Path:
         write_bundle(fit_builtin(name), staging)
         if force and target.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{name}-old-", dir=out_dir))
-            os.replace(target, retired / name)
+            try:
+                os.replace(target, retired / name)
+            except FileNotFoundError:
+                pass  # another process retired it first
             shutil.rmtree(retired, ignore_errors=True)
         try:
             os.rename(staging, target)
