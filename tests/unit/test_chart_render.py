@@ -519,6 +519,9 @@ def test_impossible_values_fail_with_a_message_naming_the_value(values, message)
         ({"metrics": {"serviceMonitor": {"interval": "thirty seconds"}}}, "interval"),
         ({"monitoring": {"additionalLabels": {"release": "has spaces"}}}, "additionalLabels"),
         ({"crds": {"enabled": "yes"}}, "crds"),
+        ({"childResources": {"modelServer": {"requests": {"memory": "lots"}}}}, "childResources"),
+        ({"childResources": {"driftWorker": {"limits": {"gpus": "1"}}}}, "invalid propertyName 'gpus'"),
+        ({"monitoring": {"scrapeInterval": "often"}}, "scrapeInterval"),
     ],
 )
 def test_schema_rejects_unknown_keys_and_bad_values(values, message):
@@ -607,6 +610,10 @@ def test_operator_settings_parse_every_variable_the_chart_sets(monkeypatch):
     assert settings.dashboard_annotations == {"grafana_folder": "ML"}
     assert settings.image_pull_secrets == [{"name": "regcred"}]
     assert settings.image_pull_policy == "Always"
+    assert settings.scrape_interval == "30s"
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert settings.model_server_resources.as_manifest() == values["childResources"]["modelServer"]
+    assert settings.drift_worker_resources.as_manifest() == values["childResources"]["driftWorker"]
     assert settings.model_server_image.startswith("driftwarden/driftwarden-model-server:")
     assert (
         settings.run_as_user

@@ -38,6 +38,10 @@ PASSTHROUGH = {
     "monitoring.grafanaDashboards.annotations",
     "metrics.serviceMonitor.additionalLabels",
     "serviceAccount.annotations",
+    "childResources.modelServer.requests",
+    "childResources.modelServer.limits",
+    "childResources.driftWorker.requests",
+    "childResources.driftWorker.limits",
 }
 _KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_][\w.-]*):(\s|$)")
 

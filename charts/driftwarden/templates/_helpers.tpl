@@ -191,6 +191,12 @@ Maps and lists are JSON, which pydantic-settings parses for complex fields.
   value: {{ .Values.childImages.pullPolicy | quote }}
 - name: DRIFTWARDEN_OPERATOR__IMAGE_PULL_SECRETS
   value: {{ .Values.imagePullSecrets | toJson | quote }}
+- name: DRIFTWARDEN_OPERATOR__MODEL_SERVER_RESOURCES
+  value: {{ .Values.childResources.modelServer | toJson | quote }}
+- name: DRIFTWARDEN_OPERATOR__DRIFT_WORKER_RESOURCES
+  value: {{ .Values.childResources.driftWorker | toJson | quote }}
+- name: DRIFTWARDEN_OPERATOR__SCRAPE_INTERVAL
+  value: {{ .Values.monitoring.scrapeInterval | quote }}
 - name: DRIFTWARDEN_OPERATOR__MONITORING_LABELS
   value: {{ .Values.monitoring.additionalLabels | toJson | quote }}
 - name: DRIFTWARDEN_OPERATOR__DASHBOARDS_ENABLED
