@@ -431,3 +431,19 @@ def test_a_volume_of_another_monitor_is_refused(tmp_path: Path) -> None:
     other = MonitorPlan("ns/other", plan.streams, factory)
     with pytest.raises(ValueError, match="holds the state of monitor 'ns/demo'.*empty volume"):
         ShardWorker(other, 0, shard_map=ShardMap(monitor="ns/other", epoch=1, shards=1), data_dir=tmp_path)
+
+
+def test_handoff_logged_from_the_raw_body_replays_identically(tmp_path: Path) -> None:
+    plan = make_plan(6, performance=False)
+    m1 = ShardMap(monitor=MONITOR, epoch=1, shards=1)
+    m2 = m1.advance(2)
+    old = ShardWorker(plan, 0, shard_map=m1)
+    old.ingest(wire.encode(Feed(plan, 4).batch()))
+    new = ShardWorker(plan, 1, shard_map=m2, data_dir=tmp_path)
+    old.adopt_map(m2)
+    for s, _, g in old.outgoing():
+        body = json.dumps(old.handoff_payload(s)).encode()
+        assert new.receive_handoff(json.loads(body), body) == "installed"
+        old.handoff_acked(s, g)
+    restarted = ShardWorker(plan, 1, shard_map=m2, data_dir=tmp_path)
+    assert restarted.fingerprint() == new.fingerprint() and not restarted.awaiting

@@ -336,7 +336,7 @@ class WorkerService:
                 raise Refusal(400, "bad_handoff", f"handoff body is not JSON: {exc}") from None
             if not isinstance(doc, dict):
                 raise Refusal(400, "bad_handoff", "handoff body must be a JSON object")
-            status = await loop.run_in_executor(self._apply, self.worker.receive_handoff, doc)
+            status = await loop.run_in_executor(self._apply, self.worker.receive_handoff, doc, body)
         except Refusal as r:
             return self._refusal(r)
         if self._wake_handoff is not None:

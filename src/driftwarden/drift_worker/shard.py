@@ -419,8 +419,11 @@ class ShardWorker:
                 "state": self.streams[stream].to_state(),
             }
 
-    def receive_handoff(self, doc: dict[str, Any]) -> str:
-        """Install a pushed stream state; return ``installed`` or ``duplicate``."""
+    def receive_handoff(self, doc: dict[str, Any], raw: bytes | None = None) -> str:
+        """Install a pushed stream state; return ``installed`` or ``duplicate``.
+
+        ``raw``: the JSON ``doc`` was parsed from, logged as is (saves re-encoding).
+        """
         try:
             stream = doc["stream"]
             generation = int(doc["generation"])
@@ -447,7 +450,7 @@ class ShardWorker:
             except (KeyError, TypeError, ValueError) as exc:
                 raise Refusal(400, "bad_handoff", f"stream {stream!r}: state cannot be restored: {exc}") from None
             record = {"stream": stream, "generation": generation, "from": doc.get("from"), "state": state}
-            lsn = self._log(REC_HANDOFF_IN, json.dumps(record).encode())
+            lsn = self._log(REC_HANDOFF_IN, raw if raw is not None else json.dumps(record).encode())
             self._install(record, built)
             if lsn is not None and self.wal is not None:
                 self.wal.sync(lsn)  # the sender drops its copy on our answer: make it durable first
@@ -477,10 +480,10 @@ class ShardWorker:
             held = self.streams.get(stream)
             if held is None or stream not in self.frozen or held.generation != generation:
                 return False
-            lsn = self._log(REC_HANDOFF_DONE, json.dumps({"stream": stream, "generation": generation}).encode())
+            # No fsync: if this record is lost the stream is pushed again and the
+            # successor answers "duplicate".
+            self._log(REC_HANDOFF_DONE, json.dumps({"stream": stream, "generation": generation}).encode())
             self._drop_frozen(stream)
-            if lsn is not None and self.wal is not None:
-                self.wal.sync(lsn)
             self.counters.handoffs_out += 1
             return True
 
