@@ -520,7 +520,10 @@ def test_impossible_values_fail_with_a_message_naming_the_value(values, message)
         ({"monitoring": {"additionalLabels": {"release": "has spaces"}}}, "additionalLabels"),
         ({"crds": {"enabled": "yes"}}, "crds"),
         ({"childResources": {"modelServer": {"requests": {"memory": "lots"}}}}, "childResources"),
-        ({"childResources": {"driftWorker": {"limits": {"gpus": "1"}}}}, "invalid propertyName 'gpus'"),
+        (
+            {"childResources": {"driftWorker": {"limits": {"gpus": "1"}}}},
+            "invalid propertyName 'gpus'",
+        ),
         ({"monitoring": {"scrapeInterval": "often"}}, "scrapeInterval"),
     ],
 )
