@@ -94,3 +94,16 @@ def test_streams_cover_features_predictions_and_embeddings():
     streams = bundle_streams(digits)
     assert {"prediction", "performance", "embedding:penultimate", "feature:pixel_0_0"} <= streams
     assert len(streams) == 64 + 3
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--bundle", "builtin://nope"], "unknown built-in bundle 'builtin://nope'"),
+        (["--bundle", "s3://b/m"], "unsupported scheme 's3'"),
+        (["--bundle", "/nonexistent/bundle"], "bundle.json is missing"),
+    ],
+)
+def test_serve_refuses_a_bundle_it_cannot_load_before_starting(capsys, flags, message):
+    assert main(flags) == 2
+    assert message in capsys.readouterr().err

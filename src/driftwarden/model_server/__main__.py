@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from driftwarden.bundles.bundle import BundleError, resolve_uri
+from driftwarden.bundles.manifest import MANIFEST_FILE
 from driftwarden.model_server.settings import ConfigError, Settings
 
 
@@ -41,8 +43,14 @@ def main(argv: list[str] | None = None) -> int:
             settings.server.port = args.port
         if args.log_level:
             settings.server.log_level = args.log_level
-        settings.bundle_uri()  # fail now, not inside the lifespan, if nothing is configured
-    except (ConfigError, ValueError) as exc:
+        # Fail now with one line, not with a traceback from inside the lifespan.
+        directory, builtin = resolve_uri(settings.bundle_uri())
+        if builtin is None and not (directory / MANIFEST_FILE).is_file():
+            raise BundleError(
+                f"{directory} is not a bundle: {MANIFEST_FILE} is missing "
+                "(create one with `driftwarden train --out DIR`)"
+            )
+    except (ConfigError, BundleError, ValueError) as exc:
         print(f"driftwarden serve: {exc}", file=sys.stderr)
         return 2
 
