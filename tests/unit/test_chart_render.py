@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -629,3 +630,36 @@ def test_operator_settings_parse_every_variable_the_chart_sets(monkeypatch):
         if v["name"].startswith("DRIFTWARDEN_OPERATOR__")
     }
     assert set_by_chart <= declared, f"the operator does not read {set_by_chart - declared}"
+
+
+def test_the_values_make_kind_install_sets_render():
+    """hack/kind-install.sh's --set flags (with its defaults) pass the schema and land."""
+    script = (ROOT / "hack" / "kind-install.sh").read_text()
+    command = script[script.index('helm_kind upgrade --install "$DW_RELEASE"') :]
+    command = command[: command.index("--wait")]
+    defaults = {
+        "$op_repo": "driftwarden/operator",
+        "$op_tag": "dev",
+        "$ms_repo": "driftwarden/model-server",
+        "$ms_tag": "dev",
+        "$dw_repo": "driftwarden/drift-worker",
+        "$dw_tag": "dev",
+        "$KPS_RELEASE": "kps",
+    }
+    flags = re.findall(r"(--set(?:-string)?) (\S+)", command)
+    assert len(flags) >= 8, flags
+    args = []
+    for flag, assignment in flags:
+        for variable, value in defaults.items():
+            assignment = assignment.replace(f'"{variable}"', value)
+        assert "$" not in assignment, f"unknown variable in {assignment}"
+        args += [flag, assignment]
+    proc = helm("template", "driftwarden", str(CHART), *args)
+    assert proc.returncode == 0, proc.stderr
+    rendered = Rendered([d for d in yaml.safe_load_all(proc.stdout) if d])
+    assert rendered.container()["image"] == "driftwarden/operator:dev"
+    env = rendered.env()
+    assert env["DRIFTWARDEN_OPERATOR__MODEL_SERVER_IMAGE"] == "driftwarden/model-server:dev"
+    assert env["DRIFTWARDEN_OPERATOR__DRIFT_WORKER_IMAGE"] == "driftwarden/drift-worker:dev"
+    assert json.loads(env["DRIFTWARDEN_OPERATOR__MONITORING_LABELS"]) == {"release": "kps"}
+    assert rendered.one("ServiceMonitor")["metadata"]["labels"]["release"] == "kps"
