@@ -24,6 +24,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from driftwarden.alerts.rules import R_FEATURE_DRIFT_SHARE
+from driftwarden.bundles.bundle import BundleError
 from driftwarden.bundles.scenarios import SCENARIOS
 from driftwarden.demo.plan import MONITOR_NAME, DemoPlan, full_plan, short_plan
 from driftwarden.demo.run import (
@@ -35,9 +36,12 @@ from driftwarden.demo.run import (
     stream_traffic,
     wait_for_alert,
 )
+from driftwarden.local.processes import ProcessError
 from driftwarden.local.stack import LocalStack
+from driftwarden.testing.tools import ToolNotInstalledError
 
 SUMMARY_FILE = "summary.json"
+EXIT_FAILED = 1
 EXIT_NO_ALERT = 3
 EXIT_INTERRUPTED = 130
 
@@ -291,6 +295,14 @@ def main(argv: list[str] | None = None) -> int:
         # LocalStack.__exit__ has already stopped every process by the time we get here.
         console.print("\nInterrupted: every process the demo started has been stopped.")
         return EXIT_INTERRUPTED
+    except (ProcessError, ToolNotInstalledError, BundleError, RuntimeError) as exc:
+        # Everything started is stopped already; say what broke and how to dig further.
+        console.print(f"[red]driftwarden demo failed:[/red] {exc}")
+        console.print(
+            "Every process the demo started has been stopped. To keep their logs for a "
+            "look, re-run with DRIFTWARDEN_KEEP_RUN_DIR=1 (and -v for the demo's own log)."
+        )
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from driftwarden.local.stack import LocalStack
 log = logging.getLogger("driftwarden.demo")
 FEATURE_PREFIX = names.feature_stream("")
 POLL_SECONDS = 0.5
+RETRIES = 5
 
 
 @dataclass
@@ -91,9 +92,24 @@ class ModelClient:
     def close(self) -> None:
         self._http.close()
 
+    def _post(self, path: str, body: Any) -> httpx.Response:
+        # A busy server (503 while it starts or sheds, a dropped connection) gets a few
+        # retries; anything else is the demo's or the server's bug and surfaces at once.
+        for attempt in range(RETRIES):
+            try:
+                response = self._http.post(path, json=body)
+            except httpx.TransportError as exc:
+                if attempt == RETRIES - 1:
+                    raise RuntimeError(f"model server {path} unreachable: {exc}") from exc
+            else:
+                if response.status_code not in (429, 503) or attempt == RETRIES - 1:
+                    return response
+            time.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+
     def predict(self, frame: pd.DataFrame) -> list[str]:
         """Send ``frame`` as one batch (a JSON array of records); return the prediction ids."""
-        response = self._http.post("/predict", json=_records(frame))
+        response = self._post("/predict", _records(frame))
         if response.status_code != 200:
             raise RuntimeError(
                 f"model server /predict answered HTTP {response.status_code}: {response.text[:500]}"
@@ -103,7 +119,7 @@ class ModelClient:
     def feedback(self, ids: list[str], labels: np.ndarray) -> None:
         """Send the true labels of earlier predictions (feeds the concept-drift stream)."""
         body = [{"prediction_id": i, "label": _plain(v)} for i, v in zip(ids, labels, strict=True)]
-        response = self._http.post("/feedback", json=body)
+        response = self._post("/feedback", body)
         if response.status_code not in (200, 202):
             raise RuntimeError(
                 f"model server /feedback answered HTTP {response.status_code}: {response.text[:500]}"
