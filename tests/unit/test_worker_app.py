@@ -45,7 +45,8 @@ def make_plan() -> MonitorPlan:
 def shard(tmp_path: Path) -> Iterator[tuple[TestClient, ShardWorker, ShardMap]]:
     m = ShardMap(monitor=MONITOR, epoch=1, shards=2)
     worker = ShardWorker(make_plan(), 0, shard_map=m, data_dir=tmp_path)
-    service = WorkerService(worker, peer_url_template="http://127.0.0.1:{port}", base_port=1)
+    # no peers run here: do not spend the shutdown trying to hand streams to them
+    service = WorkerService(worker, peer_url_template="http://127.0.0.1:{port}", base_port=1, shutdown_drain_s=0.2)
     with TestClient(create_app(service)) as client:
         yield client, worker, m
 
@@ -158,3 +159,12 @@ def test_live_and_reference_histograms_share_reference_decile_buckets(shard: tup
     first = min((k for k in live_b if k != "+Inf"), key=float)
     assert live_b[first] == np.sum(live <= edges[0])
     assert ref_b[first] == np.sum(ref <= edges[0])
+
+
+def test_handoff_summary_lists_what_is_still_to_move(shard: tuple[TestClient, ShardWorker, ShardMap]) -> None:
+    client, _, m = shard
+    assert client.get("/v1/handoff").json()["outgoing"] == []
+    client.put("/v1/shardmap", content=m.advance(6).model_dump_json())
+    doc = client.get("/v1/handoff").json()
+    moved = [s for s in owned(m, 0) if m.advance(6).owner(s) != 0]
+    assert moved and doc["epoch"] == 2 and doc["outgoing"] == sorted(moved)

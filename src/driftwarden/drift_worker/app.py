@@ -6,7 +6,8 @@ Endpoints:
   200 after the WAL append (and fsync, by policy); 400 names what is malformed and
   changes nothing; 409 ``not_owner`` with the current shard map (retry elsewhere);
   503 ``handoff_pending`` (retry here, shortly).
-- ``POST /v1/handoff``: a peer pushes a stream's state (docs/workers.md).
+- ``POST /v1/handoff``: a peer pushes a stream's state (docs/workers.md);
+  ``GET /v1/handoff``: what is still to move (outgoing, awaiting).
 - ``GET|PUT /v1/shardmap``: read, or push a newer map (the operator may do this so
   shards do not wait for the ConfigMap volume to refresh).
 - ``GET /metrics``, ``/healthz``, ``/readyz``, ``/status``; ``GET /v1/state`` dumps
@@ -343,6 +344,20 @@ class WorkerService:
             self._wake_handoff.set()  # it may have to go on to the current owner
         return JSONResponse({"status": status, "epoch": self.worker.epoch})
 
+    async def handoff_status(self, _request: Request) -> Response:
+        """Pending handoffs only: cheap enough to poll while a reshard settles."""
+        w = self.worker
+        with w.lock:
+            doc = {
+                "epoch": w.epoch,
+                "outgoing": sorted(w.frozen),
+                "awaiting": sorted(w.awaiting),
+                "in": w.counters.handoffs_in,
+                "out": w.counters.handoffs_out,
+                "pause_seconds": dict(w.handoff_pauses),
+            }
+        return JSONResponse(doc)
+
     async def get_shardmap(self, _request: Request) -> Response:
         return JSONResponse(self.worker.map.model_dump(mode="json"))  # type: ignore[union-attr]
 
@@ -390,6 +405,7 @@ def create_app(service: WorkerService) -> Starlette:
     routes = [
         Route("/v1/ingest", service.ingest, methods=["POST"]),
         Route(HANDOFF_PATH, service.handoff, methods=["POST"]),
+        Route(HANDOFF_PATH, service.handoff_status, methods=["GET"]),
         Route("/v1/shardmap", service.get_shardmap, methods=["GET"]),
         Route("/v1/shardmap", service.put_shardmap, methods=["PUT"]),
         Route("/metrics", service.metrics, methods=["GET"]),

@@ -179,6 +179,10 @@ class LocalShards:
         with ThreadPoolExecutor(max(1, len(self.procs))) as pool:
             list(pool.map(put, list(self.procs)))
 
+    def handoffs(self, ordinal: int) -> dict[str, Any]:
+        """Return shard ``ordinal``'s pending handoffs (``GET /v1/handoff``)."""
+        return httpx.get(self.url(ordinal) + "/v1/handoff", timeout=30.0).json()
+
     def status(self, ordinal: int) -> dict[str, Any]:
         return httpx.get(self.url(ordinal) + "/status", timeout=30.0).json()
 
@@ -186,10 +190,10 @@ class LocalShards:
         """Wait until no shard has handoffs in flight; return the seconds it took."""
         started = time.monotonic()
         while time.monotonic() - started < timeout:
-            docs = [self.status(k) for k in list(self.procs)]
-            if all(not d["handoff"]["outgoing"] and not d["handoff"]["awaiting"] for d in docs):
+            docs = [self.handoffs(k) for k in list(self.procs)]
+            if all(not d["outgoing"] and not d["awaiting"] for d in docs):
                 return time.monotonic() - started
-            time.sleep(0.05)
+            time.sleep(0.1)
         raise TimeoutError(f"handoffs still pending after {timeout}s")
 
     def retire(self) -> None:
