@@ -30,7 +30,7 @@ class DetectorInputError(ValueError):
     """A batch a detector cannot accept; the detector's state is unchanged."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class DetectorResult:
     """The outcome of a detector's latest evaluation.
 
@@ -62,6 +62,16 @@ class DetectorResult:
         """True once the detector has evaluated at least once."""
         return not math.isnan(self.statistic)
 
+    def __eq__(self, other: object) -> bool:
+        # NaN statistics (no evaluation yet, undefined ratios) compare equal here so
+        # that a restored detector's result equals the original's.
+        if not isinstance(other, DetectorResult):
+            return NotImplemented
+        return encode_result(self) == encode_result(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(encode_result(self).values()))
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Evaluations:
@@ -77,6 +87,7 @@ class Evaluations:
     p_value: np.ndarray  # float64, NaN where the detector has no p-value
     drift: np.ndarray  # bool
     threshold: float
+    warning: np.ndarray | None = None  # bool, for detectors with a warning zone
 
     def __len__(self) -> int:
         return int(self.position.shape[0])
@@ -95,6 +106,14 @@ class Evaluations:
             and np.array_equal(self.p_value, other.p_value, equal_nan=True)
             and np.array_equal(self.drift, other.drift)
             and _same_float(self.threshold, other.threshold)
+            and (
+                (self.warning is None and other.warning is None)
+                or (
+                    self.warning is not None
+                    and other.warning is not None
+                    and np.array_equal(self.warning, other.warning)
+                )
+            )
         )
 
     @classmethod
@@ -110,7 +129,8 @@ class Evaluations:
 
     @classmethod
     def concat(cls, parts: list[Evaluations], threshold: float) -> Evaluations:
-        """One Evaluations holding ``parts`` in order."""
+        """One Evaluations holding ``parts`` in order (empty parts are skipped)."""
+        parts = [p for p in parts if len(p)]
         if not parts:
             return cls.empty(threshold)
         return cls(
@@ -119,6 +139,11 @@ class Evaluations:
             p_value=np.concatenate([p.p_value for p in parts]),
             drift=np.concatenate([p.drift for p in parts]),
             threshold=threshold,
+            warning=(
+                None
+                if any(p.warning is None for p in parts)
+                else np.concatenate([p.warning for p in parts])
+            ),
         )
 
 

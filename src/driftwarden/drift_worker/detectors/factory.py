@@ -10,16 +10,24 @@ from driftwarden.common.spec import DetectorConfig, DetectorType
 
 from .base import Detector
 from .ks import IKS, KSWindow
+from .sequential import ADWIN, DDM, EDDM, HDDMA, HDDMW, PageHinkley
 
 #: What a stream carries: numeric or categorical feature values (and predictions),
 #: or embedding vectors. Concept-drift detectors take per-sample errors whatever it is.
 StreamKind = Literal["numeric", "categorical", "embedding"]
 
-DETECTOR_CLASSES: dict[str, type[Detector]] = {cls.kind: cls for cls in (KSWindow, IKS)}
+DETECTOR_CLASSES: dict[str, type[Detector]] = {
+    cls.kind: cls for cls in (KSWindow, IKS, PageHinkley, DDM, EDDM, HDDMA, HDDMW, ADWIN)
+}
 
 # Defaults when the DetectorConfig leaves a field unset (documented in docs/detectors.md).
 DEFAULT_KS_ALPHA = 0.01
 DEFAULT_IKS_ALPHA = 0.001
+# Page-Hinkley on a feature standardised by its reference: delta = half of a 0.5 sigma
+# shift, lambda = 25 (about 0.1 false alarms per 100k N(0, 1) values; docs/detectors.md).
+DEFAULT_PH_DELTA = 0.25
+DEFAULT_PH_LAMBDA = 25.0
+DEFAULT_ADWIN_DELTA = 0.002
 
 
 def _need_reference(config: DetectorConfig, reference: np.ndarray | None) -> np.ndarray:
@@ -71,6 +79,43 @@ def make_detector(
             window=window,
             alpha=config.alpha if config.alpha is not None else DEFAULT_IKS_ALPHA,
             min_effect=config.min_effect or 0.0,
+            nan_policy=nan_policy,
+        )
+    if t is DetectorType.PAGE_HINKLEY:
+        loc, scale = 0.0, 1.0
+        if reference is not None and np.size(reference) > 1:
+            ref = np.asarray(reference, dtype=float)
+            ref = ref[np.isfinite(ref)]
+            loc, scale = float(np.mean(ref)), float(np.std(ref, ddof=1))
+            if not scale > 0:
+                raise ValueError(
+                    "detector 'pageHinkley': the reference sample is constant, so it cannot be "
+                    "standardised; use a categorical detector or drop the feature"
+                )
+        return PageHinkley(
+            delta=config.delta if config.delta is not None else DEFAULT_PH_DELTA,
+            threshold=config.threshold if config.threshold is not None else DEFAULT_PH_LAMBDA,
+            loc=loc,
+            scale=scale,
+            nan_policy=nan_policy,
+        )
+    if t is DetectorType.DDM:
+        return DDM(nan_policy=nan_policy)
+    if t is DetectorType.EDDM:
+        return EDDM(nan_policy=nan_policy)
+    if t is DetectorType.HDDM_A:
+        return HDDMA(
+            drift_confidence=config.alpha if config.alpha is not None else 0.001,
+            nan_policy=nan_policy,
+        )
+    if t is DetectorType.HDDM_W:
+        return HDDMW(
+            drift_confidence=config.alpha if config.alpha is not None else 0.001,
+            nan_policy=nan_policy,
+        )
+    if t is DetectorType.ADWIN:
+        return ADWIN(
+            delta=config.alpha if config.alpha is not None else DEFAULT_ADWIN_DELTA,
             nan_policy=nan_policy,
         )
     raise ValueError(f"detector type {t.value!r} is not available yet in this build")

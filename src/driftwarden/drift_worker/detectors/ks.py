@@ -260,7 +260,7 @@ class KSWindow(_KSBase):
         False
         >>> evals = det.update_many(rng.normal(loc=1.0, size=1000))
         >>> det.drift_detected, int(evals.alarms[0])
-        (True, 1300)
+        (True, 1100)
     """
 
     kind = "ks"
