@@ -5,5 +5,15 @@
 
 from driftwarden.bundles.bundle import Bundle, BundleError, bundles_dir, load_bundle
 from driftwarden.bundles.manifest import BundleManifest, FeatureSpec
+from driftwarden.bundles.scenarios import SCENARIOS, scenario
 
-__all__ = ["Bundle", "BundleError", "BundleManifest", "FeatureSpec", "bundles_dir", "load_bundle"]
+__all__ = [
+    "SCENARIOS",
+    "Bundle",
+    "BundleError",
+    "BundleManifest",
+    "FeatureSpec",
+    "bundles_dir",
+    "load_bundle",
+    "scenario",
+]
