@@ -140,7 +140,7 @@ build_kwok() {
   DW_TOOL=kwok
   local v=$KWOK_VERSION dir started
   dir="$(dw_tool_dir kwok "$v")"
-  if dw_is_complete "$dir" kwok; then
+  if dw_is_complete "$dir" kwok && [[ -f $dir/stages/pod-ready.yaml ]]; then
     dw_log "$v already built in $dir/bin"
     return 0
   fi
@@ -151,6 +151,18 @@ build_kwok() {
   (cd "$dir" && CGO_ENABLED=0 GOBIN="$dir/bin" go install -trimpath \
     -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$v" "sigs.k8s.io/kwok/cmd/kwok@$v") ||
     dw_die "go install sigs.k8s.io/kwok/cmd/kwok@$v failed (see above); check KWOK_VERSION against 'go list -m -versions sigs.k8s.io/kwok'"
+  # The bare kwok binary refuses to start without Stage objects (only kwokctl adds
+  # defaults), so keep the module's own "fast" stages beside it: nodes become Ready
+  # with lease heartbeats; pods become Running/Ready, complete, and are deleted.
+  local src stage
+  src="$(cd "$dir" && go mod download -json "sigs.k8s.io/kwok@$v" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')"
+  [[ -d $src/kustomize/stage ]] || dw_die "sigs.k8s.io/kwok@$v source has no kustomize/stage folder; the stage layout changed, update build_kwok"
+  mkdir -p "$dir/stages"
+  for stage in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+    pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    [[ -f $src/kustomize/stage/$stage ]] || dw_die "sigs.k8s.io/kwok@$v lacks kustomize/stage/$stage"
+    install -m 0644 "$src/kustomize/stage/$stage" "$dir/stages/$(basename "$stage")"
+  done
   dw_mark_complete "$dir"
   dw_log "built $v in $((SECONDS - started)) s -> $dir/bin"
 }

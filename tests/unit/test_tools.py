@@ -54,10 +54,13 @@ def test_repository_versions_file_pins_every_known_tool() -> None:
 
 def test_python_parser_agrees_with_bash_source() -> None:
     # hack/*.sh `source` the same file: both readers must see identical values.
-    script = 'set -a; source versions.env; set +a; env -0'
+    script = "set -a; source versions.env; set +a; env -0"
     out = subprocess.run(
         ["bash", "--noprofile", "--norc", "-c", script],
-        cwd=REPO, env={"PATH": os.environ["PATH"]}, check=True, capture_output=True,
+        cwd=REPO,
+        env={"PATH": os.environ["PATH"]},
+        check=True,
+        capture_output=True,
     ).stdout.decode()
     bash_env = dict(item.split("=", 1) for item in out.split("\0") if "=" in item)
     pins = tools.parse_versions((REPO / "versions.env").read_text(encoding="utf-8"))
@@ -73,8 +76,14 @@ def test_parse_skips_comments_and_blank_lines() -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["A_VERSION = v1", 'A_VERSION="v1"', "A_VERSION=$OTHER", "export A=v1", "a_version=v1",
-     "A_VERSION=v1 # trailing"],
+    [
+        "A_VERSION = v1",
+        'A_VERSION="v1"',
+        "A_VERSION=$OTHER",
+        "export A=v1",
+        "a_version=v1",
+        "A_VERSION=v1 # trailing",
+    ],
 )
 def test_parse_rejects_lines_bash_would_read_differently(line: str) -> None:
     with pytest.raises(tools.VersionsFileError, match=r"versions.env:2: .* not a plain KEY=value"):
