@@ -239,6 +239,16 @@ def test_stale_builtin_is_retrained_on_load(monkeypatch, tmp_path):
     assert loaded.manifest.training["recipe"] == recipe_fingerprint()
 
 
+def test_unwritable_bundles_dir_says_what_to_do(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv(BUNDLES_DIR_ENV, str(blocker / "bundles"))
+    with pytest.raises(
+        BundleError, match="cannot train built-in bundle 'iris'.*writable directory"
+    ):
+        load_bundle("builtin://iris")
+
+
 def test_missing_model_file_is_reported(tmp_path):
     target = train_bundle("iris", tmp_path)
     (target / "model.joblib").unlink()

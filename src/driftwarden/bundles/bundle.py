@@ -199,7 +199,14 @@ def load_bundle(uri: str | os.PathLike[str]) -> Bundle:
                         directory,
                         cached,
                     )
-                train_bundle(builtin, directory.parent, force=cached is not None)
+                try:
+                    train_bundle(builtin, directory.parent, force=cached is not None)
+                except OSError as exc:
+                    raise BundleError(
+                        f"cannot train built-in bundle {builtin!r} into {directory.parent}: "
+                        f"{exc}. Point {BUNDLES_DIR_ENV} at a writable directory, or train "
+                        "ahead of time with `driftwarden train --out DIR` using this version"
+                    ) from exc
     return load_bundle_dir(directory)
 
 
