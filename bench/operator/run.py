@@ -120,7 +120,7 @@ def main() -> dict:
         time.sleep(2)  # default ServiceAccounts
         rss_before = _rss_bytes()
         total = 0
-        with run_operator(env, kubeconfig=plane.kubeconfig, timeout=120) as runner:
+        with run_operator(env, kubeconfig=plane.kubeconfig, timeout=120, quiet=True) as runner:
             for n in sizes:
                 started = time.perf_counter()
                 _create_monitors(custom, namespaces[n], n)
@@ -143,7 +143,8 @@ def main() -> dict:
 
         # Baseline: the same operator without the input-hash skip, all monitors present.
         baseline_env = {**env, "DRIFTWARDEN_OPERATOR__INPUT_HASH_SKIP": "false"}
-        with run_operator(baseline_env, kubeconfig=plane.kubeconfig, timeout=120) as runner:
+        with run_operator(baseline_env, kubeconfig=plane.kubeconfig, timeout=120,
+                          quiet=True) as runner:
             baseline_writes = _idle_writes()
         assert runner.exit_code == 0 and runner.exception is None, runner.output[-2000:]
         api.close()

@@ -52,6 +52,7 @@ class FakeApi:
         self.fail_kind: str | None = None
         self.missing_crds: set[str] = set()
         self.invalid_on_apply: set[str] = set()
+        self.gets = 0
 
     def _count(self, verb: str, kind: str) -> None:
         self.writes[(verb, kind)] = self.writes.get((verb, kind), 0) + 1
@@ -64,6 +65,7 @@ class FakeApi:
         return str(self.version)
 
     async def get(self, path: str) -> dict[str, Any] | None:
+        self.gets += 1
         for key, obj in self.objects.items():
             if kind_of(obj).path(key[2], key[3]) == path:
                 return copy.deepcopy(obj)
@@ -171,6 +173,7 @@ def test_first_pass_creates_every_child_and_an_idle_pass_writes_nothing() -> Non
     assert kinds == sorted(["ConfigMap", "ConfigMap", "Service", "Service", "Deployment",
                             "StatefulSet", "ServiceMonitor", "ServiceMonitor", "PrometheusRule"])
     assert writes == len(kinds) + 1  # every child plus one status patch
+    assert h.api.gets == 0  # a brand-new monitor has nothing to read back
     h.api.make_ready()
     h.watch()
     assert h.run() == 1  # Ready flips: one status patch
@@ -182,6 +185,7 @@ def test_first_pass_creates_every_child_and_an_idle_pass_writes_nothing() -> Non
     h.reconciler = Reconciler(h.api, h.cache, h.settings, FAKE, None)  # type: ignore[arg-type]
     h.state = MonitorState()
     assert h.run() == 0
+    assert h.api.gets == len(kinds)  # one read per child it had not cached
 
 
 def test_without_the_hash_skip_every_pass_reapplies_every_child() -> None:

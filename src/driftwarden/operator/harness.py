@@ -148,8 +148,12 @@ class FakeWorkerStatus:
 
 @contextlib.contextmanager
 def run_operator(env: Mapping[str, str], *, kubeconfig: Path | None = None,
-                 timeout: float = 60.0) -> Iterator[Any]:
-    """Run the operator in a KopfRunner thread with ``env`` set; yield the runner."""
+                 timeout: float = 60.0, quiet: bool = False) -> Iterator[Any]:
+    """Run the operator in a KopfRunner thread with ``env`` set; yield the runner.
+
+    ``quiet`` keeps kopf to warnings (a log line per handled event costs real time
+    at hundreds of monitors).
+    """
     from kopf.testing import KopfRunner
 
     import driftwarden.operator.handlers  # noqa: F401 - registers the handlers
@@ -159,8 +163,9 @@ def run_operator(env: Mapping[str, str], *, kubeconfig: Path | None = None,
     if kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(kubeconfig)
     try:
-        with KopfRunner(["run", "--all-namespaces", "--standalone", "-m", HANDLERS_MODULE],
-                        timeout=timeout) as runner:
+        args = ["run", "--all-namespaces", "--standalone", *(["--quiet"] if quiet else []),
+                "-m", HANDLERS_MODULE]
+        with KopfRunner(args, timeout=timeout) as runner:
             yield runner
     finally:
         for key, value in saved.items():

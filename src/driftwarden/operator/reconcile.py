@@ -210,10 +210,14 @@ class Reconciler:
 
     # ------------------------------------------------------------------ children
 
-    async def observed(self, key: ChildKey) -> dict[str, Any] | None:
-        """Return the cached child, reading it once from the API on a cache miss."""
+    async def observed(self, key: ChildKey, *, fresh: bool = False) -> dict[str, Any] | None:
+        """Return the cached child, reading it once from the API on a cache miss.
+
+        ``fresh``: the monitor was never reconciled, so a miss means the child does not
+        exist yet; skip the read (apply creates it, and apply is idempotent anyway).
+        """
         held = self.cache.get(key)
-        if held is not None:
+        if held is not None or fresh:
             return held
         api_version, kind, namespace, name = key
         try:
@@ -239,12 +243,13 @@ class Reconciler:
         # Re-probe now and then: the CRD may be installed later.
         return since is not None and time.monotonic() - since < 300
 
-    async def _apply_one(self, child: dict[str, Any], logger: logging.Logger) -> str | None:
+    async def _apply_one(self, child: dict[str, Any], logger: logging.Logger,
+                         fresh: bool = False) -> str | None:
         """Apply ``child`` if it differs; return the kind when its CRD is missing."""
         kind = child["kind"]
         if self._kind_missing(kind):
             return kind
-        actual = await self.observed(child_key(child))
+        actual = await self.observed(child_key(child), fresh=fresh)
         if not self.needs_apply(child, actual):
             return None
         async with self._apply_slots:
@@ -273,13 +278,13 @@ class Reconciler:
                     child["metadata"]["name"])
         return None
 
-    async def apply_children(self, children: list[dict[str, Any]],
-                             logger: logging.Logger) -> list[str]:
+    async def apply_children(self, children: list[dict[str, Any]], logger: logging.Logger,
+                             *, fresh: bool = False) -> list[str]:
         """Apply every child that differs; return the kinds skipped for missing CRDs."""
         # The ConfigMap first: pods must never start without their config.
         first, rest = children[0], children[1:]
-        skipped = [await self._apply_one(first, logger)]
-        skipped += await asyncio.gather(*(self._apply_one(c, logger) for c in rest))
+        skipped = [await self._apply_one(first, logger, fresh)]
+        skipped += await asyncio.gather(*(self._apply_one(c, logger, fresh) for c in rest))
         return sorted({k for k in skipped if k})
 
     async def prune(self, monitor: Monitor, children: list[dict[str, Any]],
@@ -390,8 +395,10 @@ class Reconciler:
             return
 
         shards = monitor.spec.workers.shards
+        # Never reconciled (no status yet): a brand-new monitor has no children to read.
+        fresh = not previous.get("observedGeneration") and not previous.get("shardEpoch")
         config_key = ("v1", "ConfigMap", monitor.namespace, builders.config_name(monitor.name))
-        published = builders.read_shard_map(await self.observed(config_key))
+        published = builders.read_shard_map(await self.observed(config_key, fresh=fresh))
         shard_map = builders.next_shard_map(published, previous.get("shardEpoch"), monitor)
         epoch = shard_map.epoch
         if published is not None and published.epoch != epoch:
@@ -402,7 +409,7 @@ class Reconciler:
         apply_error: str | None = None
         skipped: list[str] = []
         try:
-            skipped = await self.apply_children(children, logger)
+            skipped = await self.apply_children(children, logger, fresh=fresh)
             await self.prune(monitor, children, logger)
         except (ApiError, httpx.HTTPError) as exc:
             apply_error = f"applying children failed: {exc}"
