@@ -66,6 +66,8 @@ DEFAULT_NODE_CAPACITY: Mapping[str, str] = {
     "ephemeral-storage": "1Ti",
 }
 _STATE_FILE = "controlplane.json"
+# Not __name__: that is "__main__" when run with `python -m`.
+_MODULE = "driftwarden.testing.controlplane"
 
 
 class ControlPlaneError(RuntimeError):
@@ -717,7 +719,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 [
                     sys.executable,
                     "-m",
-                    __name__,
+                    _MODULE,
                     "up",
                     "--foreground",
                     "--workdir",
@@ -807,7 +809,7 @@ def _cmdline(pid: int) -> str:
 
 
 def _cli() -> str:
-    return f"python -m {__name__}"
+    return f"python -m {_MODULE}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
