@@ -11,18 +11,42 @@ See docs/detectors.md for the algorithms, defaults and decision rules.
 from __future__ import annotations
 
 from .base import Detector, DetectorInputError, DetectorResult, Evaluations
+from .categorical import PSI, Chi2, JensenShannon, KLDivergence
+from .concept import ErrorRateIncrease, RelativeMSE
+from .decision import StreamDecision, benjamini_hochberg, bonferroni, decide, wasserstein_sigma
 from .factory import DETECTOR_CLASSES, StreamKind, detector_from_state, make_detector
 from .ks import IKS, KSWindow
+from .multivariate import MMD, NMDDM
+from .sequential import ADWIN, DDM, EDDM, HDDMA, HDDMW, PageHinkley
 
 __all__ = [
+    "ADWIN",
+    "DDM",
     "DETECTOR_CLASSES",
+    "EDDM",
+    "HDDMA",
+    "HDDMW",
     "IKS",
+    "MMD",
+    "NMDDM",
+    "PSI",
+    "Chi2",
     "Detector",
     "DetectorInputError",
     "DetectorResult",
+    "ErrorRateIncrease",
     "Evaluations",
+    "JensenShannon",
+    "KLDivergence",
     "KSWindow",
+    "PageHinkley",
+    "RelativeMSE",
+    "StreamDecision",
     "StreamKind",
+    "benjamini_hochberg",
+    "bonferroni",
+    "decide",
     "detector_from_state",
     "make_detector",
+    "wasserstein_sigma",
 ]

@@ -9,7 +9,10 @@ import numpy as np
 from driftwarden.common.spec import DetectorConfig, DetectorType
 
 from .base import Detector
+from .categorical import PSI, Chi2, JensenShannon, KLDivergence
+from .concept import ErrorRateIncrease, RelativeMSE
 from .ks import IKS, KSWindow
+from .multivariate import MMD, NMDDM
 from .sequential import ADWIN, DDM, EDDM, HDDMA, HDDMW, PageHinkley
 
 #: What a stream carries: numeric or categorical feature values (and predictions),
@@ -17,8 +20,13 @@ from .sequential import ADWIN, DDM, EDDM, HDDMA, HDDMW, PageHinkley
 StreamKind = Literal["numeric", "categorical", "embedding"]
 
 DETECTOR_CLASSES: dict[str, type[Detector]] = {
-    cls.kind: cls for cls in (KSWindow, IKS, PageHinkley, DDM, EDDM, HDDMA, HDDMW, ADWIN)
-}
+    cls.kind: cls
+    for cls in (
+        KSWindow, IKS, PageHinkley, DDM, EDDM, HDDMA, HDDMW, ADWIN, Chi2, KLDivergence,
+        JensenShannon, PSI, RelativeMSE, ErrorRateIncrease, MMD, NMDDM,
+    )
+}  # fmt: skip
+assert {t.value for t in DetectorType} == set(DETECTOR_CLASSES), "every DetectorType needs a class"
 
 # Defaults when the DetectorConfig leaves a field unset (documented in docs/detectors.md).
 DEFAULT_KS_ALPHA = 0.01
@@ -28,6 +36,10 @@ DEFAULT_IKS_ALPHA = 0.001
 DEFAULT_PH_DELTA = 0.25
 DEFAULT_PH_LAMBDA = 25.0
 DEFAULT_ADWIN_DELTA = 0.002
+DEFAULT_BINS = 10
+# Embedding tests cost O(permutations * (window + reference)^2) per evaluation: cap the window.
+MAX_EMBEDDING_WINDOW = 500
+DEFAULT_PERMUTATIONS = 200
 
 
 def _need_reference(config: DetectorConfig, reference: np.ndarray | None) -> np.ndarray:
@@ -104,13 +116,17 @@ def make_detector(
     if t is DetectorType.EDDM:
         return EDDM(nan_policy=nan_policy)
     if t is DetectorType.HDDM_A:
+        drift_conf = config.alpha if config.alpha is not None else 0.001
         return HDDMA(
-            drift_confidence=config.alpha if config.alpha is not None else 0.001,
+            drift_confidence=drift_conf,
+            warning_confidence=min(5 * drift_conf, 0.5),
             nan_policy=nan_policy,
         )
     if t is DetectorType.HDDM_W:
+        drift_conf = config.alpha if config.alpha is not None else 0.001
         return HDDMW(
-            drift_confidence=config.alpha if config.alpha is not None else 0.001,
+            drift_confidence=drift_conf,
+            warning_confidence=min(5 * drift_conf, 0.5),
             nan_policy=nan_policy,
         )
     if t is DetectorType.ADWIN:
@@ -118,7 +134,56 @@ def make_detector(
             delta=config.alpha if config.alpha is not None else DEFAULT_ADWIN_DELTA,
             nan_policy=nan_policy,
         )
-    raise ValueError(f"detector type {t.value!r} is not available yet in this build")
+    if t in (DetectorType.CHI2, DetectorType.KL, DetectorType.JS, DetectorType.PSI):
+        if kind == "embedding":
+            raise ValueError(f"detector {t.value!r} works on one column, not on embeddings")
+        cls = {
+            DetectorType.CHI2: Chi2,
+            DetectorType.KL: KLDivergence,
+            DetectorType.JS: JensenShannon,
+            DetectorType.PSI: PSI,
+        }[t]
+        common: dict[str, Any] = {
+            "window": window,
+            "evaluate_every": evaluate_every,
+            "value_kind": kind,
+            "bins": config.bins or DEFAULT_BINS,
+            "nan_policy": nan_policy,
+        }
+        ref = _need_reference(config, reference)
+        if cls is Chi2:
+            return Chi2(ref, alpha=config.alpha if config.alpha is not None else 0.01, **common)
+        return cls(ref, threshold=config.threshold, **common)
+    if t is DetectorType.RELATIVE_MSE:
+        return RelativeMSE(
+            _need_reference(config, reference),
+            window=window,
+            evaluate_every=evaluate_every,
+            min_increase=config.threshold if config.threshold is not None else 0.2,
+            alpha=config.alpha if config.alpha is not None else 0.01,
+            nan_policy=nan_policy,
+        )
+    if t is DetectorType.ERROR_RATE:
+        return ErrorRateIncrease(
+            _need_reference(config, reference),
+            window=window,
+            evaluate_every=evaluate_every,
+            min_increase=config.threshold if config.threshold is not None else 0.05,
+            alpha=config.alpha if config.alpha is not None else 0.01,
+            nan_policy=nan_policy,
+        )
+    if t in (DetectorType.MMD, DetectorType.NM_DDM):
+        cls = MMD if t is DetectorType.MMD else NMDDM
+        return cls(
+            _need_reference(config, reference),
+            window=min(window, MAX_EMBEDDING_WINDOW),
+            evaluate_every=evaluate_every,
+            alpha=config.alpha if config.alpha is not None else 0.01,
+            permutations=config.permutations or DEFAULT_PERMUTATIONS,
+            seed=seed,
+            nan_policy=nan_policy,
+        )
+    raise ValueError(f"detector type {t.value!r} has no implementation")  # pragma: no cover
 
 
 def detector_from_state(state: dict[str, Any]) -> Detector:
