@@ -2,16 +2,18 @@
 # Installs the pinned Prometheus, promtool and Alertmanager (versions.env) into
 #   ${DRIFTWARDEN_CACHE:-$HOME/.cache/driftwarden}/prometheus-<v>/bin/{prometheus,promtool}
 #   ${DRIFTWARDEN_CACHE:-$HOME/.cache/driftwarden}/alertmanager-<v>/bin/{alertmanager,amtool}
-# from Debian's packages: `apt-get download` + `dpkg -x`, so nothing is installed
-# system-wide and no service is started. Idempotent: a finished install (its
-# `.complete` marker) is reused; an interrupted one is redone.
+# Prometheus comes from Debian's package (`apt-get download` + `dpkg -x`: nothing is
+# installed system-wide, no service is started). Alertmanager is built from its Go
+# module: Debian's binary loads its default notification template from
+# /usr/share/prometheus/alertmanager, which only a system-wide install provides.
+# Idempotent: a finished install (its `.complete` marker) is reused; an interrupted one
+# is redone.
 set -euo pipefail
+# shellcheck disable=SC2034  # read by dw_log/dw_die in lib.sh
 DW_TOOL=prometheus
-# shellcheck source=lib.sh
+# shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1 ||
-  dw_die "apt-get and dpkg are needed to fetch the Debian packages prometheus=$PROMETHEUS_DEB_VERSION and prometheus-alertmanager=$ALERTMANAGER_DEB_VERSION; on another system put prometheus, promtool and alertmanager binaries into $(dw_tool_dir prometheus "$PROMETHEUS_VERSION")/bin and $(dw_tool_dir alertmanager "$ALERTMANAGER_VERSION")/bin and touch .complete in each"
 
 # dw_apt_download PACKAGE VERSION DEST -> the .deb of PACKAGE=VERSION in DEST (runs
 # `apt-get update` once when the package index does not list that version yet).
@@ -38,6 +40,9 @@ dw_install_deb() {
     dw_log "$tool $version already installed in $dir"
     return 0
   fi
+  if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg >/dev/null 2>&1; then
+    dw_die "apt-get and dpkg are needed to fetch the Debian package $pkg=$deb_version; on another system put ${bins[*]} into $dir/bin and touch $dir/.complete"
+  fi
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' RETURN
   dw_log "fetching Debian package $pkg=$deb_version"
@@ -57,5 +62,28 @@ dw_install_deb() {
 
 dw_install_deb prometheus "$PROMETHEUS_VERSION" prometheus "$PROMETHEUS_DEB_VERSION" \
   prometheus:prometheus promtool:promtool
-dw_install_deb alertmanager "$ALERTMANAGER_VERSION" prometheus-alertmanager "$ALERTMANAGER_DEB_VERSION" \
-  prometheus-alertmanager:alertmanager amtool:amtool
+# dw_install_alertmanager -> alertmanager and amtool built from the pinned Go module.
+dw_install_alertmanager() {
+  local dir gobin
+  dir="$(dw_tool_dir alertmanager "$ALERTMANAGER_VERSION")"
+  if dw_is_complete "$dir" alertmanager amtool; then
+    dw_log "alertmanager $ALERTMANAGER_VERSION already installed in $dir"
+    return 0
+  fi
+  dw_require_go 1.23
+  rm -rf "$dir"
+  gobin="$dir/bin.partial"
+  mkdir -p "$gobin"
+  dw_log "building alertmanager and amtool $ALERTMANAGER_VERSION from the Go module (a few minutes)"
+  GOBIN="$gobin" CGO_ENABLED=0 go install -trimpath \
+    -ldflags "-s -w -X github.com/prometheus/common/version.Version=${ALERTMANAGER_VERSION#v}" \
+    "github.com/prometheus/alertmanager/cmd/alertmanager@$ALERTMANAGER_VERSION" \
+    "github.com/prometheus/alertmanager/cmd/amtool@$ALERTMANAGER_VERSION" ||
+    dw_die "go install of alertmanager $ALERTMANAGER_VERSION failed (see above); check that the Go module proxy is reachable"
+  mv "$gobin" "$dir/bin"
+  "$dir/bin/alertmanager" --version >/dev/null 2>&1 || dw_die "$dir/bin/alertmanager does not run on this machine"
+  dw_mark_complete "$dir"
+  dw_log "installed alertmanager $ALERTMANAGER_VERSION into $dir"
+}
+
+dw_install_alertmanager
