@@ -49,13 +49,13 @@ class HostPathProvisioner:
 
     def __init__(
         self,
-        api_client: client.ApiClient,
+        core_v1: client.CoreV1Api,
         storage_class: str,
         root: Path,
         *,
         watch_seconds: int = 3,
     ) -> None:
-        self._core = client.CoreV1Api(api_client)
+        self._core = core_v1
         self.storage_class = storage_class
         self.root = root
         self._watch_seconds = watch_seconds

@@ -393,8 +393,11 @@ class ControlPlane:
                         storage_class_manifest(STORAGE_CLASS)
                     )
                     self._provisioner_client = self.api_client()
+                    # Its own client: the provisioner thread outlives `api`.
                     self._provisioner = HostPathProvisioner(
-                        self._provisioner_client, STORAGE_CLASS, self.workdir / "volumes"
+                        client.CoreV1Api(self._provisioner_client),
+                        STORAGE_CLASS,
+                        self.workdir / "volumes",
                     )
                     self._provisioner.start()
             with self._phase("service-accounts"):
