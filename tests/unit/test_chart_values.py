@@ -161,3 +161,54 @@ def test_values_are_camel_case():
         if any(path.startswith(p + ".") for p in PASSTHROUGH):
             continue
         assert re.fullmatch(r"[a-z][A-Za-z0-9]*", last), f"{path} is not camelCase"
+
+
+README = CHART / "README.md"
+TABLE_START = "<!-- values table: generated from values.yaml by tests/unit/test_chart_values.py -->"
+TABLE_END = "<!-- end of values table -->"
+
+
+def values_table(text: str) -> str:
+    """Return the README's values table: every documented key, its default and its comment."""
+    rows = ["| key | default | description |", "|---|---|---|"]
+    stack: list[tuple[int, str]] = []
+    comment: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            body = stripped.lstrip("#").strip()
+            comment.append(body.removeprefix("-- "))
+            continue
+        match = _KEY_LINE.match(line)
+        if not match:
+            if not stripped:
+                comment = []
+            continue
+        indent = len(match["indent"])
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = ".".join([k for _, k in stack] + [match["key"]])
+        stack.append((indent, match["key"]))
+        inside_passthrough = any(path.startswith(p + ".") for p in PASSTHROUGH)
+        if comment and comment[0] and not inside_passthrough:
+            node: Any = VALUES
+            for part in path.split("."):
+                node = node[part]
+            is_group = isinstance(node, dict) and path not in PASSTHROUGH and node
+            if not is_group:
+                default = json.dumps(node, separators=(", ", ": "))
+                text_ = " ".join(comment).replace("|", "\\|")
+                rows.append(f"| `{path}` | `{default}` | {text_} |")
+        comment = []
+    return "\n".join(rows)
+
+
+def test_readme_values_table_is_up_to_date():
+    expected = values_table(VALUES_TEXT)
+    text = README.read_text()
+    assert TABLE_START in text and TABLE_END in text, f"{README} lacks the table markers"
+    current = text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
+    assert current == expected, (
+        f"{README}'s values table is stale; replace the block between the markers with:\n\n"
+        f"{expected}\n"
+    )
