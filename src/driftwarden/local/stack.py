@@ -309,7 +309,7 @@ class LocalStack:
             "model-server",
             self.model_command(self.python, self.model_port),
             log_path=self.log_dir / "model-server.log",
-            health_url=f"{self.model_url}/metrics",
+            health_url=f"{self.model_url}/readyz",
             env=self._env(
                 DRIFTWARDEN_SERVER__HOST="127.0.0.1",
                 DRIFTWARDEN_SERVER__PORT=str(self.model_port),
@@ -369,9 +369,19 @@ class LocalStack:
             for ordinal in range(self.spec.workers.shards):
                 self._workers[ordinal] = self._launch(f"worker-{ordinal}", self._worker_process(ordinal))
             self._launch("model-server", self._model_process())
-            self._launch("prometheus", self._prometheus_process())
             for process in list(self._processes.values()):
                 process.wait_healthy(self.start_timeout)
+            # Prometheus last: scraping shards that are still restoring would record
+            # them as down and raise shard alerts the moment the stack starts.
+            # Rules are loaded only once every target has been scraped: Prometheus needs
+            # a few seconds to turn its config into targets, and rules evaluated before
+            # then see no shards at all.
+            rules = (self.config_dir / RULES_FILE).read_text(encoding="utf-8")
+            self._write_yaml(self.config_dir / RULES_FILE, {"groups": []})
+            self._launch("prometheus", self._prometheus_process()).wait_healthy(self.start_timeout)
+            self._wait_for_targets(self.start_timeout)
+            (self.config_dir / RULES_FILE).write_text(rules, encoding="utf-8")
+            self.reload_prometheus()
             log.info(
                 "local stack %s/%s up: model %s, prometheus %s, alertmanager %s, %d shards, logs in %s",
                 self.namespace, self.name, self.model_url, self.prometheus_url,
@@ -381,6 +391,30 @@ class LocalStack:
             self.stop()
             raise
         return self
+
+    def _wait_for_targets(self, timeout: float) -> None:
+        expected = 1 + len(self._workers)
+        deadline = time.monotonic() + timeout
+        health: list[tuple[str, str, str]] = []
+        while time.monotonic() < deadline:
+            targets = self._prom_get("/api/v1/targets", {"state": "active"})["activeTargets"]
+            health = [(t["scrapeUrl"], t["health"], t.get("lastError", "")) for t in targets]
+            if len(health) >= expected and all(h == "up" for _, h, _ in health):
+                return
+            time.sleep(0.25)
+        raise ProcessError(
+            f"Prometheus did not scrape all {expected} targets within {timeout:.0f} s: {health}; "
+            f"see {self.log_dir}"
+        )
+
+    def reload_prometheus(self) -> None:
+        """Make Prometheus re-read prometheus.yml and the rule file (``/-/reload``)."""
+        response = self._http.post(self.prometheus_url + "/-/reload")
+        if response.status_code != 200:
+            raise ProcessError(
+                f"Prometheus refused to reload its configuration: HTTP {response.status_code} "
+                f"{response.text[:300]}; see {self.log_dir / 'prometheus.log'}"
+            )
 
     def _launch(self, key: str, process: ManagedProcess) -> ManagedProcess:
         self._processes[key] = process
