@@ -535,3 +535,49 @@ async def test_settings_with_a_shard_map_build_the_sender(tmp_path):
             text = (await client.get("/metrics")).text
     assert sample_value(text, names.M_EMISSION_ENABLED) == 1
     assert sample_value(text, names.M_SENDER_QUEUE, monitor="ns/m") > 0  # nobody acknowledged
+
+
+class SlowModel:
+    """Iris-shaped model that takes a while per call, so requests queue behind it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.rows = 0
+
+    def predict(self, frame):
+        import time
+
+        time.sleep(self.seconds)
+        self.rows += len(frame)
+        return np.asarray(["virginica"] * len(frame), dtype=object)
+
+    def predict_proba(self, frame):
+        return None
+
+    def embed(self, frame):
+        return None
+
+
+async def test_shutdown_answers_queued_requests_then_drains_the_emitter():
+    iris = load_bundle("builtin://iris")
+    model = SlowModel(0.05)
+    slow = Bundle(iris.path, iris.manifest, model)
+    emitter = RecordingEmitter()
+    recs = records(iris.reference.head(12), iris)
+    app = create_app(settings(max_batch_rows=4), bundle=slow, emitter=emitter)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://model") as client:
+        async with app.router.lifespan_context(app):
+            pending = [asyncio.create_task(client.post("/predict", json=r)) for r in recs]
+            batcher = app.state.driftwarden.batcher
+            for _ in range(500):  # until every request is queued (the first batch runs)
+                if batcher.submitted == len(recs):
+                    break
+                await asyncio.sleep(0.005)
+            assert batcher.submitted == len(recs) and model.rows < len(recs)
+        # The lifespan has closed: every request that was queued got its answer.
+        answers = await asyncio.gather(*pending)
+        assert [a.status_code for a in answers] == [200] * 12
+        assert model.rows == 12
+        assert (await client.post("/predict", json=recs[0])).status_code == 503
+    assert emitter.stopped and len(emitter.emitted_ids()) == 12

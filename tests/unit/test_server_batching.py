@@ -178,3 +178,17 @@ def test_ids_are_unique_per_process_and_match_the_feedback_pattern():
     ids = a.take(1000) + b.take(1000)
     assert len(set(ids)) == 2000
     assert all(re.match(PREDICTION_ID_PATTERN, i) for i in ids)
+
+
+async def test_stop_fails_what_a_hung_model_never_answers():
+    model = RecordingModel()
+    model.gate.clear()  # the first call blocks (up to 5 s)
+    batcher = await started(model, max_rows=1, max_wait=0.0)
+    first = asyncio.create_task(batcher.submit(cols(1), 1))
+    queued = asyncio.create_task(batcher.submit(cols(2), 1))
+    await asyncio.sleep(0.02)
+    await batcher.stop(timeout=0.1)
+    for task in (first, queued):
+        with pytest.raises(RuntimeError, match="stopped before answering"):
+            await task
+    model.gate.set()

@@ -80,12 +80,16 @@ class MicroBatcher:
         self.max_wait = max_wait
         self._on_batch = on_batch
         self.ids = ids or IdFactory()
-        self._queue: asyncio.Queue[_Item] | None = None
+        self._queue: asyncio.Queue[_Item | None] | None = None  # None: stop marker
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._carry: _Item | None = None
+        self._inflight: list[_Item] = []
+        self._closing = False
+        self._stop_seen = False
         self._last_requests = 0
-        self.batches = 0
+        self.batches = 0  # model calls made
+        self.submitted = 0  # requests accepted into the queue
 
     @property
     def running(self) -> bool:
@@ -96,36 +100,66 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftwarden-model")
         self._task = asyncio.create_task(self._run(), name="driftwarden-micro-batcher")
 
-    async def stop(self) -> None:
-        """Answer what is queued, then stop the batching task and the model thread."""
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Answer every request already queued, then stop the task and the model thread.
+
+        Requests submitted after ``stop`` begins are refused. Requests still unanswered
+        after ``timeout`` seconds (a model call that hangs) fail with RuntimeError.
+        """
         if self._task is None:
             return
         assert self._queue is not None
-        while (not self._queue.empty() or self._carry is not None) and self.running:
-            await asyncio.sleep(0.005)
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        self._closing = True
+        self._queue.put_nowait(None)  # behind everything queued: the loop ends there
+        done, _ = await asyncio.wait({self._task}, timeout=timeout)
+        if not done:
+            log.error(
+                "model calls did not finish within %.0fs of shutdown; failing the rest", timeout
+            )
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._fail_pending(RuntimeError("the model server stopped before answering"))
         self._task = None
         if self._executor is not None:
-            self._executor.shutdown(wait=True)
+            # A hung model call cannot be interrupted; do not block the loop on it.
+            self._executor.shutdown(wait=bool(done), cancel_futures=True)
             self._executor = None
+
+    def _fail_pending(self, exc: Exception) -> None:
+        items = [self._carry, *self._inflight]
+        assert self._queue is not None
+        while not self._queue.empty():
+            items.append(self._queue.get_nowait())
+        for item in items:
+            if item is not None and not item.future.done():
+                item.future.set_exception(exc)
+        self._carry, self._inflight = None, []
 
     async def submit(
         self, columns: dict[str, list[Any]], rows: int
     ) -> tuple[list[str], np.ndarray]:
         """Return ``(prediction ids, predictions)`` for ``rows`` rows of ``columns``."""
-        if self._queue is None or not self.running:
+        if self._queue is None or not self.running or self._closing:
             raise RuntimeError("the model is not loaded yet (server starting or stopping)")
         future: asyncio.Future[tuple[list[str], np.ndarray]] = (
             asyncio.get_running_loop().create_future()
         )
         self._queue.put_nowait(_Item(columns, rows, future))
+        self.submitted += 1
         return await future
 
     async def _next_batch(self) -> list[_Item]:
+        """Return the next batch; empty once the stop marker is reached and nothing is left."""
         assert self._queue is not None
-        first = self._carry or await self._queue.get()
+        first = self._carry
         self._carry = None
+        if first is None:
+            if self._stop_seen:
+                return []
+            first = await self._queue.get()
+            if first is None:
+                self._stop_seen = True
+                return []
         batch, rows = [first], first.rows
         # Closed-loop clients answered together come back together: expect as many
         # requests as the last batch held, and wait (bounded) only for those.
@@ -142,6 +176,9 @@ class MicroBatcher:
                     item = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
+            if item is None:
+                self._stop_seen = True  # nothing was queued after it: finish this batch
+                break
             if rows + item.rows > self.max_rows:
                 self._carry = item  # first in the next batch: order is kept
                 break
@@ -154,7 +191,10 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
+            if not batch:
+                return  # stop marker reached: everything queued before it is answered
             live = [item for item in batch if not item.future.done()]  # drop cancelled
+            self._inflight = live
             if not live:
                 continue
             columns = _concat([item.columns for item in live], self._features)
@@ -177,6 +217,7 @@ class MicroBatcher:
                 if not item.future.done():
                     item.future.set_result((ids[start:end], predictions[start:end]))
                 start = end
+            self._inflight = []
             if self._on_batch is not None:
                 # After the answers: monitoring never delays a response.
                 try:
