@@ -130,6 +130,9 @@ def test_report_page_renders_in_headless_chromium(tmp_path):
     page = synthetic_report(tmp_path / "report")
     rendered = dom(page)
     assert 'data-feature="carat"' in rendered and 'data-feature="cut"' in rendered
-    assert "DRIFT, 4.2 s after the drift point, at row 2300, detector ks" in rendered
+    assert (
+        "DRIFT, first flagged 4.2 s after the drift point (row 2300), last ks p=1e-09" in rendered
+    )
+    assert "no drift detected (last chi2 p=0.4)" in rendered
     png = screenshot(page, tmp_path / "report.png")
     assert_drawn(png)

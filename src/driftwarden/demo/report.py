@@ -184,19 +184,24 @@ def _timeline_plot(timeline: Timeline) -> Figure | None:
 
 
 def _verdict_text(v: FeatureVerdict) -> str:
+    # The p-value is the latest one the workers export; "first flagged" is when the
+    # stream's drift flag first showed up in Prometheus. Both are labelled as such,
+    # since a stream may drop below the decision rule again after being flagged.
+    last_p = (
+        f"last {v.detector + ' ' if v.detector else ''}p={v.p_value:.2g}"
+        if v.p_value is not None and math.isfinite(v.p_value)
+        else ""
+    )
     if not v.drifted:
-        if v.p_value is not None and math.isfinite(v.p_value):
-            return f"no drift detected ({v.detector or 'lowest'} p={v.p_value:.2g})"
-        return "no drift detected"
+        return "no drift detected" + (f" ({last_p})" if last_p else "")
     parts = ["DRIFT"]
     if v.first_drift_seconds is not None:
-        parts.append(f"{v.first_drift_seconds:.1f} s after the drift point")
-    if v.first_drift_row is not None:
-        parts.append(f"at row {v.first_drift_row}")
-    if v.detector:
-        parts.append(f"detector {v.detector}")
-    if v.p_value is not None and math.isfinite(v.p_value):
-        parts.append(f"p={v.p_value:.2g}")
+        when = f"first flagged {v.first_drift_seconds:.1f} s after the drift point"
+        if v.first_drift_row is not None:
+            when += f" (row {v.first_drift_row})"
+        parts.append(when)
+    if last_p:
+        parts.append(last_p)
     return ", ".join(parts)
 
 
