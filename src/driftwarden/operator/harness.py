@@ -148,11 +148,12 @@ class FakeWorkerStatus:
 
 @contextlib.contextmanager
 def run_operator(env: Mapping[str, str], *, kubeconfig: Path | None = None,
-                 timeout: float = 60.0, quiet: bool = False) -> Iterator[Any]:
+                 timeout: float = 60.0, quiet: bool = False,
+                 namespaces: list[str] | None = None) -> Iterator[Any]:
     """Run the operator in a KopfRunner thread with ``env`` set; yield the runner.
 
     ``quiet`` keeps kopf to warnings (a log line per handled event costs real time
-    at hundreds of monitors).
+    at hundreds of monitors). ``namespaces`` limits it to those (default: all).
     """
     from kopf.testing import KopfRunner
 
@@ -163,7 +164,9 @@ def run_operator(env: Mapping[str, str], *, kubeconfig: Path | None = None,
     if kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(kubeconfig)
     try:
-        args = ["run", "--all-namespaces", "--standalone", *(["--quiet"] if quiet else []),
+        scope = ([f"--namespace={ns}" for ns in namespaces] if namespaces
+                 else ["--all-namespaces"])
+        args = ["run", *scope, "--standalone", *(["--quiet"] if quiet else []),
                 "-m", HANDLERS_MODULE]
         with KopfRunner(args, timeout=timeout) as runner:
             yield runner
