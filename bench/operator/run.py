@@ -93,8 +93,7 @@ def _idle_writes(settle: float = 3.0) -> int:
     last, quiet_since = operator_writes(), time.monotonic()
     deadline = time.monotonic() + 120
     while time.monotonic() - quiet_since < settle and time.monotonic() < deadline:
-        # Listing hundreds of monitors costs CPU in this very process (the operator's).
-        time.sleep(max(0.5, n / 200))
+        time.sleep(0.5)
         now = operator_writes()
         if now != last:
             last, quiet_since = now, time.monotonic()
