@@ -22,6 +22,7 @@ Writes bench/results/workers.json and prints a table. ``python -m bench workers`
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import os
 import shutil
@@ -301,26 +302,44 @@ def recovery(plan: MonitorPlan, root: Path, bodies: list[bytes], values_target: 
 # ---------------------------------------------------------------------------- main
 
 
+def _phase(name: str, fn: Any, *args: Any) -> Any:
+    print(f"  {name} ...", flush=True)
+    started = time.perf_counter()
+    # a phase stuck for minutes prints every thread's stack, so a hang explains itself
+    faulthandler.dump_traceback_later(240, exit=False)
+    try:
+        return fn(*args)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        print(f"  {name}: {time.perf_counter() - started:.1f}s", flush=True)
+
+
 def main() -> dict[str, Any]:
     rng = np.random.default_rng(7)
     bodies = _batches(rng, 900)
     tmp = Path(tempfile.mkdtemp(prefix="dw-bench-workers-"))
+    load_before = os.getloadavg()[0]
     try:
         meta = LocalShards(tmp / "meta", SPEC, _streams(np.random.default_rng(0)), 1)
         plan = _plan(meta.root)
-        det = detectors_only(plan, bodies)
-        core_off = ingest_inprocess(plan, None, bodies)
-        core_on = ingest_inprocess(plan, tmp / "core-wal", bodies)
-        http = ingest_http(tmp / "http", bodies)
+        det = _phase("detectors alone", detectors_only, plan, bodies)
+        core_off = _phase("in-process, WAL off", ingest_inprocess, plan, None, bodies)
+        core_on = _phase("in-process, WAL on", ingest_inprocess, plan, tmp / "core-wal", bodies)
+        http = _phase("HTTP, WAL on/off", ingest_http, tmp / "http", bodies)
         http_off, http_on = http["off"], http["on"]
-        via_sender = sender_throughput(tmp / "sender")
-        rec = recovery(plan, tmp, bodies)
-        pause = reshard_pause(tmp / "reshard")
+        via_sender = _phase("through the Sender", sender_throughput, tmp / "sender")
+        rec = _phase("recovery", recovery, plan, tmp, bodies)
+        pause = _phase("reshard 3->5 under load", reshard_pause, tmp / "reshard")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     out = {
-        "machine": {"cpus": os.cpu_count(), "note": "2 shared cores; other engineers' jobs run concurrently"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg()[0],
+            "note": "shared cores; other jobs run concurrently, so absolute rates vary run to run",
+        },
         "config": {"streams": FEATURES, "values_per_batch": FEATURES * VALUES_PER_SEGMENT, "in_flight": IN_FLIGHT,
                    "detector": "ks (window 1000, evaluate every 100)", "fsync": "always"},
         "ingest": {

@@ -121,7 +121,8 @@ class LocalShards:
         for k in range(self.map.shards):
             self.wait_healthy(k)
 
-    def wait_healthy(self, ordinal: int, timeout: float = 60.0) -> None:
+    def wait_healthy(self, ordinal: int, timeout: float = 240.0) -> None:
+        """Wait for ``/healthz``; the timeout is generous because shared CI machines can be slow."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             proc = self.procs[ordinal]
