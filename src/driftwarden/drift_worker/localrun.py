@@ -187,7 +187,7 @@ class LocalShards:
     def status(self, ordinal: int) -> dict[str, Any]:
         return httpx.get(self.url(ordinal) + "/status", timeout=30.0).json()
 
-    def wait_settled(self, timeout: float = 60.0) -> float:
+    def wait_settled(self, timeout: float = 180.0) -> float:
         """Wait until no shard has handoffs in flight; return the seconds it took."""
         started = time.monotonic()
         while time.monotonic() - started < timeout:
