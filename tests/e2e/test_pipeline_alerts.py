@@ -262,6 +262,17 @@ def test_every_dashboard_query_returns_data(run: Run) -> None:
     run.report["dashboard_queries_with_data"] = len(queries)
 
 
+def test_recorded_series_stay_within_the_documented_budget(run: Run) -> None:
+    """docs/alerts.md: recording rules add 3 series per stream, 1 per shard, 11 per monitor."""
+    stack = run.stack
+    [streams] = stack.query(f'count(driftwarden:stream_drift:max{{namespace="{NAMESPACE}",monitor="{NAME}"}})')
+    [recorded] = stack.query(f'count({{__name__=~"driftwarden:.+",namespace="{NAMESPACE}",monitor="{NAME}"}})')
+    s, r = int(streams["value"][1]), int(recorded["value"][1])
+    run.report["streams"], run.report["recorded_series"] = s, r
+    assert s >= 11  # 9 features, prediction, performance
+    assert r <= 3 * s + SPEC.workers.shards + 11, (s, r)
+
+
 def test_killing_a_shard_alerts_and_restarting_resolves(run: Run) -> None:
     stack = run.stack
     killed = time.time()

@@ -9,7 +9,7 @@ Recording rules keep the dashboards and alerts cheap: every expensive expression
 (aggregating per-detector series, rates over histograms) is evaluated once per
 interval. Series budget per monitor, with S streams and D detectors per stream:
 the raw worker export is about S x (D x 2 + 4) series; the recording rules add
-3 x S per-stream series plus a constant 15 monitor-level series (docs/alerts.md).
+3 x S per-stream series, N per-shard series and 11 monitor-level ones (docs/alerts.md).
 
 Scoping: worker series are selected by the ``namespace`` target label and the
 exported ``monitor`` label; model-server series by ``namespace`` and the scrape job
