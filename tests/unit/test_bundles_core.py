@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from pydantic import ValidationError
+from threadpoolctl import threadpool_limits
 
 from driftwarden.bundles import Bundle, BundleError, load_bundle
 from driftwarden.bundles.bundle import BUNDLES_DIR_ENV, resolve_uri
@@ -22,6 +23,14 @@ from driftwarden.bundles.manifest import BundleManifest, FeatureSpec
 from driftwarden.bundles.train import BUILTIN, recipe_fingerprint, train_bundle
 
 ALL = sorted(BUILTIN)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_native_thread():
+    # As the server runs models (DRIFTWARDEN_SERVER__MODEL_THREADS=1): OpenMP and BLAS
+    # pools spinning on a shared 2-core machine make small predictions seconds slow.
+    with threadpool_limits(limits=1):
+        yield
 
 
 @pytest.fixture(scope="module", params=ALL)

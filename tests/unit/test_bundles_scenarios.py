@@ -6,11 +6,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from threadpoolctl import threadpool_limits
 
 from driftwarden.bundles import load_bundle
 from driftwarden.bundles.scenarios import SCENARIOS, scenario, scenarios_for
 
 N, AT = 1200, 600
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_native_thread():
+    # As the server runs models (DRIFTWARDEN_SERVER__MODEL_THREADS=1): OpenMP and BLAS
+    # pools spinning on a shared 2-core machine make small predictions seconds slow.
+    with threadpool_limits(limits=1):
+        yield
 
 
 @pytest.fixture(scope="module")

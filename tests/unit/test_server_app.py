@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from threadpoolctl import threadpool_limits
 
 from driftwarden.bundles import Bundle, load_bundle
 from driftwarden.bundles.train import BUILTIN
@@ -30,6 +31,14 @@ from driftwarden.model_server.app import create_app
 from driftwarden.model_server.settings import ServerOptions, Settings
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_native_thread():
+    # As the server runs models (DRIFTWARDEN_SERVER__MODEL_THREADS=1): OpenMP and BLAS
+    # pools spinning on a shared 2-core machine make small predictions seconds slow.
+    with threadpool_limits(limits=1):
+        yield
 
 
 @pytest.fixture

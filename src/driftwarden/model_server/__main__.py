@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from driftwarden.bundles.bundle import BundleError, resolve_uri
@@ -30,6 +31,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def limit_native_threads(threads: int) -> None:
+    """Cap the native thread pools (OpenMP, BLAS, torch) of this process to ``threads``.
+
+    Process-wide, so only the server's entry point calls it: libraries already loaded
+    are capped now, the ones the bundle loads later read the environment.
+    """
+    from threadpoolctl import threadpool_limits
+
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    threadpool_limits(limits=threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the server until SIGTERM/SIGINT; return 2 on a configuration error."""
     args = _parser().parse_args(argv)
@@ -54,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"driftwarden serve: {exc}", file=sys.stderr)
         return 2
 
+    limit_native_threads(settings.server.model_threads)
     import uvicorn
 
     from driftwarden.model_server.app import create_app

@@ -49,6 +49,13 @@ class ServerOptions(BaseModel):
         "while fewer requests than the last batch held have arrived, so a lone client never "
         "waits.",
     )
+    model_threads: int = Field(
+        1,
+        ge=1,
+        description="Native threads (OpenMP, BLAS, torch) a model call may use. One suits a "
+        "pod with about one CPU, where extra threads only contend with the event loop; "
+        "scale with replicas.",
+    )
     drain_timeout_s: float = Field(
         5.0, ge=0, description="On shutdown, how long the sender may flush buffered values."
     )
