@@ -26,6 +26,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from driftwarden.common import names
+from driftwarden.drift_worker.detectors.base import DetectorResult
+from driftwarden.drift_worker.detectors.decision import decide as decide_streams
 from driftwarden.drift_worker.shard import FROZEN, LIVE, ShardWorker
 from driftwarden.drift_worker.streams import bucket_counts
 
@@ -45,49 +47,43 @@ class Row:
 
     stream: str
     detector: str
-    statistic: float
-    p_value: float | None
-    drift: bool
-    n_seen: int
+    result: DetectorResult
     values_total: int
 
+    @property
+    def statistic(self) -> float:
+        return float(self.result.statistic)
 
-def benjamini_hochberg(p_values: list[float], q: float, m: int | None = None) -> list[bool]:
-    """Return which hypotheses BH rejects at false-discovery rate ``q`` among ``m`` tests.
+    @property
+    def p_value(self) -> float | None:
+        return self.result.p_value
 
-    ``m`` may exceed ``len(p_values)``: tests whose p-values live on other shards
-    count as not significant (p = 1), which keeps the procedure valid (BH is
-    monotone in the p-values) at some cost in power.
-    """
-    total = max(m or 0, len(p_values))
-    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
-    cutoff = -1
-    for rank, i in enumerate(order, start=1):
-        if p_values[i] <= q * rank / total:
-            cutoff = rank
-    rejected = [False] * len(p_values)
-    for rank, i in enumerate(order, start=1):
-        if rank <= cutoff:
-            rejected[i] = True
-    return rejected
+    @property
+    def drift(self) -> bool:
+        return bool(self.result.drift)
+
+    @property
+    def n_seen(self) -> int:
+        return int(self.result.n_seen)
 
 
 def decide(rows: list[Row], *, method: str, fdr: float, min_samples: int, tests_in_monitor: int) -> dict[tuple[str, str], bool]:
-    """Return the drift flag of each (stream, detector) after the gate and multiple testing."""
-    flags: dict[tuple[str, str], bool] = {}
-    tested = [r for r in rows if r.p_value is not None and not math.isnan(r.p_value)]
-    if method == "benjaminiHochberg" and tested:
-        rejected = benjamini_hochberg([r.p_value for r in tested], fdr, tests_in_monitor)  # type: ignore[misc]
-        significant = {(r.stream, r.detector): ok for r, ok in zip(tested, rejected, strict=True)}
-    elif method == "bonferroni":
-        bound = fdr / max(1, tests_in_monitor)
-        significant = {(r.stream, r.detector): r.p_value <= bound for r in tested}  # type: ignore[operator]
-    else:
-        significant = {(r.stream, r.detector): True for r in tested}
-    for r in rows:
-        gate = r.values_total >= min_samples
-        flags[(r.stream, r.detector)] = bool(r.drift and gate and significant.get((r.stream, r.detector), True))
-    return flags
+    """Return the drift flag of each (stream, detector) under the monitor's decision rules.
+
+    The rules are the detectors package's (:func:`detectors.decision.decide`: minimum
+    samples, then BH / Bonferroni over the tests that report p-values). A shard holds
+    only some of the monitor's tests; the others count as not significant (p = 1),
+    which keeps the procedure valid (BH is monotone in the p-values) at some cost in
+    power, and makes m the monitor's number of tests, as on a single shard.
+    """
+    results: dict[Any, DetectorResult] = {(r.stream, r.detector): r.result for r in rows}
+    tested = sum(1 for r in rows if r.p_value is not None and r.result.evaluated)
+    if method != "none":
+        absent = DetectorResult(statistic=0.0, p_value=1.0, threshold=fdr, drift=False, n_seen=max(min_samples, 1))
+        for i in range(max(0, tests_in_monitor - tested)):
+            results[("", f"on-another-shard-{i}")] = absent
+    decisions = decide_streams(results, method=method, fdr=fdr, min_samples=min_samples)
+    return {(r.stream, r.detector): decisions[(r.stream, r.detector)].drift for r in rows}
 
 
 def collect_rows(worker: ShardWorker) -> list[Row]:
@@ -99,9 +95,7 @@ def collect_rows(worker: ShardWorker) -> list[Row]:
                 continue
             for det_name, det in st.detectors.items():
                 r = det.result
-                rows.append(
-                    Row(name, det_name, float(r.statistic), r.p_value, bool(r.drift), int(r.n_seen), st.values_total)
-                )
+                rows.append(Row(name, det_name, r, st.values_total))
     return rows
 
 
