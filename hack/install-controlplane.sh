@@ -33,9 +33,8 @@ build_kubernetes() {
   mkdir -p "$work" "$dir/bin"
 
   dw_log "downloading k8s.io/kubernetes@$v go.mod"
-  gomod="$(cd "$work" && go mod download -json "k8s.io/kubernetes@$v" |
-    sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",*$/\1/p')"
-  [[ -f $gomod ]] || dw_die "go mod download k8s.io/kubernetes@$v gave no go.mod; is $v a published tag? (go list -m -versions k8s.io/kubernetes)"
+  gomod="$(dw_go_mod_download "k8s.io/kubernetes@$v" GoMod)"
+  [[ -f $gomod ]] || dw_die "go mod download k8s.io/kubernetes@$v gave no go.mod at $gomod"
   dw_require_go "$(dw_go_mod_line go "$gomod")"
 
   minor="${v#v1.}"; minor="${minor%%.*}"
@@ -155,7 +154,7 @@ build_kwok() {
   # defaults), so keep the module's own "fast" stages beside it: nodes become Ready
   # with lease heartbeats; pods become Running/Ready, complete, and are deleted.
   local src stage
-  src="$(cd "$dir" && go mod download -json "sigs.k8s.io/kwok@$v" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')"
+  src="$(dw_go_mod_download "sigs.k8s.io/kwok@$v" Dir)"
   [[ -d $src/kustomize/stage ]] || dw_die "sigs.k8s.io/kwok@$v source has no kustomize/stage folder; the stage layout changed, update build_kwok"
   mkdir -p "$dir/stages"
   for stage in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \

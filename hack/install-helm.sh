@@ -18,7 +18,7 @@ started=$SECONDS
 dw_log "building $v (a few minutes on a cold Go cache)"
 rm -rf "$dir"
 mkdir -p "$dir/bin"
-src="$(cd "$dir" && go mod download -json "helm.sh/helm/v$major@$v" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')"
+src="$(dw_go_mod_download "helm.sh/helm/v$major@$v" Dir)"
 [[ -f $src/go.mod ]] || dw_die "go mod download helm.sh/helm/v$major@$v failed; check HELM_VERSION against 'go list -m -versions helm.sh/helm/v$major'"
 dw_require_go "$(dw_go_mod_line go "$src/go.mod")"
 

@@ -20,8 +20,7 @@ command -v go >/dev/null 2>&1 || dw_die "the Go toolchain is not on PATH; it fet
 dw_log "fetching github.com/prometheus-operator/prometheus-operator@$v"
 rm -rf "$dir"
 mkdir -p "$dir/crds"
-src="$(cd "$dir" && go mod download -json "github.com/prometheus-operator/prometheus-operator@$v" |
-  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')"
+src="$(dw_go_mod_download "github.com/prometheus-operator/prometheus-operator@$v" Dir)"
 [[ -d $src/example/prometheus-operator-crd ]] ||
   dw_die "github.com/prometheus-operator/prometheus-operator@$v has no example/prometheus-operator-crd folder; check PROMETHEUS_OPERATOR_VERSION against 'go list -m -versions github.com/prometheus-operator/prometheus-operator'"
 install -m 0644 "$src"/example/prometheus-operator-crd/*.yaml "$dir/crds/"

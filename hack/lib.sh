@@ -55,3 +55,18 @@ dw_require_go() {
 
 # dw_go_mod_line KEY GOMOD -> prints the value of a top-level `go`/`godebug`/`toolchain` line.
 dw_go_mod_line() { awk -v k="$1" '$1 == k { $1 = ""; sub(/^ /, ""); print; exit }' "$2"; }
+
+# dw_go_mod_download MODULE@VERSION FIELD -> prints FIELD ("Dir" or "GoMod") of
+# `go mod download -json`, or dies with Go's own error (e.g. an unknown version).
+dw_go_mod_download() {
+  local spec=$1 field=$2 json value
+  # Outside any module, so a go.mod in the caller's directory cannot interfere.
+  json="$(cd / && go mod download -json "$spec" 2>&1)" || true
+  value="$(printf '%s\n' "$json" | sed -n "s/^[[:space:]]*\"$field\": \"\\(.*\\)\",*\$/\\1/p")"
+  if [[ -z $value ]]; then
+    local err
+    err="$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Error": "\(.*\)",*$/\1/p')"
+    dw_die "go mod download $spec failed: ${err:-$json}; check the pin in versions.env against 'go list -m -versions ${spec%@*}'"
+  fi
+  printf '%s\n' "$value"
+}
