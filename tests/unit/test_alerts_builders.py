@@ -21,7 +21,7 @@ from driftwarden.testing.tools import prometheus_operator_crds
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "alerts.md"
 
 
-class _CrdLoader(yaml.SafeLoader):
+class _CrdLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: 10x faster on CRDs
     """PyYAML reads a bare ``=`` as the obscure !!value tag; CRDs use it as a string."""
 
 
