@@ -24,23 +24,37 @@ from driftwarden.drift_worker.streams import JoinConfig, StreamSpec
 MONITOR = "ns/demo"
 
 
+CATEGORIES = ("a", "b", "c", "d")
+
+
 def factory(stream: StreamSpec) -> dict[str, Any]:
-    """KS (windowed) on every stream, plus IKS on numeric features: stateful, exact detectors."""
-    configs = [DetectorConfig(type=DetectorType.KS, alpha=0.05)]
-    if stream.kind == "numeric":
-        configs.append(DetectorConfig(type=DetectorType.IKS))
+    """Stateful detectors of every family: windowed KS and IKS on numeric features,
+    chi2 and PSI on categorical ones, KS and relative MSE plus Page-Hinkley on errors."""
+    if stream.kind == "categorical":
+        configs = [DetectorConfig(type=DetectorType.CHI2), DetectorConfig(type=DetectorType.PSI)]
+        kind = "categorical"
+    elif stream.kind == "performance":
+        configs = [DetectorConfig(type=DetectorType.KS, alpha=0.05), DetectorConfig(type=DetectorType.RELATIVE_MSE),
+                   DetectorConfig(type=DetectorType.PAGE_HINKLEY)]
+        kind = "numeric"
+    else:
+        configs = [DetectorConfig(type=DetectorType.KS, alpha=0.05), DetectorConfig(type=DetectorType.IKS)]
+        kind = "numeric"
     return {
-        c.type.value: make_detector(c, reference=stream.reference, kind="numeric", window=60, evaluate_every=15)
+        c.type.value: make_detector(c, reference=stream.reference, kind=kind, window=60, evaluate_every=15)
         for c in configs
     }
 
 
-def make_plan(n_numeric: int, *, performance: bool = True, seed: int = 0) -> MonitorPlan:
+def make_plan(n_numeric: int, *, performance: bool = True, seed: int = 0, categorical: int = 1) -> MonitorPlan:
     rng = np.random.default_rng(seed)
     streams = {
         names.feature_stream(f"f{i}"): StreamSpec(names.feature_stream(f"f{i}"), "numeric", rng.normal(size=120))
         for i in range(n_numeric)
     }
+    for i in range(categorical if performance else 0):
+        name = names.feature_stream(f"c{i}")
+        streams[name] = StreamSpec(name, "categorical", list(rng.choice(CATEGORIES, size=120)), categories=CATEGORIES)
     if performance:
         streams[names.STREAM_PERFORMANCE] = StreamSpec(
             names.STREAM_PERFORMANCE, "performance", rng.random(120), task="regression"
@@ -79,6 +93,10 @@ class Feed:
                         {"id": labelled, "v": self.rng.normal(size=len(labelled))},
                     )
                 )
+            elif spec.kind == "categorical":
+                p = [0.25] * 4 if self.step <= 12 else [0.55, 0.15, 0.15, 0.15]
+                values = [str(x) for x in self.rng.choice(CATEGORIES, size=n, p=p)]
+                segs.append(wire.Segment(name, self.seq, wire.KIND_VALUES, float(self.step), {"v": values}))
             else:
                 shift = 0.8 if self.step > 12 else 0.0
                 segs.append(
@@ -114,7 +132,7 @@ def run(
         cluster.close()
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n_numeric=st.integers(1, 7), seed=st.integers(0, 10_000), shards=st.integers(2, 5), eager=st.booleans())
 def test_sharded_equals_unsharded_across_reshards(n_numeric: int, seed: int, shards: int, eager: bool) -> None:
     plan = make_plan(n_numeric, seed=seed)
