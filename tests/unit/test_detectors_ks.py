@@ -67,28 +67,41 @@ def test_kswindow_equals_scipy_at_every_evaluation(data, every, alternative, met
 
 
 @HSETTINGS
-@given(data=samples(), alternative=st.sampled_from(["two-sided", "less", "greater"]))
-def test_iks_equals_scipy_after_every_value(data, alternative):
+@given(
+    data=samples(),
+    alternative=st.sampled_from(["two-sided", "less", "greater"]),
+    alpha=st.sampled_from([0.001, 0.05, 0.3]),
+)
+def test_iks_equals_scipy_after_every_value(data, alternative, alpha):
     ref, stream, window = data
-    det = IKS(ref, window=window, alpha=0.05, alternative=alternative, method="exact")
+    det = IKS(ref, window=window, alpha=alpha, alternative=alternative, method="exact")
     ev = det.update_many(stream)
     assert ev.position.tolist() == list(range(window, len(stream) + 1))
     # scipy at up to 30 evenly spread steps (every step is checked against
     # KSWindow(evaluate_every=1) below, which is itself checked against scipy).
     picks = np.unique(np.linspace(0, len(ev) - 1, num=min(len(ev), 30)).astype(int))
-    for pos, stat, p in zip(ev.position[picks], ev.statistic[picks], ev.p_value[picks]):
+    for i in picks:
+        pos = ev.position[i]
         r = ss.ks_2samp(ref, stream[pos - window : pos], alternative=alternative, method="exact")
-        assert stat == r.statistic
-        assert p == r.pvalue
+        assert ev.statistic[i] == r.statistic
+        assert ev.drift[i] == (r.pvalue < alpha)  # per-step alarm via the critical h
+    if len(ev):
+        r = ss.ks_2samp(ref, stream[-window:], alternative=alternative, method="exact")
+        assert ev.p_value[-1] == det.result.p_value == r.pvalue
+        assert np.isnan(ev.p_value[:-1]).all()
 
 
 @HSETTINGS
-@given(data=samples())
-def test_iks_matches_kswindow_evaluated_every_value(data):
+@given(data=samples(), alpha=st.sampled_from([0.001, 0.01, 0.2]))
+def test_iks_matches_kswindow_evaluated_every_value(data, alpha):
     ref, stream, window = data
-    ks = KSWindow(ref, window=window, evaluate_every=1)
-    iks = IKS(ref, window=window, alpha=ks.alpha)
-    assert ks.update_many(stream) == iks.update_many(stream)
+    ks = KSWindow(ref, window=window, evaluate_every=1, alpha=alpha)
+    iks = IKS(ref, window=window, alpha=alpha)
+    a, b = ks.update_many(stream), iks.update_many(stream)
+    assert np.array_equal(a.position, b.position)
+    assert np.array_equal(a.statistic, b.statistic)
+    assert np.array_equal(a.drift, b.drift)
+    assert ks.result == iks.result
 
 
 def test_iks_asymptotic_statistic_within_one_ulp_of_scipy():
@@ -103,7 +116,8 @@ def test_iks_asymptotic_statistic_within_one_ulp_of_scipy():
         r = ss.ks_2samp(ref, stream[pos - 100 : pos])
         i = int(pos - ev.position[0])
         np.testing.assert_allclose(ev.statistic[i], r.statistic, rtol=1e-14)
-        np.testing.assert_allclose(ev.p_value[i], r.pvalue, rtol=1e-12)
+    r = ss.ks_2samp(ref, stream[-100:])
+    np.testing.assert_allclose(det.result.p_value, r.pvalue, rtol=1e-12)
 
 
 @pytest.mark.parametrize("cls", [KSWindow, IKS])

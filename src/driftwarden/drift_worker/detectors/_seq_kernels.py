@@ -493,3 +493,25 @@ def adwin(
         sc[9] = 1.0 if detected else 0.0
         stat[t] = total / width if width > 0.0 else 0.0
         drift[t] = detected
+
+
+# ----------------------------------------------------------------------------- validation
+@njit(cache=True, nogil=True)
+def scan_batch(arr, domain):
+    """One pass over a batch: (non-finite count, first non-finite index, out-of-domain
+    count among finite values, first such index). domain: 0 real, 1 {0, 1}, 2 [0, 1]."""
+    n_bad_f = 0
+    first_f = -1
+    n_bad_d = 0
+    first_d = -1
+    for i in range(arr.shape[0]):
+        x = arr[i]
+        if not math.isfinite(x):
+            n_bad_f += 1
+            if first_f < 0:
+                first_f = i
+        elif domain == 1 and x != 0.0 and x != 1.0 or domain == 2 and (x < 0.0 or x > 1.0):
+            n_bad_d += 1
+            if first_d < 0:
+                first_d = i
+    return n_bad_f, first_f, n_bad_d, first_d

@@ -340,7 +340,11 @@ class IKS(_KSBase):
 
     The statistic is ``h / lcm(n, W)`` — exactly scipy's statistic in exact mode;
     in asymptotic mode scipy's float may differ in the last bit. p-values are
-    scipy's, cached by ``h``. Testing after every value: ``alpha`` is a per-step
+    scipy's; to keep every step O(log n), ``Evaluations.p_value`` carries the exact
+    p-value for a batch's last step only (NaN before it) and ``result.p_value``
+    is always exact, while the per-step alarm ``p < alpha`` is decided as
+    ``h >= h*``, the smallest h whose p-value is below alpha (p is monotone in
+    h; found once by bisection). Testing after every value: ``alpha`` is a per-step
     level, not a false-alarm rate — choose it for the run length you can
     tolerate, or use :class:`KSWindow` with a coarser ``evaluate_every``.
 
@@ -375,6 +379,7 @@ class IKS(_KSBase):
         n1, n2 = self._reference.size, self.window
         self._g = math.gcd(n1, n2)
         self._lcm = (n1 // self._g) * n2
+        self._h_crit: int | None = None
         self._reset_tree()
 
     def _reset_tree(self) -> None:
@@ -410,17 +415,44 @@ class IKS(_KSBase):
             s = np.maximum(smax, smin)
         h = s // self._g
         stats = h / self._lcm
-        pvals = np.empty(h.size)
-        uniq_h, inverse = np.unique(h, return_inverse=True)
+        # p is non-increasing in h, so "p < alpha" is "h >= critical h", found once;
+        # the exact scipy p-value is computed for the batch's last step only (a
+        # per-step p-value would cost one exact distribution per distinct h).
+        drift = (h >= self._critical_h()) & (stats >= self.min_effect)
+        pvals = np.full(h.size, np.nan)
+        if h.size:
+            pvals[-1] = self._p_of_h(int(h[-1]))
+            self._result = DetectorResult(
+                statistic=float(stats[-1]),
+                p_value=float(pvals[-1]),
+                threshold=self.alpha,
+                drift=bool(drift[-1]),
+                n_seen=int(positions[-1]),
+                effect_size=float(stats[-1]),
+                sample_size=self.window,
+            )
+        return Evaluations(positions, stats, pvals, drift, self.alpha)
+
+    def _p_of_h(self, h: int) -> float:
         n1, n2 = self._reference.size, self.window
-        table = np.array(
-            [
-                ks_2samp_pvalue(n1, n2, float(hh) / self._lcm, self.alternative, self.method)[1]
-                for hh in uniq_h
-            ]
-        )
-        pvals = table[inverse] if h.size else pvals
-        return self._finish(positions, stats, pvals)
+        return ks_2samp_pvalue(n1, n2, h / self._lcm, self.alternative, self.method)[1]
+
+    def _critical_h(self) -> int:
+        """Smallest h whose p-value is below alpha (lcm + 1 when none is)."""
+        if self._h_crit is None:
+            lo, hi = 0, self._lcm + 1  # invariant: p(lo) >= alpha, p(hi) < alpha (hi virtual)
+            if not self._p_of_h(self._lcm) < self.alpha:  # NaN (n = m = 1, asymptotic): never
+                self._h_crit = self._lcm + 1
+                return self._h_crit
+            hi = self._lcm
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if self._p_of_h(mid) < self.alpha:
+                    hi = mid
+                else:
+                    lo = mid
+            self._h_crit = hi
+        return self._h_crit
 
     def _load_window(self, values: np.ndarray) -> None:
         self._reset_tree()

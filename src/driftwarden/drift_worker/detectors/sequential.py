@@ -59,27 +59,30 @@ class _Sequential(Detector):
         """Whether the latest value put the detector in its warning zone."""
         return self._result.warning
 
+    _DOMAIN_CODES: ClassVar[dict[str, int]] = {"real": 0, "binary": 1, "unit": 2}
+
     def _validated(self, values: Any) -> np.ndarray:
         name = f"{type(self).__name__}.update_many"
         arr = as_numeric_batch(values, owner=name)
-        arr, dropped = drop_non_finite(arr, owner=name, nan_policy=self.nan_policy)
-        if self._DOMAIN == "binary":
-            bad = (arr != 0.0) & (arr != 1.0)
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
+        # one compiled pass finds non-finite and out-of-domain values; the batch is
+        # refused before any state changes
+        n_nonfinite, _, n_bad, first_bad = K.scan_batch(arr, self._DOMAIN_CODES[self._DOMAIN])
+        dropped = 0
+        if n_nonfinite:
+            arr, dropped = drop_non_finite(arr, owner=name, nan_policy=self.nan_policy)
+            n_nonfinite, _, n_bad, first_bad = K.scan_batch(arr, self._DOMAIN_CODES[self._DOMAIN])
+        if n_bad:
+            i = int(first_bad)
+            if self._DOMAIN == "binary":
                 raise DetectorInputError(
                     f"{name}: expects an error stream of 0 (correct) and 1 (error); got "
-                    f"{arr[i]!r} at index {i} ({int(bad.sum())} value(s) outside {{0, 1}}); "
+                    f"{arr[i]!r} at index {i} ({int(n_bad)} value(s) outside {{0, 1}}); "
                     "the batch was not applied"
                 )
-        elif self._DOMAIN == "unit":
-            bad = (arr < 0.0) | (arr > 1.0)
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise DetectorInputError(
-                    f"{name}: expects values in [0, 1] (error indicators or bounded losses); got "
-                    f"{arr[i]!r} at index {i}; the batch was not applied"
-                )
+            raise DetectorInputError(
+                f"{name}: expects values in [0, 1] (error indicators or bounded losses); got "
+                f"{arr[i]!r} at index {i}; the batch was not applied"
+            )
         self._n_dropped += dropped
         return arr
 
