@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -424,7 +426,10 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     # A zombie awaiting its reaper counts as gone.
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
     return state != "Z"
 
 
@@ -467,3 +472,78 @@ def test_a_component_that_dies_at_startup_is_reported(
     assert "disk on fire" in message
     assert str(tmp_path / "work" / "logs" / "etcd.log") in message
     assert plane.pids == {}  # nothing was left running
+
+
+def test_a_port_taken_during_startup_is_retried_on_new_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from driftwarden.testing import controlplane as module
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    real_free_port = module._free_port
+    handed = iter([taken])  # the first port handed out (etcd's) is already bound
+    monkeypatch.setattr(module, "_free_port", lambda: next(handed, None) or real_free_port())
+    try:
+        with ControlPlane(tmp_path, nodes=1, install_crds=False, provision_volumes=False) as plane:
+            assert plane.ports["etcd"] != taken
+            assert plane.kubectl("get", "nodes", "-o", "name").stdout.split() == [
+                "node/kwok-node-0"
+            ]
+    finally:
+        squatter.close()
+    assert "address already in use" in (tmp_path / "logs.failed-1" / "etcd.log").read_text()
+
+
+def test_developer_cli_up_and_down(tmp_path: Path) -> None:
+    cli = [sys.executable, "-m", "driftwarden.testing.controlplane"]
+    workdir = tmp_path / "cp"
+    up = subprocess.run(
+        [*cli, "up", "--workdir", str(workdir), "--nodes", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    try:
+        assert up.returncode == 0, up.stderr
+        assert f"export KUBECONFIG={workdir / 'kubeconfig'}" in up.stdout
+        state = json.loads((workdir / "controlplane.json").read_text())
+        assert all(_pid_alive(pid) for pid in state["pids"].values())
+        nodes = subprocess.run(
+            [
+                str(tools.tool_path("kubectl")),
+                "--kubeconfig",
+                str(workdir / "kubeconfig"),
+                "get",
+                "nodes",
+                "-o",
+                "name",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert nodes.stdout.split() == ["node/kwok-node-0"]
+        again = subprocess.run(
+            [*cli, "up", "--workdir", str(workdir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert again.returncode == 1 and "already runs" in again.stderr
+    finally:
+        down = subprocess.run(
+            [*cli, "down", "--workdir", str(workdir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert down.returncode == 0, down.stderr
+    assert not any(_pid_alive(pid) for pid in [state["supervisor"], *state["pids"].values()])
+    assert not (workdir / "controlplane.json").exists()

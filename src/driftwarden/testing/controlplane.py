@@ -76,6 +76,8 @@ DEFAULT_CRD_KINDS: tuple[str, ...] = (
     "alertmanagers",
 )
 _STATE_FILE = "controlplane.json"
+# Free ports are picked before the components bind them; another process may win one.
+_START_ATTEMPTS = 3
 # Not __name__: that is "__main__" when run with `python -m`.
 _MODULE = "driftwarden.testing.controlplane"
 
@@ -279,17 +281,25 @@ class ControlPlane:
         with self._lock:
             if self._components:
                 raise ControlPlaneError("this ControlPlane is already started; stop() it first")
-            _LIVE.add(self)
-            try:
-                self._start()
-            except BaseException:
-                # Keep a temporary workdir: the component logs explain the failure.
-                self._stop_locked(keep_workdir=True)
-                if self._given_workdir is None and self.workdir is not None:
-                    log.error(
-                        "control plane failed to start; logs kept in %s", self.workdir / "logs"
-                    )
-                raise
+            for attempt in range(1, _START_ATTEMPTS + 1):
+                _LIVE.add(self)
+                try:
+                    self._start()
+                    break
+                except BaseException as exc:
+                    # Keep a temporary workdir: the component logs explain the failure.
+                    self._stop_locked(keep_workdir=True)
+                    if "address already in use" in str(exc) and attempt < _START_ATTEMPTS:
+                        # Another process took a port between _free_port() and bind().
+                        log.warning("a port was taken during startup; retrying on new ports")
+                        self._reset_workdir(attempt)
+                        continue
+                    if self._given_workdir is None and self.workdir is not None:
+                        log.error(
+                            "control plane failed to start; logs kept in %s",
+                            self.workdir / "logs",
+                        )
+                    raise
         return self
 
     def stop(self) -> None:
@@ -300,6 +310,7 @@ class ControlPlane:
     # -- startup --------------------------------------------------------------------
 
     def _start(self) -> None:
+        self.timings = {}
         started = time.monotonic()
         deadline = started + self.startup_timeout
         binaries = {
@@ -477,6 +488,12 @@ class ControlPlane:
                 f"no prometheus-operator CRD for {unknown}; available: {sorted(by_kind)}"
             )
         return [by_kind[kind] for kind in self.crd_kinds]
+
+    def _reset_workdir(self, attempt: int) -> None:
+        workdir = self._require_workdir()
+        shutil.rmtree(workdir / "etcd", ignore_errors=True)
+        if (workdir / "logs").exists():
+            (workdir / "logs").rename(workdir / f"logs.failed-{attempt}")
 
     def _phase(self, name: str) -> _Phase:
         return _Phase(self.timings, name)
