@@ -51,6 +51,13 @@ M_WORKER_BATCHES = "driftwarden_worker_batches_total"
 M_WORKER_LAST_INGEST = "driftwarden_worker_last_ingest_timestamp_seconds"
 M_FEATURE_LIVE = "driftwarden_feature_live"  # histogram over reference-quantile buckets
 M_FEATURE_REFERENCE = "driftwarden_feature_reference"
+M_WORKER_HANDOFFS = "driftwarden_worker_handoffs_total"  # label direction: in|out|timeout
+M_WORKER_PENDING_HANDOFFS = "driftwarden_worker_pending_handoffs"  # direction: outgoing|awaiting
+M_WORKER_WAL_BYTES = "driftwarden_worker_wal_bytes"
+M_WORKER_RECOVERY_SECONDS = "driftwarden_worker_recovery_seconds"
+M_WORKER_REJECTED_VALUES = "driftwarden_worker_rejected_values_total"
+M_LABEL_JOIN = "driftwarden_label_join_total"  # outcome: joined|expired_prediction|unmatched_label
+M_LABEL_JOIN_PENDING = "driftwarden_label_join_pending"  # kind: predictions|labels
 # model server
 M_REQUESTS = "driftwarden_model_requests_total"
 M_REQUEST_LATENCY = "driftwarden_model_request_duration_seconds"

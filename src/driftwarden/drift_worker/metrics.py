@@ -31,14 +31,13 @@ from driftwarden.drift_worker.detectors.decision import decide as decide_streams
 from driftwarden.drift_worker.shard import FROZEN, LIVE, ShardWorker
 from driftwarden.drift_worker.streams import bucket_counts
 
-# Worker metrics beyond the shared ones in driftwarden.common.names.
-M_WORKER_HANDOFFS = "driftwarden_worker_handoffs_total"
-M_WORKER_PENDING_HANDOFFS = "driftwarden_worker_pending_handoffs"
-M_WORKER_WAL_BYTES = "driftwarden_worker_wal_bytes"
-M_WORKER_RECOVERY_SECONDS = "driftwarden_worker_recovery_seconds"
-M_WORKER_REJECTED_VALUES = "driftwarden_worker_rejected_values_total"
-M_LABEL_JOIN = "driftwarden_label_join_total"
-M_LABEL_JOIN_PENDING = "driftwarden_label_join_pending"
+M_WORKER_HANDOFFS = names.M_WORKER_HANDOFFS
+M_WORKER_PENDING_HANDOFFS = names.M_WORKER_PENDING_HANDOFFS
+M_WORKER_WAL_BYTES = names.M_WORKER_WAL_BYTES
+M_WORKER_RECOVERY_SECONDS = names.M_WORKER_RECOVERY_SECONDS
+M_WORKER_REJECTED_VALUES = names.M_WORKER_REJECTED_VALUES
+M_LABEL_JOIN = names.M_LABEL_JOIN
+M_LABEL_JOIN_PENDING = names.M_LABEL_JOIN_PENDING
 
 
 @dataclass(frozen=True)
