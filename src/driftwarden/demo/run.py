@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +128,20 @@ class ModelClient:
             )
 
 
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)")
+
+
+def _timestamp(rfc3339: str) -> float | None:
+    """Return unix seconds of a Prometheus RFC 3339 time (nanosecond fractions allowed)."""
+    match = _RFC3339.fullmatch(rfc3339)
+    if match is None:
+        return None
+    seconds, fraction, zone = match.groups()
+    # datetime takes at most microseconds; Prometheus writes nanoseconds.
+    text = seconds + (f".{fraction[:6]}" if fraction else "") + zone
+    return datetime.fromisoformat(text).timestamp()
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
@@ -175,10 +191,14 @@ class PipelineWatch:
             for alert in self.stack.alerts():
                 if alert.name != self.alert.name:
                     continue
+                # Prometheus' own clock, not our polling: activeAt is when the alert
+                # went pending; it fires once it has held for `for:` (to within one
+                # rule evaluation), which is before Alertmanager can hear of it.
+                active_at = _timestamp(alert.active_at) or now
                 if self.alert.pending_at is None:
-                    self.alert.pending_at = now
+                    self.alert.pending_at = active_at
                 if alert.state == "firing" and self.alert.firing_at is None:
-                    self.alert.firing_at = now
+                    self.alert.firing_at = active_at + self.stack.for_seconds()
             self.last_error = ""
         except (httpx.HTTPError, RuntimeError) as exc:
             # Prometheus may be between scrapes or restarting its rule evaluation; the
