@@ -292,3 +292,26 @@ def test_killing_a_shard_alerts_and_restarting_resolves(run: Run) -> None:
         what="the shard-down resolved post",
     )
     run.report["restart_to_resolved_seconds"] = round(time.time() - restarted, 1)
+
+
+def test_scaling_out_and_back_keeps_every_stream_and_raises_no_alert(run: Run) -> None:
+    """`kubectl scale driftmonitor --replicas` locally: 3 -> 4 -> 3 shards under traffic."""
+    stack = run.stack
+    before = {a.name for a in stack.alerts()}
+    started = time.monotonic()
+    assert stack.scale(4).shards == 4
+    run.report["scale_3_to_4_seconds"] = round(time.monotonic() - started, 1)
+    owned = stack.query(f'sum(driftwarden_worker_owned_streams{{namespace="{NAMESPACE}"}})')
+    assert owned and int(float(owned[0]["value"][1])) == 11, owned
+    time.sleep(stack.for_seconds() + 3)
+    assert not {a.name for a in stack.alerts()} - before, [(a.name, a.state) for a in stack.alerts()]
+    started = time.monotonic()
+    assert stack.scale(3).epoch == stack.shard_map.epoch
+    run.report["scale_4_to_3_seconds"] = round(time.monotonic() - started, 1)
+    time.sleep(stack.for_seconds() + 3)
+    new = {a.name for a in stack.alerts()} - before
+    assert not new, [(a.name, a.state, dict(a.labels)) for a in stack.alerts()]
+    up = stack.query(f'count(up{{namespace="{NAMESPACE}",job="{NAME}-workers"}} == 1)')
+    assert int(up[0]["value"][1]) == 3
+    features = stack.query(f'driftwarden:monitor_features:count{{namespace="{NAMESPACE}"}}')
+    assert int(float(features[0]["value"][1])) == 9

@@ -148,8 +148,9 @@ class LocalStack:
         self.prometheus_port = free_port()
         self.alertmanager_port = free_port()
         self._processes: dict[str, ManagedProcess] = {}
-        self._epoch = 1
-        self._shards = spec.workers.shards
+        self._shard_map = ShardMap(
+            monitor=f"{namespace}/{name}", epoch=1, shards=spec.workers.shards
+        )
         self._workers: dict[int, ManagedProcess] = {}
         self._started = False
         self._previous_sigterm: Any = None
@@ -228,8 +229,7 @@ class LocalStack:
             name=self.name, namespace=self.namespace, uid="local", generation=1, labels={},
             spec=self.spec,
         )
-        shard_map = ShardMap(monitor=monitor.key, epoch=self._epoch, shards=self._shards)
-        data = build_config_map(monitor, OperatorSettings(), shard_map)["data"]
+        data = build_config_map(monitor, OperatorSettings(), self._shard_map)["data"]
         return data[CM_MONITOR], data[CM_SHARDMAP]
 
     def alertmanager_spec(self) -> dict[str, Any]:
@@ -392,14 +392,14 @@ class LocalStack:
             raise
         return self
 
-    def _wait_for_targets(self, timeout: float) -> None:
-        expected = 1 + len(self._workers)
+    def _wait_for_targets(self, timeout: float, expected: int | None = None) -> None:
+        expected = 1 + len(self._workers) if expected is None else expected
         deadline = time.monotonic() + timeout
         health: list[tuple[str, str, str]] = []
         while time.monotonic() < deadline:
             targets = self._prom_get("/api/v1/targets", {"state": "active"})["activeTargets"]
             health = [(t["scrapeUrl"], t["health"], t.get("lastError", "")) for t in targets]
-            if len(health) >= expected and all(h == "up" for _, h, _ in health):
+            if len(health) == expected and all(h == "up" for _, h, _ in health):
                 return
             time.sleep(0.25)
         raise ProcessError(
@@ -473,6 +473,69 @@ class LocalStack:
         self._workers[ordinal] = self._processes[f"worker-{ordinal}"] = process
         process.start()
         process.wait_healthy(timeout or self.start_timeout)
+
+    @property
+    def shard_map(self) -> ShardMap:
+        """Return the shard map currently published to workers and the model server."""
+        return self._shard_map
+
+    def scale(self, shards: int, *, timeout: float | None = None) -> ShardMap:
+        """Reshard to ``shards`` workers, as ``kubectl scale driftmonitor`` does; return the new map.
+
+        Growing starts the new shards first; then the next-epoch shard map is written
+        (the model server's sender and the workers poll it) and pushed to every shard,
+        Prometheus gets the new targets and rules, and, when shrinking, the removed
+        shards are stopped once every handoff has completed.
+        """
+        timeout = timeout or self.start_timeout
+        old = self._shard_map.shards
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1, got {shards}")
+        if shards > old + SPARE_WORKER_PORTS or shards > self.spec.workers.shards + SPARE_WORKER_PORTS:
+            raise ValueError(
+                f"this stack reserved ports for at most {self.spec.workers.shards + SPARE_WORKER_PORTS} "
+                f"shards; start a new LocalStack for {shards}"
+            )
+        for ordinal in range(old, shards):
+            self._workers[ordinal] = self._launch(f"worker-{ordinal}", self._worker_process(ordinal))
+        for ordinal in range(old, shards):
+            self._workers[ordinal].wait_healthy(timeout)
+        self._shard_map = self._shard_map.advance(shards)
+        self.spec = self.spec.model_copy(
+            update={"workers": self.spec.workers.model_copy(update={"shards": shards})}
+        )
+        self.render()
+        body = self._shard_map.model_dump_json()
+        for ordinal in range(max(old, shards)):
+            response = self._http.put(f"{self.worker_url(ordinal)}/v1/shardmap", content=body)
+            if response.status_code >= 300:
+                raise ProcessError(
+                    f"shard {ordinal} refused shard map epoch {self._shard_map.epoch}: HTTP "
+                    f"{response.status_code} {response.text[:300]}"
+                )
+        self._wait_settled(range(max(old, shards)), timeout)
+        # Prometheus drops removed shards' targets before they stop, so a scale-down
+        # never looks like a shard going down.
+        self.reload_prometheus()
+        self._wait_for_targets(timeout, expected=1 + shards)
+        for ordinal in range(shards, old):
+            self._workers.pop(ordinal).stop()
+            self._processes.pop(f"worker-{ordinal}", None)
+        return self._shard_map
+
+    def _wait_settled(self, ordinals: range, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending: dict[int, Any] = {}
+        while time.monotonic() < deadline:
+            pending = {}
+            for ordinal in ordinals:
+                doc = self._http.get(f"{self.worker_url(ordinal)}/v1/handoff").json()
+                if doc.get("outgoing") or doc.get("awaiting"):
+                    pending[ordinal] = doc
+            if not pending:
+                return
+            time.sleep(0.2)
+        raise ProcessError(f"stream handoffs still pending after {timeout:.0f} s: {pending}")
 
     def process_logs(self) -> dict[str, str]:
         """Return the tail of every process's log, keyed by process name (for failure reports)."""
