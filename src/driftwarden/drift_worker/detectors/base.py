@@ -227,6 +227,13 @@ def as_numeric_batch(values: Any, *, owner: str) -> np.ndarray:
     objects and complex numbers are refused: a numeric detector fed categories
     is a configuration error that must not pass silently.
     """
+    if (
+        type(values) is np.ndarray
+        and values.dtype == np.float64
+        and values.ndim == 1
+        and values.flags.c_contiguous
+    ):
+        return values  # fast path: already what the kernels take (never mutated)
     if isinstance(values, np.ndarray):
         arr = values
     else:
@@ -349,7 +356,7 @@ class Detector(abc.ABC):
             "params": self._params(),
             "n_seen": self._n_seen,
             "n_dropped": self._n_dropped,
-            "result": encode_result(self._result),
+            "result": encode_result(self.result),
             "state": self._get_state(),
         }
 

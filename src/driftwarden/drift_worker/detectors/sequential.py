@@ -31,6 +31,8 @@ from .base import (
     initial_result,
 )
 
+_NAN_ROWS: dict[int, np.ndarray] = {}  # read-only NaN p-value columns, by batch length
+
 
 class _Sequential(Detector):
     """A detector whose state is one float64 vector, updated by a compiled kernel."""
@@ -43,6 +45,7 @@ class _Sequential(Detector):
     _st: np.ndarray
 
     def _init_common(self, nan_policy: str) -> None:
+        self._pending: tuple | None = None
         check_nan_policy(nan_policy, type(self).__name__)
         self.nan_policy = nan_policy
         self._n_seen = 0
@@ -57,7 +60,7 @@ class _Sequential(Detector):
     @property
     def warning_detected(self) -> bool:
         """Whether the latest value put the detector in its warning zone."""
-        return self._result.warning
+        return self.result.warning
 
     _DOMAIN_CODES: ClassVar[dict[str, int]] = {"real": 0, "binary": 1, "unit": 2}
 
@@ -98,23 +101,46 @@ class _Sequential(Detector):
         self._run(arr, stat, drift, warning)
         start = self._n_seen
         self._n_seen = start + n
-        self._result = DetectorResult(
-            statistic=float(stat[-1]),
-            p_value=None,
-            threshold=self.threshold,
-            drift=bool(drift[-1]),
-            n_seen=self._n_seen,
-            warning=bool(warning[-1]) if warning is not None else False,
-            sample_size=self._sample_size(),
-        )
+        # the DetectorResult is built on first access: most batches are never asked
+        self._pending = (stat, drift, warning, self._n_seen, self._sample_size())
+        nan = _NAN_ROWS.get(n)
+        if nan is None:
+            nan = np.full(n, np.nan)
+            nan.flags.writeable = False
+            if len(_NAN_ROWS) < 64:
+                _NAN_ROWS[n] = nan
         return Evaluations(
             position=np.arange(start + 1, start + n + 1, dtype=np.int64),
             statistic=stat,
-            p_value=np.full(n, np.nan),
+            p_value=nan,
             drift=drift,
             threshold=self.threshold,
             warning=warning,
         )
+
+    @property
+    def result(self) -> DetectorResult:
+        """The evaluation after the latest value (statistic NaN before the first)."""
+        if self._pending is not None:
+            stat, drift, warning, n_seen, sample_size = self._pending
+            self._result = DetectorResult(
+                statistic=float(stat[-1]),
+                p_value=None,
+                threshold=self.threshold,
+                drift=bool(drift[-1]),
+                n_seen=n_seen,
+                warning=bool(warning[-1]) if warning is not None else False,
+                sample_size=sample_size,
+            )
+            self._pending = None
+        return self._result
+
+    @property
+    def drift_detected(self) -> bool:
+        """Whether the latest value raised an alarm."""
+        if self._pending is not None:
+            return bool(self._pending[1][-1])
+        return self._result.drift
 
     def _run(self, arr: np.ndarray, stat: np.ndarray, drift: np.ndarray, warning) -> None:
         raise NotImplementedError
