@@ -131,7 +131,12 @@ def test_short_demo_detects_the_drift_alerts_and_reports(tmp_path):
     assert_drawn(png)
 
 
-def test_ctrl_c_stops_everything(tmp_path):
+@pytest.mark.parametrize(
+    "signum",
+    [signal.SIGINT, signal.SIGTERM],  # Ctrl-C in a terminal; a CI runner or `kill`
+    ids=["ctrl-c", "sigterm"],
+)
+def test_interrupt_stops_everything(tmp_path, signum):
     marker = uuid.uuid4().hex
     proc = start_demo(["--out", str(tmp_path / "demo")], marker)
     output = []
@@ -147,7 +152,7 @@ def test_ctrl_c_stops_everything(tmp_path):
         pytest.fail("the demo exited before its pipeline came up:\n" + "".join(output))
     assert processes_with_marker(marker), "the pipeline's processes should be running now"
     time.sleep(2)  # mid-traffic
-    proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the foreground process
+    proc.send_signal(signum)
     output.append(finish(proc, timeout=60))
     text = "".join(output)
     assert proc.returncode == 130, text
