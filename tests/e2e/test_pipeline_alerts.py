@@ -55,6 +55,7 @@ SPEC = DriftMonitorSpec.model_validate(
             "receivers": [
                 {"name": "discord", "discord": {"webhookSecretRef": {"name": "alerting", "key": "discord"}}},
                 {"name": "hook", "webhook": {"urlSecretRef": {"name": "alerting", "key": "hook"}}},
+                {"name": "slack", "slack": {"apiUrlSecretRef": {"name": "alerting", "key": "slack"}, "channel": "#ml"}},
             ],
         },
     }
@@ -238,10 +239,15 @@ def test_two_shifted_features_raise_data_drift_naming_them(run: Run) -> None:
     named = {f.strip() for f in drifting.split(",")}
     run.report["drifting_features_named"] = sorted(named)
     assert set(SHIFTED) <= named, embed["description"]
-    # The generic webhook gets the same alert.
+    # The generic webhook and Slack get the same alert; Slack's text carries the description.
     stack.receiver.wait_for(
         lambda n: n.kind == "webhook" and f"alertname={A_DATA_DRIFT}" in n.text, timeout=30, what="the webhook post"
     )
+    slack = stack.receiver.wait_for(
+        lambda n: n.kind == "slack" and "Data drift confirmed" in n.text, timeout=30, what="the Slack post"
+    )
+    assert slack.payload.get("channel") == "#ml"
+    assert all(feature in slack.text for feature in SHIFTED), slack.text
 
 
 def test_every_dashboard_query_returns_data(run: Run) -> None:
