@@ -163,3 +163,14 @@ def test_panel_queries_substitutes_longest_names_first() -> None:
     dashboard = {"panels": [{"title": "t", "targets": [{"refId": "A", "expr": "x{a=\"$stream\",b=\"${streams}\"}"}]}]}
     [query] = panel_queries(dashboard, {"stream": "S", "streams": "T"})
     assert query.expr == 'x{a="S",b="T"}'
+
+
+def test_sdk_targets_the_pinned_grafana() -> None:
+    """The installed grafana-foundation-sdk build is the one for versions.env's GRAFANA_VERSION."""
+    from importlib.metadata import version
+
+    from driftwarden.testing.tools import pinned
+
+    sdk = version("grafana-foundation-sdk").split("!")[-1]
+    grafana = pinned("GRAFANA_VERSION")
+    assert sdk.split(".")[:2] == grafana.split(".")[:2], (sdk, grafana)
