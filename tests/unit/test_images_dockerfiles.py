@@ -30,7 +30,7 @@ IMAGES = {  # folder -> the `driftwarden` sub-command its image runs
     "model_server": "serve",
     "drift_worker": "worker",
 }
-KIND_SCRIPTS = sorted((ROOT / "hack").glob("kind-*.sh"))
+SCRIPTS = sorted((ROOT / "hack").glob("kind-*.sh")) + [ROOT / "hack" / "install-chromium.sh"]
 
 
 @dataclass
@@ -276,7 +276,7 @@ def test_kind_install_pins_kube_prometheus_stack_and_wires_its_selectors():
     assert "grafana.sidecar.dashboards.searchNamespace=ALL" in script
 
 
-@pytest.mark.parametrize("script", KIND_SCRIPTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_shellcheck_passes(script):
     proc = subprocess.run(
         [str(BIN / "shellcheck"), "--external-sources", "--severity=style", str(script)],
