@@ -130,8 +130,14 @@ def make_detector(
             nan_policy=nan_policy,
         )
     if t is DetectorType.ADWIN:
+        # ADWIN's delta is a confidence: spec.delta if given, else alpha, else river's 0.002
+        adwin_delta = next(
+            (v for v in (config.delta, config.alpha) if v is not None), DEFAULT_ADWIN_DELTA
+        )
+        if not 0 < adwin_delta < 1:
+            raise ValueError(f"detector 'adwin': delta must be in (0, 1), got {adwin_delta!r}")
         return ADWIN(
-            delta=config.alpha if config.alpha is not None else DEFAULT_ADWIN_DELTA,
+            delta=adwin_delta,
             nan_policy=nan_policy,
         )
     if t in (DetectorType.CHI2, DetectorType.KL, DetectorType.JS, DetectorType.PSI):
