@@ -124,8 +124,10 @@ class WorkerService:
     async def shutdown(self) -> None:
         self._stopping = True
         for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            # cancel until done: a cancellation can be swallowed on Python 3.11
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
         try:
             await self._drain_handoffs()
         except Exception:
@@ -241,7 +243,8 @@ class WorkerService:
         backoff = 0.05
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_handoff.wait(), timeout=backoff if self.worker.frozen else 1.0)
+                async with asyncio.timeout(backoff if self.worker.frozen else 1.0):
+                    await self._wake_handoff.wait()
             self._wake_handoff.clear()
             try:
                 pending = self.worker.outgoing()

@@ -158,6 +158,7 @@ class Sender:
         self._seq = 0
         self._started = False
         self._stopped = False
+        self._closing = False
 
         self._acked = 0
         self._retries = 0
@@ -256,12 +257,15 @@ class Sender:
                 await asyncio.sleep(min(0.02, self.settings.flush_interval))
         finally:
             if self._task is not None:
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+                # Ask the loop to end rather than rely on cancelling it alone: on Python
+                # 3.11 a cancellation can be swallowed by a wait that completes at the
+                # same moment, which would leave stop() waiting for ever.
+                self._closing = True
+                self._poke()
+                await _finish(self._task, timeout=2.0)
                 self._task = None
             for task in list(self._inflight.values()):
-                task.cancel()
-            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+                await _finish(task, timeout=0.0)
             self._inflight.clear()
             if self._client is not None:
                 await self._client.aclose()
@@ -476,12 +480,15 @@ class Sender:
 
     async def _run(self) -> None:
         assert self._wake is not None
-        while True:
+        while not self._closing:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.flush_interval)
+                async with asyncio.timeout(self.settings.flush_interval):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
+            if self._closing:
+                return
             try:
                 self._reload_map_file()
                 self._dispatch()
@@ -612,6 +619,15 @@ class Sender:
                 self._acked += dropped
         if shed and dropped:
             self._count_shed(SHED_REJECTED, dropped, streams[0] if streams else "")
+
+
+async def _finish(task: asyncio.Task[Any], timeout: float) -> None:
+    """Let ``task`` end within ``timeout`` seconds, else cancel it until it does."""
+    if timeout > 0:
+        await asyncio.wait({task}, timeout=timeout)
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
