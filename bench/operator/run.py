@@ -70,6 +70,14 @@ def _counts(custom: Any, namespace: str) -> tuple[int, int]:
     return applied, ready
 
 
+class NotReady(RuntimeError):
+    """Not every monitor became Ready within READY_TIMEOUT."""
+
+    def __init__(self, ready: int, applied: int) -> None:
+        super().__init__(f"{ready} monitors Ready ({applied} applied) after {READY_TIMEOUT:.0f} s")
+        self.ready, self.applied = ready, applied
+
+
 def _wait_ready(custom: Any, namespace: str, n: int, started: float) -> tuple[float, float]:
     """Return seconds until every monitor's children were applied, and until all Ready."""
     applied_at = None
@@ -81,7 +89,7 @@ def _wait_ready(custom: Any, namespace: str, n: int, started: float) -> tuple[fl
         if ready >= n:
             return applied_at or now, now
         if now > READY_TIMEOUT:
-            raise TimeoutError(f"only {ready}/{n} monitors Ready after {READY_TIMEOUT:.0f} s")
+            raise NotReady(ready, applied)
         # Listing hundreds of monitors costs CPU in this very process (the operator's).
         time.sleep(max(0.5, n / 200))
 
@@ -100,6 +108,14 @@ def _idle_writes(settle: float = 3.0) -> int:
     start = operator_writes()
     time.sleep(RESYNC_SECONDS + 5)  # every daemon passes at least once
     return operator_writes() - start
+
+
+def _write_partial(rows: list[dict[str, Any]]) -> None:
+    # The operator runs in this process under click's CliRunner, which captures stdout
+    # until it stops; partial results go to the results file as they come.
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"benchmark": "operator", "partial": True, "sizes": rows},
+                                  indent=2) + "\n")
 
 
 def main() -> dict:
@@ -134,7 +150,14 @@ def main() -> dict:
             for n in sizes:
                 started = time.perf_counter()
                 _create_monitors(custom, namespaces[n], n)
-                applied_seconds, seconds = _wait_ready(custom, namespaces[n], n, started)
+                try:
+                    applied_seconds, seconds = _wait_ready(custom, namespaces[n], n, started)
+                except NotReady as exc:
+                    rows.append({"monitors": n, "timeout_seconds": READY_TIMEOUT,
+                                 "ready_at_timeout": exc.ready,
+                                 "applied_at_timeout": exc.applied})
+                    _write_partial(rows)
+                    break
                 total += n
                 writes = _idle_writes()
                 rss = _rss_bytes()
@@ -148,6 +171,7 @@ def main() -> dict:
                     "rss_mib": round(rss / 2**20, 1),
                     "rss_per_monitor_kib": round((rss - rss_before) / total / 1024, 1),
                 })
+                _write_partial(rows)
                 print(f"  {n:>4} monitors applied in {applied_seconds:6.1f} s, Ready in "
                       f"{seconds:6.1f} s; idle resync writes "
                       f"{writes}; RSS {rss / 2**20:.0f} MiB", flush=True)
@@ -162,7 +186,8 @@ def main() -> dict:
         assert runner.exit_code == 0 and runner.exception is None, runner.output[-2000:]
         api.close()
 
-    ours = rows[-1]["writes_per_monitor_per_resync"]
+    done = [r for r in rows if "seconds_to_ready" in r]
+    ours = done[-1]["writes_per_monitor_per_resync"] if done else None
     baseline = round(baseline_writes / baseline_n, 4)
     result = {
         "benchmark": "operator",
@@ -180,9 +205,10 @@ def main() -> dict:
             "writes_per_monitor_per_resync": baseline,
         },
         "ratios": {
-            "idle_writes_ours_over_baseline": round(ours / baseline, 4) if baseline else None,
-            "largest_n_seconds_per_100_monitors": round(
-                rows[-1]["seconds_to_ready"] / rows[-1]["monitors"] * 100, 2),
+            "idle_writes_ours_over_baseline": (round(ours / baseline, 4)
+                                               if baseline and ours is not None else None),
+            "largest_n_seconds_per_100_monitors": (round(
+                done[-1]["seconds_to_ready"] / done[-1]["monitors"] * 100, 2) if done else None),
         },
         "goals": {"seconds_to_ready_1000": 120, "writes_per_idle_resync": 0},
     }
@@ -190,6 +216,10 @@ def main() -> dict:
     print(f"{'monitors':>8} {'applied s':>10} {'ready s':>8} {'mon/s':>7} {'idle writes':>12} "
           f"{'RSS/monitor KiB':>16}")
     for row in rows:
+        if "seconds_to_ready" not in row:
+            print(f"{row['monitors']:>8} timed out: {row['ready_at_timeout']} Ready after "
+                  f"{row['timeout_seconds']:.0f} s")
+            continue
         print(f"{row['monitors']:>8} {row['seconds_to_children_applied']:>10} "
               f"{row['seconds_to_ready']:>8} "
               f"{row['monitors_per_second']:>7} {row['idle_resync_writes']:>12} "
