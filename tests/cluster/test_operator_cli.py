@@ -30,8 +30,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def operator_process(control_plane: ControlPlane, k8s_api: client.ApiClient,
-                     tmp_path: Path) -> Iterator[tuple[subprocess.Popen, int, int]]:
+def operator_process(
+    control_plane: ControlPlane, k8s_api: client.ApiClient, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen, int, int]]:
     install_crd(k8s_api)
     health, metrics = _free_port(), _free_port()
     env = {
@@ -44,7 +45,11 @@ def operator_process(control_plane: ControlPlane, k8s_api: client.ApiClient,
     log = (tmp_path / "operator.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "driftwarden.cli", "operator", "--standalone"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         yield proc, health, metrics
     finally:
@@ -55,21 +60,31 @@ def operator_process(control_plane: ControlPlane, k8s_api: client.ApiClient,
 
 
 def test_the_cli_reconciles_serves_health_and_metrics_and_stops_cleanly(
-    operator_process: tuple[subprocess.Popen, int, int], control_plane: ControlPlane,
-    namespace: str, custom_objects: client.CustomObjectsApi, tmp_path: Path,
+    operator_process: tuple[subprocess.Popen, int, int],
+    control_plane: ControlPlane,
+    namespace: str,
+    custom_objects: client.CustomObjectsApi,
+    tmp_path: Path,
 ) -> None:
     proc, health, metrics = operator_process
-    control_plane.kubectl("apply", "-n", namespace, "-f", "-",
-                          input=dump_all(examples()["iris.yaml"][1]))
+    control_plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=dump_all(examples()["iris.yaml"][1])
+    )
 
     def ready() -> bool:
-        mon = custom_objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                                          "iris")
-        return any(c["type"] == "Ready" and c["status"] == "True"
-                   for c in mon.get("status", {}).get("conditions", []))
+        mon = custom_objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "iris")
+        return any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in mon.get("status", {}).get("conditions", [])
+        )
 
-    wait_until(ready, timeout=180, interval=0.5, what="iris Ready under `driftwarden operator`",
-               describe=lambda: (tmp_path / "operator.log").read_text()[-3000:])
+    wait_until(
+        ready,
+        timeout=180,
+        interval=0.5,
+        what="iris Ready under `driftwarden operator`",
+        describe=lambda: (tmp_path / "operator.log").read_text()[-3000:],
+    )
     assert httpx.get(f"http://127.0.0.1:{health}/healthz", timeout=5).status_code == 200
     text = httpx.get(f"http://127.0.0.1:{metrics}/metrics", timeout=5).text
     assert 'driftwarden_operator_api_writes_total{kind="StatefulSet",verb="apply"}' in text

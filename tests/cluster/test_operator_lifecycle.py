@@ -57,15 +57,20 @@ def worker_status() -> Iterator[FakeWorkerStatus]:
 
 @pytest.fixture(scope="module")
 def operator_kubeconfig(
-    control_plane: ControlPlane, k8s_api: client.ApiClient, core_v1: client.CoreV1Api,
+    control_plane: ControlPlane,
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Path]:
     """A kubeconfig for a ServiceAccount bound to exactly operator_rules()."""
     namespace = f"driftwarden-system-{secrets.token_hex(3)}"
     core_v1.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-    path = restricted_kubeconfig(k8s_api, control_plane.kubeconfig,
-                                 tmp_path_factory.mktemp("operator") / "kubeconfig",
-                                 namespace=namespace)
+    path = restricted_kubeconfig(
+        k8s_api,
+        control_plane.kubeconfig,
+        tmp_path_factory.mktemp("operator") / "kubeconfig",
+        namespace=namespace,
+    )
     yield path
     rbac = client.RbacAuthorizationV1Api(k8s_api)
     rbac.delete_cluster_role_binding(f"{namespace}-driftwarden-operator")
@@ -83,8 +88,9 @@ def _env(worker_status: FakeWorkerStatus) -> dict[str, str]:
 
 
 @pytest.fixture
-def start_operator(crd: None, operator_kubeconfig: Path, worker_status: FakeWorkerStatus
-                   ) -> Callable[[], Any]:
+def start_operator(
+    crd: None, operator_kubeconfig: Path, worker_status: FakeWorkerStatus
+) -> Callable[[], Any]:
     """Return a context-manager factory running the operator; it must exit cleanly."""
 
     class _Run:
@@ -114,10 +120,10 @@ def _example(file_name: str) -> list[dict[str, Any]]:
     return [dict(o) for o in examples()[file_name][1]]
 
 
-def _apply(plane: ControlPlane, namespace: str, objects: list[dict[str, Any]],
-           *, check: bool = True) -> Any:
-    return plane.kubectl("apply", "-n", namespace, "-f", "-", input=dump_all(objects),
-                         check=check)
+def _apply(
+    plane: ControlPlane, namespace: str, objects: list[dict[str, Any]], *, check: bool = True
+) -> Any:
+    return plane.kubectl("apply", "-n", namespace, "-f", "-", input=dump_all(objects), check=check)
 
 
 def _monitor(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
@@ -131,8 +137,14 @@ def _condition(monitor: dict[str, Any], ctype: str) -> dict[str, Any]:
     return {}
 
 
-def _wait_ready(custom: client.CustomObjectsApi, core_v1: client.CoreV1Api, namespace: str,
-                name: str, *, generation: int | None = None) -> dict[str, Any]:
+def _wait_ready(
+    custom: client.CustomObjectsApi,
+    core_v1: client.CoreV1Api,
+    namespace: str,
+    name: str,
+    *,
+    generation: int | None = None,
+) -> dict[str, Any]:
     def ready() -> dict[str, Any] | None:
         mon = _monitor(custom, namespace, name)
         cond = _condition(mon, "Ready")
@@ -141,10 +153,18 @@ def _wait_ready(custom: client.CustomObjectsApi, core_v1: client.CoreV1Api, name
             return mon
         return None
 
-    return wait_until(ready, timeout=TIMEOUT, interval=0.5, what=f"DriftMonitor {name} Ready",
-                      describe=lambda: json.dumps({
-                          "status": _monitor(custom, namespace, name).get("status"),
-                          "pods": describe_pods(core_v1, namespace)})[:4000])
+    return wait_until(
+        ready,
+        timeout=TIMEOUT,
+        interval=0.5,
+        what=f"DriftMonitor {name} Ready",
+        describe=lambda: json.dumps(
+            {
+                "status": _monitor(custom, namespace, name).get("status"),
+                "pods": describe_pods(core_v1, namespace),
+            }
+        )[:4000],
+    )
 
 
 def _selector(name: str) -> str:
@@ -157,20 +177,31 @@ def _children(k8s_api: client.ApiClient, namespace: str, name: str) -> dict[str,
     custom = client.CustomObjectsApi(k8s_api)
     sel = _selector(name)
     out = {
-        "ConfigMap": [o.metadata.name for o in core.list_namespaced_config_map(
-            namespace, label_selector=sel).items],
-        "Service": [o.metadata.name for o in core.list_namespaced_service(
-            namespace, label_selector=sel).items],
-        "Deployment": [o.metadata.name for o in apps.list_namespaced_deployment(
-            namespace, label_selector=sel).items],
-        "StatefulSet": [o.metadata.name for o in apps.list_namespaced_stateful_set(
-            namespace, label_selector=sel).items],
+        "ConfigMap": [
+            o.metadata.name
+            for o in core.list_namespaced_config_map(namespace, label_selector=sel).items
+        ],
+        "Service": [
+            o.metadata.name
+            for o in core.list_namespaced_service(namespace, label_selector=sel).items
+        ],
+        "Deployment": [
+            o.metadata.name
+            for o in apps.list_namespaced_deployment(namespace, label_selector=sel).items
+        ],
+        "StatefulSet": [
+            o.metadata.name
+            for o in apps.list_namespaced_stateful_set(namespace, label_selector=sel).items
+        ],
     }
-    for version, plural, kind in (("v1", "servicemonitors", "ServiceMonitor"),
-                                  ("v1", "prometheusrules", "PrometheusRule"),
-                                  ("v1alpha1", "alertmanagerconfigs", "AlertmanagerConfig")):
-        items = custom.list_namespaced_custom_object(MONITORING, version, namespace, plural,
-                                                     label_selector=sel)["items"]
+    for version, plural, kind in (
+        ("v1", "servicemonitors", "ServiceMonitor"),
+        ("v1", "prometheusrules", "PrometheusRule"),
+        ("v1alpha1", "alertmanagerconfigs", "AlertmanagerConfig"),
+    ):
+        items = custom.list_namespaced_custom_object(
+            MONITORING, version, namespace, plural, label_selector=sel
+        )["items"]
         out[kind] = [o["metadata"]["name"] for o in items]
     return {k: sorted(v) for k, v in out.items() if v}
 
@@ -222,17 +253,21 @@ def _versions(k8s_api: client.ApiClient, namespace: str) -> dict[str, str]:
         ("StatefulSet", apps.list_namespaced_stateful_set(namespace, label_selector=sel).items),
     ):
         out.update({f"{kind}/{o.metadata.name}": o.metadata.resource_version for o in items})
-    for group, version, plural in ((MONITORING, "v1", "servicemonitors"),
-                                   (MONITORING, "v1", "prometheusrules"),
-                                   (GROUP, VERSION, PLURAL)):
+    for group, version, plural in (
+        (MONITORING, "v1", "servicemonitors"),
+        (MONITORING, "v1", "prometheusrules"),
+        (GROUP, VERSION, PLURAL),
+    ):
         for o in custom.list_namespaced_custom_object(group, version, namespace, plural)["items"]:
             out[f"{plural}/{o['metadata']['name']}"] = o["metadata"]["resourceVersion"]
     return out
 
 
-def _settled_versions(k8s_api: client.ApiClient, namespace: str, quiet: float = 4.0
-                      ) -> dict[str, str]:
+def _settled_versions(
+    k8s_api: client.ApiClient, namespace: str, quiet: float = 4.0
+) -> dict[str, str]:
     """Return the versions once nothing has changed for ``quiet`` seconds (pods settled)."""
+
     def settled() -> dict[str, str] | None:
         first = _versions(k8s_api, namespace)
         time.sleep(quiet)
@@ -245,8 +280,12 @@ def _settled_versions(k8s_api: client.ApiClient, namespace: str, quiet: float = 
 
 
 def test_every_example_creates_its_children_and_becomes_ready(
-    operator: Any, control_plane: ControlPlane, namespace: str, k8s_api: client.ApiClient,
-    core_v1: client.CoreV1Api, custom_objects: client.CustomObjectsApi,
+    operator: Any,
+    control_plane: ControlPlane,
+    namespace: str,
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    custom_objects: client.CustomObjectsApi,
     worker_status: FakeWorkerStatus,
 ) -> None:
     monitors: dict[str, dict[str, Any]] = {}
@@ -267,23 +306,36 @@ def test_every_example_creates_its_children_and_becomes_ready(
         shards = spec.get("workers", {}).get("shards", 3)
         replicas = spec["model"].get("replicas", 2)
         assert _children(k8s_api, namespace, name) == _expected_children(
-            name, receivers=bool(spec.get("alerts", {}).get("receivers")))
-        pods = core_v1.list_namespaced_pod(namespace,
-                                           label_selector=f"app.kubernetes.io/instance={name}")
+            name, receivers=bool(spec.get("alerts", {}).get("receivers"))
+        )
+        pods = core_v1.list_namespaced_pod(
+            namespace, label_selector=f"app.kubernetes.io/instance={name}"
+        )
         phases = sorted(p.status.phase for p in pods.items)
         assert phases == ["Running"] * (shards + replicas), describe_pods(core_v1, namespace)
         status = mon["status"]
         assert (status["shards"], status["readyShards"], status["shardEpoch"]) == (
-            shards, shards, 1)
+            shards,
+            shards,
+            1,
+        )
         assert _shard_map(core_v1, namespace, name).epoch == 1
         for cond in status["conditions"]:
-            assert set(cond) == {"type", "status", "reason", "message", "lastTransitionTime",
-                                 "observedGeneration"}
+            assert set(cond) == {
+                "type",
+                "status",
+                "reason",
+                "message",
+                "lastTransitionTime",
+                "observedGeneration",
+            }
 
     def drift_seen() -> bool:
         mon = _monitor(custom_objects, namespace, "diamonds")
-        return (_condition(mon, "DataDrift").get("status") == "True"
-                and _condition(mon, "ConceptDrift").get("status") == "True")
+        return (
+            _condition(mon, "DataDrift").get("status") == "True"
+            and _condition(mon, "ConceptDrift").get("status") == "True"
+        )
 
     wait_until(drift_seen, timeout=60, what="diamonds DataDrift and ConceptDrift True")
     diamonds = _monitor(custom_objects, namespace, "diamonds")["status"]
@@ -291,18 +343,29 @@ def test_every_example_creates_its_children_and_becomes_ready(
     assert diamonds["driftingStreamNames"] == ["feature:carat", "performance"]
     assert diamonds["lastDriftTime"] == "2026-11-23T10:00:00Z"
     iris = _monitor(custom_objects, namespace, "iris")
-    wait_until(lambda: _condition(_monitor(custom_objects, namespace, "iris"),
-                                  "DataDrift").get("status") == "False",
-               timeout=60, what="iris DataDrift False")
+    wait_until(
+        lambda: (
+            _condition(_monitor(custom_objects, namespace, "iris"), "DataDrift").get("status")
+            == "False"
+        ),
+        timeout=60,
+        what="iris DataDrift False",
+    )
     assert iris["status"]["selector"].startswith("app.kubernetes.io/name=driftwarden")
 
     # The printer columns, as the API server's table format renders them for kubectl.
     table = _table(control_plane, namespace)
     assert list(next(iter(table.values())))[:5] == ["NAME", "READY", "SHARDS", "DRIFTING", "AGE"]
-    assert (table["diamonds"]["READY"], table["diamonds"]["SHARDS"],
-            table["diamonds"]["DRIFTING"]) == ("True", "3", "2")
+    assert (
+        table["diamonds"]["READY"],
+        table["diamonds"]["SHARDS"],
+        table["diamonds"]["DRIFTING"],
+    ) == ("True", "3", "2")
     assert (table["iris"]["READY"], table["iris"]["SHARDS"], table["iris"]["DRIFTING"]) == (
-        "True", "1", "0")
+        "True",
+        "1",
+        "0",
+    )
     wide = _table(control_plane, namespace, "-o", "wide")
     assert wide["digits"]["BUNDLE"] == "builtin://digits"
     assert wide["digits"]["EPOCH"] == "1" and wide["digits"]["READY-SHARDS"] == "3"
@@ -310,48 +373,92 @@ def test_every_example_creates_its_children_and_becomes_ready(
 
 
 INVALID = [
-    ("threshold above one", {"alerts": {"dataDriftShare": 1.5}},
-     "spec.alerts.dataDriftShare: Invalid value"),
+    (
+        "threshold above one",
+        {"alerts": {"dataDriftShare": 1.5}},
+        "spec.alerts.dataDriftShare: Invalid value",
+    ),
     ("zero shards", {"workers": {"shards": 0}}, "spec.workers.shards: Invalid value"),
-    ("missing bundle", {"model": {"replicas": 1}}, 'spec.model.bundle: Required value'),
-    ("unknown detector", {"detectors": {"numeric": [{"type": "magic"}]}},
-     'Unsupported value: "magic"'),
-    ("detector on the wrong stream", {"detectors": {"categorical": [{"type": "ks"}]}},
-     "categorical detectors must be of type chi2, psi, kl, js"),
-    ("two receiver kinds", {"alerts": {"receivers": [{
-        "name": "x", "discord": {"webhookSecretRef": {"name": "s", "key": "k"}},
-        "slack": {"apiUrlSecretRef": {"name": "s", "key": "k"}}}]}},
-     "a receiver must set exactly one of discord, slack, webhook"),
-    ("window shorter than evaluation period", {"workers": {"window": 100, "evaluateEvery": 500}},
-     "workers.evaluateEvery must not exceed workers.window"),
-    ("label delay too long", {"labelJoin": {"maxDelay": "200h"}},
-     "labelJoin.maxDelay must be greater than 0s and at most 168h"),
+    ("missing bundle", {"model": {"replicas": 1}}, "spec.model.bundle: Required value"),
+    (
+        "unknown detector",
+        {"detectors": {"numeric": [{"type": "magic"}]}},
+        'Unsupported value: "magic"',
+    ),
+    (
+        "detector on the wrong stream",
+        {"detectors": {"categorical": [{"type": "ks"}]}},
+        "categorical detectors must be of type chi2, psi, kl, js",
+    ),
+    (
+        "two receiver kinds",
+        {
+            "alerts": {
+                "receivers": [
+                    {
+                        "name": "x",
+                        "discord": {"webhookSecretRef": {"name": "s", "key": "k"}},
+                        "slack": {"apiUrlSecretRef": {"name": "s", "key": "k"}},
+                    }
+                ]
+            }
+        },
+        "a receiver must set exactly one of discord, slack, webhook",
+    ),
+    (
+        "window shorter than evaluation period",
+        {"workers": {"window": 100, "evaluateEvery": 500}},
+        "workers.evaluateEvery must not exceed workers.window",
+    ),
+    (
+        "label delay too long",
+        {"labelJoin": {"maxDelay": "200h"}},
+        "labelJoin.maxDelay must be greater than 0s and at most 168h",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("case", "patch", "message"), INVALID, ids=[c[0] for c in INVALID])
 def test_invalid_monitors_are_rejected_with_a_readable_reason(
-    crd: None, control_plane: ControlPlane, namespace: str, k8s_api: client.ApiClient,
-    custom_objects: client.CustomObjectsApi, case: str, patch: dict[str, Any], message: str,
+    crd: None,
+    control_plane: ControlPlane,
+    namespace: str,
+    k8s_api: client.ApiClient,
+    custom_objects: client.CustomObjectsApi,
+    case: str,
+    patch: dict[str, Any],
+    message: str,
 ) -> None:
     spec: dict[str, Any] = {"model": {"bundle": "builtin://diamonds"}}
     for key, value in patch.items():
         spec[key] = value if key == "model" else {**spec.get(key, {}), **value}
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DriftMonitor",
-            "metadata": {"name": "bad"}, "spec": spec}
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "DriftMonitor",
+        "metadata": {"name": "bad"},
+        "spec": spec,
+    }
     result = _apply(control_plane, namespace, [body], check=False)
     assert result.returncode != 0, f"{case}: accepted"
     assert message in result.stderr, result.stderr
-    assert custom_objects.list_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL)["items"] == []
+    assert (
+        custom_objects.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+        == []
+    )
     assert _children(k8s_api, namespace, "bad") == {}
 
 
 def test_a_too_long_name_and_storage_changes_are_rejected(
-    crd: None, control_plane: ControlPlane, namespace: str,
+    crd: None,
+    control_plane: ControlPlane,
+    namespace: str,
 ) -> None:
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DriftMonitor",
-            "metadata": {"name": "a" * 45}, "spec": {"model": {"bundle": "builtin://iris"}}}
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "DriftMonitor",
+        "metadata": {"name": "a" * 45},
+        "spec": {"model": {"bundle": "builtin://iris"}},
+    }
     result = _apply(control_plane, namespace, [body], check=False)
     assert "metadata.name must be a DNS-1035 label of at most 44 characters" in result.stderr
     body["metadata"]["name"] = "ok"
@@ -363,8 +470,12 @@ def test_a_too_long_name_and_storage_changes_are_rejected(
 
 
 def test_a_child_deleted_or_edited_by_hand_is_restored(
-    operator: Any, control_plane: ControlPlane, namespace: str, core_v1: client.CoreV1Api,
-    apps_v1: client.AppsV1Api, custom_objects: client.CustomObjectsApi,
+    operator: Any,
+    control_plane: ControlPlane,
+    namespace: str,
+    core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api,
+    custom_objects: client.CustomObjectsApi,
     worker_status: FakeWorkerStatus,
 ) -> None:
     worker_status.set_streams(namespace, "iris", 1)
@@ -373,47 +484,74 @@ def test_a_child_deleted_or_edited_by_hand_is_restored(
 
     old = apps_v1.read_namespaced_stateful_set("iris-workers", namespace).metadata.uid
     apps_v1.delete_namespaced_stateful_set("iris-workers", namespace)
-    wait_until(lambda: apps_v1.read_namespaced_stateful_set(
-        "iris-workers", namespace).metadata.uid != old, timeout=TIMEOUT,
-        what="StatefulSet iris-workers recreated")
+    wait_until(
+        lambda: apps_v1.read_namespaced_stateful_set("iris-workers", namespace).metadata.uid != old,
+        timeout=TIMEOUT,
+        what="StatefulSet iris-workers recreated",
+    )
 
     apps_v1.patch_namespaced_deployment_scale("iris-model", namespace, {"spec": {"replicas": 4}})
-    wait_until(lambda: apps_v1.read_namespaced_deployment(
-        "iris-model", namespace).spec.replicas == 1, timeout=TIMEOUT,
-        what="Deployment iris-model back to 1 replica")
+    wait_until(
+        lambda: apps_v1.read_namespaced_deployment("iris-model", namespace).spec.replicas == 1,
+        timeout=TIMEOUT,
+        what="Deployment iris-model back to 1 replica",
+    )
 
     # A JSON patch renumbers the port: server-side apply alone would keep both entries
     # (ports merge by port number), so this exercises the operator's replace fallback.
     core_v1.patch_namespaced_service(
-        "iris-model", namespace, [{"op": "replace", "path": "/spec/ports/0/port", "value": 9999}])
-    wait_until(lambda: [p.port for p in core_v1.read_namespaced_service(
-        "iris-model", namespace).spec.ports] == [8000], timeout=TIMEOUT,
-        what="Service iris-model port restored to 8000")
+        "iris-model", namespace, [{"op": "replace", "path": "/spec/ports/0/port", "value": 9999}]
+    )
+    wait_until(
+        lambda: (
+            [p.port for p in core_v1.read_namespaced_service("iris-model", namespace).spec.ports]
+            == [8000]
+        ),
+        timeout=TIMEOUT,
+        what="Service iris-model port restored to 8000",
+    )
 
     # The shard map comes back with a higher epoch: workers never see an epoch go back.
     core_v1.delete_namespaced_config_map("iris-driftwarden", namespace)
-    wait_until(lambda: _shard_map(core_v1, namespace, "iris").epoch == 2, timeout=TIMEOUT,
-               what="ConfigMap iris-driftwarden recreated with epoch 2")
+    wait_until(
+        lambda: _shard_map(core_v1, namespace, "iris").epoch == 2,
+        timeout=TIMEOUT,
+        what="ConfigMap iris-driftwarden recreated with epoch 2",
+    )
     _wait_ready(custom_objects, core_v1, namespace, "iris")
 
 
 def test_deleting_the_monitor_removes_every_child(
-    operator: Any, control_plane: ControlPlane, namespace: str, k8s_api: client.ApiClient,
-    core_v1: client.CoreV1Api, custom_objects: client.CustomObjectsApi,
+    operator: Any,
+    control_plane: ControlPlane,
+    namespace: str,
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    custom_objects: client.CustomObjectsApi,
     worker_status: FakeWorkerStatus,
 ) -> None:
     worker_status.set_streams(namespace, "diamonds-alerting", 3)
     _apply(control_plane, namespace, _example("receivers.yaml"))
     _wait_ready(custom_objects, core_v1, namespace, "diamonds-alerting")
     assert "AlertmanagerConfig" in _children(k8s_api, namespace, "diamonds-alerting")
-    custom_objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                                   "diamonds-alerting")
-    wait_until(lambda: _children(k8s_api, namespace, "diamonds-alerting") == {},
-               timeout=TIMEOUT, what="every child garbage-collected",
-               describe=lambda: str(_children(k8s_api, namespace, "diamonds-alerting")))
-    wait_until(lambda: not core_v1.list_namespaced_pod(
-        namespace, label_selector="app.kubernetes.io/instance=diamonds-alerting").items,
-        timeout=TIMEOUT, what="every pod gone")
+    custom_objects.delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "diamonds-alerting"
+    )
+    wait_until(
+        lambda: _children(k8s_api, namespace, "diamonds-alerting") == {},
+        timeout=TIMEOUT,
+        what="every child garbage-collected",
+        describe=lambda: str(_children(k8s_api, namespace, "diamonds-alerting")),
+    )
+    wait_until(
+        lambda: (
+            not core_v1.list_namespaced_pod(
+                namespace, label_selector="app.kubernetes.io/instance=diamonds-alerting"
+            ).items
+        ),
+        timeout=TIMEOUT,
+        what="every pod gone",
+    )
 
     def gone() -> bool:
         try:
@@ -426,16 +564,21 @@ def test_deleting_the_monitor_removes_every_child(
 
 
 def test_scaling_3_to_5_to_2_updates_the_statefulset_and_the_epoch(
-    operator: Any, control_plane: ControlPlane, namespace: str, core_v1: client.CoreV1Api,
-    apps_v1: client.AppsV1Api, custom_objects: client.CustomObjectsApi,
+    operator: Any,
+    control_plane: ControlPlane,
+    namespace: str,
+    core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api,
+    custom_objects: client.CustomObjectsApi,
     worker_status: FakeWorkerStatus,
 ) -> None:
     worker_status.set_streams(namespace, "diamonds", 5)
     _apply(control_plane, namespace, _example("diamonds.yaml"))
     _wait_ready(custom_objects, core_v1, namespace, "diamonds")
     for shards, epoch, history in ((5, 2, ((1, 3),)), (2, 3, ((1, 3), (2, 5)))):
-        control_plane.kubectl("scale", "-n", namespace, "driftmonitor/diamonds",
-                              f"--replicas={shards}")
+        control_plane.kubectl(
+            "scale", "-n", namespace, "driftmonitor/diamonds", f"--replicas={shards}"
+        )
         mon = _wait_ready(custom_objects, core_v1, namespace, "diamonds")
         assert mon["spec"]["workers"]["shards"] == shards
         sts = apps_v1.read_namespaced_stateful_set("diamonds-workers", namespace)
@@ -443,9 +586,11 @@ def test_scaling_3_to_5_to_2_updates_the_statefulset_and_the_epoch(
         shard_map = _shard_map(core_v1, namespace, "diamonds")
         assert (shard_map.epoch, shard_map.shards, shard_map.history) == (epoch, shards, history)
         assert (mon["status"]["shardEpoch"], mon["status"]["shards"]) == (epoch, shards)
-        scale = json.loads(control_plane.kubectl(
-            "get", "-n", namespace, "driftmonitor/diamonds", "--subresource=scale",
-            "-o", "json").stdout)
+        scale = json.loads(
+            control_plane.kubectl(
+                "get", "-n", namespace, "driftmonitor/diamonds", "--subresource=scale", "-o", "json"
+            ).stdout
+        )
         assert scale["spec"]["replicas"] == shards and scale["status"]["replicas"] == shards
         assert "app.kubernetes.io/component=drift-worker" in scale["status"]["selector"]
         # Scaling rolls no pods: the pod template (config hash) is unchanged.
@@ -453,9 +598,13 @@ def test_scaling_3_to_5_to_2_updates_the_statefulset_and_the_epoch(
 
 
 def test_restarting_the_operator_writes_nothing(
-    start_operator: Callable[[], Any], control_plane: ControlPlane, namespace: str,
-    k8s_api: client.ApiClient, core_v1: client.CoreV1Api,
-    custom_objects: client.CustomObjectsApi, worker_status: FakeWorkerStatus,
+    start_operator: Callable[[], Any],
+    control_plane: ControlPlane,
+    namespace: str,
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    custom_objects: client.CustomObjectsApi,
+    worker_status: FakeWorkerStatus,
 ) -> None:
     names = ["iris", "diabetes"]
     for name, shards in zip(names, (1, 2)):
@@ -466,15 +615,24 @@ def test_restarting_the_operator_writes_nothing(
         for name in names:
             _wait_ready(custom_objects, core_v1, namespace, name)
         # Let the drift conditions settle (the first probe lands after Ready).
-        wait_until(lambda: all(_condition(_monitor(custom_objects, namespace, n),
-                                          "DataDrift").get("status") == "False" for n in names),
-                   timeout=60, what="DataDrift False on every monitor")
+        wait_until(
+            lambda: all(
+                _condition(_monitor(custom_objects, namespace, n), "DataDrift").get("status")
+                == "False"
+                for n in names
+            ),
+            timeout=60,
+            what="DataDrift False on every monitor",
+        )
         before = _settled_versions(k8s_api, namespace)
 
     passes = reconcile_passes()
     with start_operator():
-        wait_until(lambda: reconcile_passes() >= passes + len(names), timeout=60,
-                   what="the restarted operator reconciled every monitor")
+        wait_until(
+            lambda: reconcile_passes() >= passes + len(names),
+            timeout=60,
+            what="the restarted operator reconciled every monitor",
+        )
         time.sleep(3)  # child watch events and a worker probe cycle arrive meanwhile
         writes = operator_writes()
         detail = metrics.api_writes_by_kind()
@@ -485,14 +643,19 @@ def test_restarting_the_operator_writes_nothing(
 
 
 def test_a_namespace_enforcing_restricted_pod_security_accepts_every_pod(
-    operator: Any, control_plane: ControlPlane, namespace_factory: Callable[..., str],
-    core_v1: client.CoreV1Api, custom_objects: client.CustomObjectsApi,
+    operator: Any,
+    control_plane: ControlPlane,
+    namespace_factory: Callable[..., str],
+    core_v1: client.CoreV1Api,
+    custom_objects: client.CustomObjectsApi,
     worker_status: FakeWorkerStatus,
 ) -> None:
-    namespace = namespace_factory(labels={
-        "pod-security.kubernetes.io/enforce": "restricted",
-        "pod-security.kubernetes.io/enforce-version": "latest",
-    })
+    namespace = namespace_factory(
+        labels={
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/enforce-version": "latest",
+        }
+    )
     worker_status.set_streams(namespace, "digits", 3)
     _apply(control_plane, namespace, _example("digits.yaml"))
     _wait_ready(custom_objects, core_v1, namespace, "digits")
@@ -501,8 +664,13 @@ def test_a_namespace_enforcing_restricted_pod_security_accepts_every_pod(
     events = core_v1.list_namespaced_event(namespace).items
     assert not [e.message for e in events if e.reason == "FailedCreate"]
     # The admission check is live: a privileged pod is refused in the same namespace.
-    bad = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root"},
-           "spec": {"containers": [{"name": "c", "image": "x"}]}}
-    result = control_plane.kubectl("apply", "-n", namespace, "-f", "-",
-                                   input=yaml.safe_dump(bad), check=False)
+    bad = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "root"},
+        "spec": {"containers": [{"name": "c", "image": "x"}]},
+    }
+    result = control_plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(bad), check=False
+    )
     assert result.returncode != 0 and "violates PodSecurity" in result.stderr
