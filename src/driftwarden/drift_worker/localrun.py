@@ -25,6 +25,10 @@ from driftwarden.drift_worker.settings import write_streams_file
 from driftwarden.drift_worker.streams import StreamSpec
 
 
+class PortTaken(RuntimeError):
+    """A shard could not bind its port (taken by another process after we chose it)."""
+
+
 def free_port_range(count: int, *, attempts: int = 200) -> int:
     """Return a base port such that ``base .. base+count-1`` are free on 127.0.0.1."""
     import random
@@ -68,6 +72,7 @@ class LocalShards:
         self.root.mkdir(parents=True, exist_ok=True)
         self.monitor = f"{namespace}/{name}"
         self.fsync = fsync
+        self.max_shards = max_shards
         self.base_port = free_port_range(max_shards)
         self.extra_env = extra_env or {}
         self.snapshot_every_values = snapshot_every_values
@@ -115,11 +120,21 @@ class LocalShards:
         if wait:
             self.wait_healthy(ordinal)
 
-    def start_all(self) -> None:
-        for k in range(self.map.shards):
-            self.start(k, wait=False)
-        for k in range(self.map.shards):
-            self.wait_healthy(k)
+    def start_all(self, attempts: int = 3) -> None:
+        """Start every shard of the current map; move to new ports if one was taken meanwhile."""
+        for attempt in range(attempts):
+            for k in range(self.map.shards):
+                self.start(k, wait=False)
+            try:
+                for k in range(self.map.shards):
+                    self.wait_healthy(k)
+                return
+            except PortTaken:
+                # another process grabbed a port between our check and the bind
+                self.stop()
+                if attempt + 1 == attempts:
+                    raise
+                self.base_port = free_port_range(self.max_shards)
 
     def wait_healthy(self, ordinal: int, timeout: float = 240.0) -> None:
         """Wait for ``/healthz``; the timeout is generous because shared CI machines can be slow."""
@@ -127,7 +142,9 @@ class LocalShards:
         while time.monotonic() < deadline:
             proc = self.procs[ordinal]
             if proc.poll() is not None:
-                raise RuntimeError(f"shard {ordinal} exited with {proc.returncode}; log:\n{self.log(ordinal)[-3000:]}")
+                tail = self.log(ordinal)[-3000:]
+                error = PortTaken if "address already in use" in tail else RuntimeError
+                raise error(f"shard {ordinal} exited with {proc.returncode}; log:\n{tail}")
             try:
                 if httpx.get(self.url(ordinal) + "/healthz", timeout=1.0).status_code == 200:
                     return
