@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
+    from driftwarden.drift_worker.plan import warm_up
+
+    log.info("detector kernels ready in %.1fs", warm_up(plan))
     w = settings.worker
     if not w.wal_enabled:
         log.warning("WAL disabled: acknowledged values are lost if this shard restarts (benchmark mode)")

@@ -146,3 +146,36 @@ def plan_from_bundle(monitor: str, spec: DriftMonitorSpec, bundle: Any) -> Monit
         fdr=spec.detectors.fdr,
         multiple_testing=spec.detectors.multiple_testing.value,
     )
+
+
+def warm_up(plan: MonitorPlan) -> float:
+    """Run every detector type of the plan once on its own reference; return the seconds.
+
+    Detector kernels are compiled (numba) or loaded from the on-disk cache the first
+    time they run in a process. Doing that at start-up, before the shard reports
+    healthy, keeps it out of the first handoff a new shard receives, which would
+    otherwise stretch the reshard pause by a second or more.
+    """
+    import time
+
+    from driftwarden.drift_worker.streams import StreamState
+
+    started = time.perf_counter()
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    for spec in plan.streams.values():
+        detectors = plan.factory(spec)
+        key = (spec.kind, tuple(sorted(type(d).__name__ for d in detectors.values())))
+        if key in seen or spec.reference is None:
+            continue
+        seen.add(key)
+        sample: Any = spec.reference[:512]  # enough to run every kernel, cheap for MMD
+        if spec.kind == "performance":
+            sample = np.asarray(sample, dtype=np.float64)
+        for det in detectors.values():
+            try:
+                det.update_many(sample)
+                type(det).from_state(det.to_state())
+            except (TypeError, ValueError):
+                pass  # a detector that cannot take its own reference is reported when used
+        StreamState.from_state(spec, StreamState(spec=spec, detectors=detectors).to_state(), plan.factory, plan.join)
+    return time.perf_counter() - started
