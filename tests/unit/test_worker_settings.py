@@ -129,3 +129,19 @@ def test_plan_from_a_classification_bundle() -> None:
     check_plan(plan)
     assert list(plan.factory(perf)) == []  # concept: [] switches concept detectors off
     assert list(plan.factory(plan.streams[features[0]])) == ["ks"]
+
+
+def test_warm_up_runs_every_detector_kind_without_touching_the_plan() -> None:
+    from driftwarden.drift_worker.plan import spec_factory, warm_up
+
+    spec = DriftMonitorSpec.model_validate({"model": {"bundle": "builtin://x"}})
+    rng = np.random.default_rng(0)
+    streams = {
+        "feature:a": StreamSpec("feature:a", "numeric", rng.normal(size=300)),
+        "feature:c": StreamSpec("feature:c", "categorical", list("abc" * 50), categories=("a", "b", "c")),
+        "performance": StreamSpec("performance", "performance", rng.random(300), task="regression"),
+    }
+    plan = MonitorPlan("ns/m", streams, spec_factory(spec))
+    assert warm_up(plan) >= 0.0
+    fresh = plan.factory(streams["feature:a"])["ks"]
+    assert fresh.n_seen == 0  # the factory still builds empty detectors
