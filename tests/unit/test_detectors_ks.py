@@ -298,3 +298,18 @@ def test_factory_builds_ks_detectors_with_defaults():
     assert isinstance(iks, IKS) and iks.alpha == 0.02 and iks.min_effect == 0.1
     with pytest.raises(ValueError, match="needs|reference"):
         make_detector(DetectorConfig(type=DetectorType.KS), reference=None)
+
+
+def test_production_sizes_equal_scipy():
+    """Reference 5,000 and window 1,000 (the bench's sizes): KS and IKS equal scipy exactly."""
+    rng = np.random.default_rng(11)
+    ref = rng.normal(size=5000)
+    stream = np.concatenate([rng.normal(size=1500), rng.normal(0.2, size=1500)])
+    ks = KSWindow(ref, window=1000, evaluate_every=500)
+    iks = IKS(ref, window=1000)
+    ev, ev_i = ks.update_many(stream), iks.update_many(stream)
+    for pos, stat, p in zip(ev.position, ev.statistic, ev.p_value):
+        r = ss.ks_2samp(ref, stream[pos - 1000 : pos])
+        assert stat == r.statistic and p == r.pvalue
+        assert ev_i.statistic[pos - 1000] == r.statistic
+    assert iks.result.p_value == ks.result.p_value
