@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import scipy.stats as ss
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from driftwarden.drift_worker.detectors import (
@@ -25,6 +25,7 @@ from driftwarden.drift_worker.detectors import (
     p=st.lists(st.floats(0, 1), min_size=1, max_size=80),
     q=st.floats(0.001, 0.5),
 )
+@example(p=[0.0, 0.0, 0.47498286775735765], q=0.47498286775735765)  # p_(m) == q: rounding
 def test_benjamini_hochberg_equals_scipy(p, q):
     p = np.array(p)
     expected = ss.false_discovery_control(p, method="bh") <= q

@@ -42,13 +42,13 @@ def benjamini_hochberg(p_values: np.ndarray, fdr: float) -> np.ndarray:
     m = int(ok.sum())
     if m == 0:
         return reject
+    # Step-up via BH-adjusted p-values, p_(i)·m/i made monotone from the top: the same
+    # set as "the k smallest, k the largest i with p_(i) <= i·fdr/m", computed with
+    # the arithmetic of scipy.stats.false_discovery_control so boundary cases agree.
     order = np.argsort(p[ok], kind="stable")
-    ranked = p[ok][order]
-    below = ranked <= fdr * np.arange(1, m + 1) / m
-    if below.any():
-        k = int(np.flatnonzero(below)[-1]) + 1
-        idx = np.flatnonzero(ok)[order[:k]]
-        reject[idx] = True
+    adjusted = p[ok][order] * (m / np.arange(1, m + 1, dtype=float))
+    adjusted = np.minimum.accumulate(adjusted[::-1])[::-1]
+    reject[np.flatnonzero(ok)[order]] = np.clip(adjusted, 0.0, 1.0) <= fdr
     return reject
 
 
