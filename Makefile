@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | md5sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup venv tools test test-unit test-cluster test-e2e demo bench generate lint \
+.PHONY: setup venv tools test test-unit test-cluster test-e2e demo train cluster-up cluster-down bench generate lint \
         kind-up kind-images kind-install kind-demo kind-down clean help
 
 help:
@@ -18,7 +18,7 @@ help:
 setup: venv tools ## Python venv and every pinned tool (control plane, Prometheus, helm)
 
 venv: $(STAMP)
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
@@ -30,7 +30,7 @@ tools: ## Build or fetch pinned tools into ~/.cache/driftwarden (reused across c
 test: setup ## Run every test tier: unit, cluster (real control plane), e2e (real Prometheus/Alertmanager)
 	$(BIN)/python -m pytest -m "unit or cluster or e2e" $(PYTEST_ARGS)
 
-test-unit: venv ## Unit tier only (seconds)
+test-unit: setup ## Unit tier only (seconds; promtool, helm and CRD schemas come from the tools)
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
 
 test-cluster: setup ## Cluster tier only
@@ -39,8 +39,18 @@ test-cluster: setup ## Cluster tier only
 test-e2e: setup ## End-to-end tier only
 	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)
 
-demo: setup ## The local end-to-end demo: model server, 3 shards, Prometheus, Alertmanager, drifting traffic
+demo: venv ## The local end-to-end demo: model server, 3 shards, Prometheus, Alertmanager, drifting traffic
+	bash hack/install-prometheus.sh
 	$(BIN)/driftwarden demo $(DEMO_ARGS)
+
+train: venv ## Train every built-in model bundle into ~/.cache/driftwarden/bundles
+	$(BIN)/driftwarden train
+
+cluster-up: setup ## Start the local test control plane (etcd, apiserver, kwok...) in .run/controlplane
+	$(BIN)/python -m driftwarden.testing.controlplane up
+
+cluster-down: ## Stop the local test control plane
+	$(BIN)/python -m driftwarden.testing.controlplane down
 
 bench: setup ## Benchmarks (not in CI); results in bench/results/*.json
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -48,8 +58,12 @@ bench: setup ## Benchmarks (not in CI); results in bench/results/*.json
 generate: venv ## Regenerate the CRD, chart CRD and manifests from the pydantic spec
 	$(BIN)/driftwarden generate
 
-lint: venv ## ruff, generated files up to date, helm lint, Dockerfile pins
+lint: setup ## ruff, generated files up to date, helm lint, hadolint, shellcheck
 	$(BIN)/ruff check src tests bench
+	$(BIN)/driftwarden generate --check
+	$$($(BIN)/python -c 'from driftwarden.testing.tools import tool_path; print(tool_path("helm"))') lint --strict charts/driftwarden
+	$(BIN)/hadolint operator/Dockerfile model_server/Dockerfile drift_worker/Dockerfile
+	$(BIN)/shellcheck -x hack/*.sh .ci/run
 
 # The kind path (needs Docker and kind; see docs/kind.md). Versions: versions.env.
 kind-up: ## Create the kind cluster of kind-config.yaml (pinned kindest/node image)

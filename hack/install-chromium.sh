@@ -6,7 +6,8 @@
 # only the newest chromium build, so an exact pin would stop installing within weeks.
 # The test only needs a headless browser that renders HTML and PNGs.
 set -euo pipefail
-DW_TOOL=chromium
+export DW_TOOL=chromium
+# shellcheck source=hack/lib.sh
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
 

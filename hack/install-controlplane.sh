@@ -9,6 +9,7 @@
 # binaries is skipped; anything else is rebuilt from scratch. Needs only a local Go
 # toolchain and the Go module proxy (no container engine, no binary downloads).
 set -euo pipefail
+# shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 # k8s.io/kubernetes cannot be `go install`ed: its go.mod points the ~31 k8s.io/*
@@ -17,7 +18,7 @@ source "$(dirname "$0")/lib.sh"
 # published v0.<minor>.<patch> tag; the replace list is derived from the downloaded
 # go.mod so a version bump needs no edit here.
 build_kubernetes() {
-  DW_TOOL=kubernetes
+  export DW_TOOL=kubernetes
   local v=$KUBERNETES_VERSION dir work gomod minor staging_v ldflags started
   local bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
   dir="$(dw_tool_dir kubernetes "$v")"
@@ -96,7 +97,7 @@ GO
 # built through a wrapper module that simply requires it; the dependency's own
 # requirements pin its sibling modules to the same release.
 build_etcd() {
-  DW_TOOL=etcd
+  export DW_TOOL=etcd
   local v=$ETCD_VERSION dir work started
   dir="$(dw_tool_dir etcd "$v")"
   if dw_is_complete "$dir" etcd; then
@@ -136,7 +137,7 @@ GO
 
 # kwok has no replace directives, so a plain `go install` works.
 build_kwok() {
-  DW_TOOL=kwok
+  export DW_TOOL=kwok
   local v=$KWOK_VERSION dir started
   dir="$(dw_tool_dir kwok "$v")"
   if dw_is_complete "$dir" kwok && [[ -f $dir/stages/pod-ready.yaml ]]; then

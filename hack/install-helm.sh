@@ -3,8 +3,8 @@
 #   ${DRIFTWARDEN_CACHE:-$HOME/.cache/driftwarden}/helm-<v>/bin/helm
 # Idempotent: a finished install (its `.complete` marker) is reused.
 set -euo pipefail
-DW_TOOL=helm
-# shellcheck source=lib.sh
+export DW_TOOL=helm
+# shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 v=$HELM_VERSION

@@ -5,8 +5,8 @@
 #   ${DRIFTWARDEN_CACHE:-$HOME/.cache/driftwarden}/prometheus-operator-<v>/crds/*.yaml
 # The test control plane applies every file there. Idempotent.
 set -euo pipefail
-DW_TOOL=prometheus-operator-crds
-# shellcheck source=lib.sh
+export DW_TOOL=prometheus-operator-crds
+# shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 v=$PROMETHEUS_OPERATOR_VERSION
@@ -28,4 +28,4 @@ for kind in "${required[@]}"; do
   [[ -f $dir/crds/monitoring.coreos.com_$kind.yaml ]] || dw_die "prometheus-operator $v ships no $kind CRD"
 done
 dw_mark_complete "$dir"
-dw_log "installed $(ls "$dir/crds" | wc -l) CRDs into $dir/crds"
+dw_log "installed $(find "$dir/crds" -name "*.yaml" | wc -l) CRDs into $dir/crds"

@@ -10,7 +10,8 @@
 # is redone.
 set -euo pipefail
 # shellcheck disable=SC2034  # read by dw_log/dw_die in lib.sh
-DW_TOOL=prometheus
+export DW_TOOL=prometheus
+# shellcheck source=hack/lib.sh
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for hack/install-*.sh. Source it; do not run it.
 #
 # Convention every install script follows (driftwarden.testing.tools relies on it):
