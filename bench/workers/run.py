@@ -134,42 +134,49 @@ def ingest_http(root: Path, bodies: list[bytes], rounds: int = 2) -> dict[str, d
             local.stop()
 
 
+def _best_rate(step: Any, items: list[Any], rounds: int = 3, seconds: float = INGEST_SECONDS / 6) -> float:
+    """Return the best values/s of ``rounds`` timed windows applying ``step`` to items in turn.
+
+    Best-of windows: a neighbour's burst on the shared cores only ever slows a window.
+    """
+    best, i = 0.0, 0
+    for _ in range(rounds):
+        started, n = time.perf_counter(), 0
+        while time.perf_counter() - started < seconds and i < len(items):
+            step(items[i])
+            i += 1
+            n += 1
+        elapsed = time.perf_counter() - started
+        best = max(best, n * FEATURES * VALUES_PER_SEGMENT / elapsed)
+    return best
+
+
 def ingest_inprocess(plan: MonitorPlan, data_dir: Path | None, bodies: list[bytes]) -> dict[str, Any]:
     worker = ShardWorker(plan, 0, shard_map=ShardMap(monitor=plan.monitor, epoch=1, shards=1), data_dir=data_dir, fsync="always")
     for body in bodies[:4]:
         worker.ingest(body)
-    started = time.perf_counter()
-    n = 0
-    for body in bodies[4:]:
+
+    def step(body: bytes) -> None:
         result = worker.ingest(body)
         if worker.wal is not None and result.lsn is not None:
             worker.wal.sync(result.lsn)  # fsync=always, one batch at a time: no group commit here
-        n += 1
-        if time.perf_counter() - started > INGEST_SECONDS / 2:
-            break
-    elapsed = time.perf_counter() - started
+
+    rate = _best_rate(step, bodies[4:])
     worker.close()
-    values = n * FEATURES * VALUES_PER_SEGMENT
-    return {"values": values, "seconds": elapsed, "values_per_s": values / elapsed}
+    return {"values_per_s": rate}
 
 
 def detectors_only(plan: MonitorPlan, bodies: list[bytes]) -> dict[str, Any]:
     detectors = {name: plan.factory(spec) for name, spec in plan.streams.items()}
     decoded = [wire.decode(b) for b in bodies]
-    for seg in decoded[0].segments:
-        for det in detectors[seg.stream].values():
-            det.update_many(seg.columns["v"])
-    started, n = time.perf_counter(), 0
-    for batch in decoded[1:]:
+
+    def step(batch: wire.Batch) -> None:
         for seg in batch.segments:
             for det in detectors[seg.stream].values():
                 det.update_many(seg.columns["v"])
-        n += 1
-        if time.perf_counter() - started > INGEST_SECONDS / 2:
-            break
-    elapsed = time.perf_counter() - started
-    values = n * FEATURES * VALUES_PER_SEGMENT
-    return {"values": values, "seconds": elapsed, "values_per_s": values / elapsed}
+
+    step(decoded[0])
+    return {"values_per_s": _best_rate(step, decoded[1:])}
 
 
 def sender_throughput(root: Path) -> dict[str, Any]:
