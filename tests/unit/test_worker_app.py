@@ -25,6 +25,7 @@ from driftwarden.drift_worker.detectors.factory import make_detector
 from driftwarden.drift_worker.plan import MonitorPlan
 from driftwarden.drift_worker.shard import ShardWorker
 from driftwarden.drift_worker.streams import StreamSpec
+from driftwarden.operator.workers import parse_status
 
 MONITOR = "ns/app"
 BIN = {"content-type": wire.CONTENT_TYPE}
@@ -86,6 +87,10 @@ def test_ingest_binary_and_json_then_metrics_and_status(shard: tuple[TestClient,
     assert status["epoch"] == 1 and status["shard"] == 0
     assert status["streams"][stream]["values"] == 122 and status["streams"][stream]["status"] == "live"
     assert status["streams"][stream]["detectors"]["ks"]["drift"] is True
+    # The operator reads this very document into the DriftMonitor status.
+    drifting, last_drift = parse_status(status)
+    assert stream in drifting and last_drift is not None
+    assert set(drifting) == {s for s, v in status["streams"].items() if v["drift"]}
     assert status["batches"]["accepted"] == 2 and status["batches"]["duplicate"] == 1
     state = client.get("/v1/state", params={"stream": stream}).json()
     assert state[stream]["values_total"] == 122

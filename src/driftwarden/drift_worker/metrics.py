@@ -261,12 +261,17 @@ def status_document(worker: ShardWorker, collector: WorkerCollector) -> dict[str
         streams = {}
         for name in sorted(set(w.streams) | set(w.awaiting)):
             st = w.streams.get(name)
+            detectors = by_stream.get(name, {})
+            alarms = st.last_drift_ts.values() if st else ()
             streams[name] = {
+                # Summary fields the operator reads into the DriftMonitor status.
+                "drift": any(d["drift"] for d in detectors.values()),
+                "last_drift_time": max(alarms, default=None),
                 "status": w.status_of(name),
                 "values": st.values_total if st else 0,
                 "window_fill": st.window_fill() if st else 0.0,
                 "generation": st.generation if st else None,
-                "detectors": by_stream.get(name, {}),
+                "detectors": detectors,
             }
         c = w.counters
         return {
