@@ -11,7 +11,7 @@ for component in operator model-server drift-worker; do
   image="$(dw_image "$component")"
   dw_log "building $image from $folder/Dockerfile"
   docker build --file "$DW_ROOT/$folder/Dockerfile" --tag "$image" \
-    --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" --build-arg "TORCH_CPU_INDEX=$TORCH_CPU_INDEX" \
+    --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" --build-arg "TORCH_CPU_INDEX=${TORCH_CPU_INDEX:-}" \
     "$DW_ROOT"
   dw_log "loading $image into kind cluster '$KIND_CLUSTER'"
   kind load docker-image --name "$KIND_CLUSTER" "$image"

@@ -11,7 +11,10 @@ dw_need helm "install helm 3 (make tools builds the pinned one into ~/.cache/dri
 helm_kind() { helm --kube-context "$KIND_CONTEXT" "$@"; }
 
 dw_log "installing kube-prometheus-stack $KUBE_PROMETHEUS_STACK_VERSION as '$KPS_RELEASE' in '$KPS_NAMESPACE'"
-helm_kind repo add prometheus-community "${KPS_CHART_REPO:?set KPS_CHART_REPO}" --force-update >/dev/null
+# The chart repository is the user's own `helm repo add prometheus-community <url>`
+# (the URL kube-prometheus-stack's README gives), so no host is baked in here.
+helm_kind repo list -o yaml 2>/dev/null | grep -q '^- name: prometheus-community$' ||
+  dw_die "helm has no 'prometheus-community' repository: add it as kube-prometheus-stack's README says (helm repo add prometheus-community <url>), then re-run make kind-install"
 helm_kind repo update prometheus-community >/dev/null
 # Alertmanager only reads AlertmanagerConfigs from its own namespace unless told
 # otherwise, and the Grafana sidecar must look for dashboards in every namespace,
