@@ -17,6 +17,7 @@ import httpx
 import pytest
 from test_operator_builders import FAKE, _monitor  # same folder, on sys.path (rootdir)
 
+from driftwarden.common.sharding import ShardMap
 from driftwarden.operator import builders
 from driftwarden.operator.kube import ApiError, kind_of
 from driftwarden.operator.reconcile import (
@@ -475,3 +476,32 @@ def test_probe_workers_merges_shards_and_tolerates_unreachable_ones() -> None:
     assert (obs.shards_asked, obs.shards_answered) == (3, 2)
     assert obs.drifting == ("feature:x",)
     assert len(obs.errors) == 1 and "shard 2" in obs.errors[0] and "ConnectError" in obs.errors[0]
+
+
+def test_a_reshard_pushes_the_new_map_to_every_old_and_new_shard() -> None:
+    puts: list[tuple[str, ShardMap]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            puts.append((request.url.host, ShardMap.model_validate_json(request.content)))
+            if request.url.host == "diamonds-workers-4":
+                return httpx.Response(503, json={"error": "starting"})
+            return httpx.Response(200, json={"adopted": 0})
+        return httpx.Response(200, json={"streams": {}})
+
+    h = Harness(OperatorSettings(
+        worker_status_url="http://{monitor}-workers-{ordinal}:8080/status"))
+    h.reconciler.http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    h.spec["workers"] = {"shards": 3}
+    h.run()
+    assert puts == []  # the first map reaches the shards through the ConfigMap
+    for shards, epoch, reached in ((5, 2, 5), (2, 3, 5)):
+        h.spec["workers"] = {"shards": shards}
+        h.generation += 1
+        h.run()
+        pushed = puts[-reached:]
+        assert sorted(host for host, _ in pushed) == [f"diamonds-workers-{k}" for k in range(reached)]
+        assert {(m.epoch, m.shards) for _, m in pushed} == {(epoch, shards)}
+    assert len(puts) == 10
+    h.run()
+    assert len(puts) == 10  # a pass with a stable epoch pushes nothing

@@ -35,7 +35,7 @@ from driftwarden.operator.status import (
     merge_conditions,
     status_patch,
 )
-from driftwarden.operator.workers import probe_workers
+from driftwarden.operator.workers import probe_workers, push_shard_map
 
 ChildKey = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 
@@ -320,6 +320,19 @@ class Reconciler:
 
     # ------------------------------------------------------------------ status
 
+    async def _push_shard_map(self, monitor: Monitor, shard_map: ShardMap, shards: int,
+                              logger: Any) -> None:
+        """Tell every old and new shard about a new epoch now, not at the kubelet's next sync."""
+        if not self.settings.worker_status_url or self.http is None:
+            return
+        errors = await push_shard_map(
+            self.http, self.settings.worker_status_url, shard_map, monitor=monitor.name,
+            namespace=monitor.namespace, shards=shards,
+            timeout=self.settings.worker_status_timeout_seconds)
+        if errors:
+            logger.warning("epoch %d of %s reaches %d shard(s) through the ConfigMap only: %s",
+                           shard_map.epoch, monitor.key, len(errors), "; ".join(errors[:3]))
+
     async def _probe(self, monitor: Monitor, state: MonitorState, shards: int) -> None:
         if not self.settings.worker_status_url or self.http is None:
             state.drift = DriftObservation(
@@ -415,6 +428,8 @@ class Reconciler:
             apply_error = f"applying children failed: {exc}"
             logger.error("%s; will retry", apply_error)
 
+        if published is not None and published.epoch != epoch and apply_error is None:
+            await self._push_shard_map(monitor, shard_map, max(published.shards, shards), logger)
         await self._probe(monitor, state, shards)
         dep = self.cache.get(("apps/v1", "Deployment", monitor.namespace,
                               builders.model_name(monitor.name)))

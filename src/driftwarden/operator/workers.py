@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from driftwarden.common.sharding import ShardMap
 from driftwarden.operator.status import DriftObservation, format_time
 
 
@@ -93,3 +94,36 @@ async def probe_workers(
         shards_asked=shards, shards_answered=answered, drifting=tuple(sorted(drifting)),
         last_drift_time=latest, errors=tuple(errors),
     )
+
+
+def shard_map_url(status_url_template: str) -> str:
+    """Return the ``PUT /v1/shardmap`` URL template beside a shard's ``/status`` URL."""
+    base = status_url_template.removesuffix("/status")
+    return f"{base}/v1/shardmap"
+
+
+async def push_shard_map(
+    client: httpx.AsyncClient, status_url_template: str, shard_map: ShardMap, *,
+    monitor: str, namespace: str, shards: int, timeout: float,
+) -> list[str]:
+    """PUT the new shard map to shards ``0..shards-1``; return one error line per failure.
+
+    Best effort: the mounted ConfigMap carries the same map to every shard, only
+    later (the kubelet's sync period), so a shard that misses the push still
+    converges. Pushing makes a reshard start at once instead of a minute later.
+    """
+    template = shard_map_url(status_url_template)
+    body = shard_map.model_dump_json()
+
+    async def one(ordinal: int) -> str | None:
+        url = template.format(monitor=monitor, namespace=namespace, ordinal=ordinal)
+        try:
+            resp = await client.put(url, content=body, timeout=timeout,
+                                    headers={"content-type": "application/json"})
+            resp.raise_for_status()
+            return None
+        except httpx.HTTPError as exc:
+            return f"shard {ordinal} ({url}): {type(exc).__name__}: {exc}"[:300]
+
+    results = await asyncio.gather(*(one(k) for k in range(shards)))
+    return [r for r in results if r is not None]
