@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from driftwarden.dashboards import build_overview_dashboard
 from driftwarden.testing.tools import tool_path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,6 +206,7 @@ def test_default_render_has_the_operator_and_its_permissions(default):
         [
             "ClusterRole",
             "ClusterRoleBinding",
+            "ConfigMap",
             "CustomResourceDefinition",
             "Deployment",
             "Service",
@@ -663,3 +665,14 @@ def test_the_values_make_kind_install_sets_render():
     assert env["DRIFTWARDEN_OPERATOR__DRIFT_WORKER_IMAGE"] == "driftwarden/drift-worker:dev"
     assert json.loads(env["DRIFTWARDEN_OPERATOR__MONITORING_LABELS"]) == {"release": "kps"}
     assert rendered.one("ServiceMonitor")["metadata"]["labels"]["release"] == "kps"
+
+
+def test_the_overview_dashboard_ships_once_with_the_sidecar_label(default):
+    overview = default.one("ConfigMap")
+    assert overview["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (text,) = overview["data"].values()
+    assert json.loads(text) == build_overview_dashboard()
+    off = render({"monitoring": {"grafanaDashboards": {"enabled": False}}})
+    assert not off.of_kind("ConfigMap")
+    moved = render({"monitoring": {"grafanaDashboards": {"namespace": "grafana"}}})
+    assert moved.one("ConfigMap")["metadata"]["namespace"] == "grafana"

@@ -247,7 +247,7 @@ def test_generated_files_in_the_repository_are_up_to_date(capsys) -> None:
 
 def test_check_fails_on_a_stale_copy_and_generate_repairs_it(tmp_path: Path, capsys) -> None:
     for rel in (generate.CRD_PATH, generate.CHART_CRD_PATH, generate.RBAC_PATH,
-                generate.DOC_PATH):
+                generate.OVERVIEW_DASHBOARD_PATH, generate.DOC_PATH):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, tmp_path / rel)
     shutil.copytree(REPO / generate.EXAMPLES_DIR, tmp_path / generate.EXAMPLES_DIR)
