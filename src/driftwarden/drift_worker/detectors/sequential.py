@@ -10,6 +10,7 @@ exactly the same values as ``river.drift.PageHinkley``, ``river.drift.binary.DDM
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, ClassVar
 
@@ -43,6 +44,12 @@ class _Sequential(Detector):
     _HAS_WARNING: ClassVar[bool] = False
 
     _st: np.ndarray
+
+    def _params(self) -> dict[str, Any]:
+        # river's convention, kept by every subclass: each constructor argument is an
+        # attribute of the same name, so the arguments are derived, not listed twice.
+        names = inspect.signature(type(self).__init__).parameters
+        return {name: getattr(self, name) for name in names if name != "self"}
 
     def _init_common(self, nan_policy: str) -> None:
         self._pending: tuple | None = None
@@ -304,14 +311,6 @@ class DDM(_Sequential):
             stat, drift, warning,
         )  # fmt: skip
 
-    def _params(self) -> dict[str, Any]:
-        return {
-            "warm_start": self.warm_start,
-            "warning_threshold": self.warning_threshold,
-            "drift_threshold": self.drift_threshold,
-            "nan_policy": self.nan_policy,
-        }
-
 
 class EDDM(_Sequential):
     """Early Drift Detection Method (Baena-García et al., 2006) on a 0/1 error stream.
@@ -360,14 +359,6 @@ class EDDM(_Sequential):
 
     def _run(self, arr, stat, drift, warning) -> None:
         K.eddm(self._st, arr, self.warm_start, self.alpha, self.beta, stat, drift, warning)
-
-    def _params(self) -> dict[str, Any]:
-        return {
-            "warm_start": self.warm_start,
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "nan_policy": self.nan_policy,
-        }
 
 
 class HDDMA(_Sequential):
@@ -425,14 +416,6 @@ class HDDMA(_Sequential):
             self._st, arr, self._log_inv_drift, self._log2_drift, self._log2_warning,
             self.two_sided_test, stat, drift, warning,
         )  # fmt: skip
-
-    def _params(self) -> dict[str, Any]:
-        return {
-            "drift_confidence": self.drift_confidence,
-            "warning_confidence": self.warning_confidence,
-            "two_sided_test": self.two_sided_test,
-            "nan_policy": self.nan_policy,
-        }
 
 
 class HDDMW(_Sequential):
@@ -497,15 +480,6 @@ class HDDMW(_Sequential):
 
     def _run(self, arr, stat, drift, warning) -> None:
         K.hddm_w(self._st, arr, *self._consts, self.two_sided_test, stat, drift, warning)
-
-    def _params(self) -> dict[str, Any]:
-        return {
-            "drift_confidence": self.drift_confidence,
-            "warning_confidence": self.warning_confidence,
-            "lambda_val": self.lambda_val,
-            "two_sided_test": self.two_sided_test,
-            "nan_policy": self.nan_policy,
-        }
 
 
 class ADWIN(_Sequential):
@@ -573,16 +547,6 @@ class ADWIN(_Sequential):
             self._st, self._totals, self._variances, self._counts, arr, self.delta, self.clock,
             self.max_buckets, float(self.min_window_length), float(self.grace_period), stat, drift,
         )  # fmt: skip
-
-    def _params(self) -> dict[str, Any]:
-        return {
-            "delta": self.delta,
-            "clock": self.clock,
-            "max_buckets": self.max_buckets,
-            "min_window_length": self.min_window_length,
-            "grace_period": self.grace_period,
-            "nan_policy": self.nan_policy,
-        }
 
     def _get_state(self) -> dict[str, Any]:
         levels = int(self._st[8])
