@@ -151,7 +151,10 @@ def ks_window_batch(ref, ring, sorted_win, pos, count, n_seen, batch, evaluate_e
 
 @njit(cache=True, nogil=True)
 def _tree_add_max(t, lazy, size, lo, hi, val):
-    """Add ``val`` to leaves [lo, hi) of a max tree."""
+    """Add ``val`` to leaves [lo, hi) of a max tree.
+
+    The min tree of B is kept as the max tree of -B, so this one routine serves both.
+    """
     if lo >= hi:
         return
     l0 = lo + size
@@ -183,42 +186,6 @@ def _tree_add_max(t, lazy, size, lo, hi, val):
         a = t[2 * p]
         b = t[2 * p + 1]
         t[p] = (max(b, a)) + lazy[p]
-
-
-@njit(cache=True, nogil=True)
-def _tree_add_min(t, lazy, size, lo, hi, val):
-    """Add ``val`` to leaves [lo, hi) of a min tree."""
-    if lo >= hi:
-        return
-    l0 = lo + size
-    r0 = hi + size
-    lo = l0
-    hi = r0
-    while lo < hi:
-        if lo & 1:
-            t[lo] += val
-            if lo < size:
-                lazy[lo] += val
-            lo += 1
-        if hi & 1:
-            hi -= 1
-            t[hi] += val
-            if hi < size:
-                lazy[hi] += val
-        lo >>= 1
-        hi >>= 1
-    p = l0
-    while p > 1:
-        p >>= 1
-        a = t[2 * p]
-        b = t[2 * p + 1]
-        t[p] = (min(b, a)) + lazy[p]
-    p = r0 - 1
-    while p > 1:
-        p >>= 1
-        a = t[2 * p]
-        b = t[2 * p + 1]
-        t[p] = (min(b, a)) + lazy[p]
 
 
 @njit(cache=True, nogil=True)
@@ -230,37 +197,33 @@ def iks_tree_build(cum_counts, m):
         size <<= 1
     big = np.int64(1 << 62)
     tmax = np.full(2 * size, -big, np.int64)
-    tmin = np.full(2 * size, big, np.int64)
+    tneg = np.full(2 * size, -big, np.int64)  # max tree of -B: its root is -inf B
     lmax = np.zeros(size, np.int64)
-    lmin = np.zeros(size, np.int64)
+    lneg = np.zeros(size, np.int64)
     tmax[size] = 0
-    tmin[size] = 0
+    tneg[size] = 0
     for k in range(1, n_leaves):
         v = np.int64(cum_counts[k - 1]) * m
         tmax[size + k] = v
-        tmin[size + k] = v
+        tneg[size + k] = -v
     for p in range(size - 1, 0, -1):
-        a = tmax[2 * p]
-        b = tmax[2 * p + 1]
-        tmax[p] = max(b, a)
-        a = tmin[2 * p]
-        b = tmin[2 * p + 1]
-        tmin[p] = min(b, a)
-    return size, tmax, lmax, tmin, lmin
+        tmax[p] = max(tmax[2 * p + 1], tmax[2 * p])
+        tneg[p] = max(tneg[2 * p + 1], tneg[2 * p])
+    return size, tmax, lmax, tneg, lneg
 
 
 @njit(cache=True, nogil=True)
-def _iks_apply(uniq, n_ref, size, tmax, lmax, tmin, lmin, x, sign):
+def _iks_apply(uniq, n_ref, size, tmax, lmax, tneg, lneg, x, sign):
     n_leaves = uniq.shape[0] + 1
     k = _search_right(uniq, uniq.shape[0], x)
     val = -sign * np.int64(n_ref)
     a_lo = k if (k >= 1 and uniq[k - 1] == x) else k + 1
     _tree_add_max(tmax, lmax, size, a_lo, n_leaves, val)
-    _tree_add_min(tmin, lmin, size, k, n_leaves, val)
+    _tree_add_max(tneg, lneg, size, k, n_leaves, -val)
 
 
 @njit(cache=True, nogil=True)
-def iks_batch(uniq, n_ref, size, tmax, lmax, tmin, lmin, ring, pos, count, n_seen, batch):
+def iks_batch(uniq, n_ref, size, tmax, lmax, tneg, lneg, ring, pos, count, n_seen, batch):
     """Slide ``batch`` through the window, reading sup S and -inf S after every full-window value.
 
     Returns the new (pos, count, n_seen) and, per evaluated value, its stream
@@ -275,10 +238,10 @@ def iks_batch(uniq, n_ref, size, tmax, lmax, tmin, lmin, ring, pos, count, n_see
     for t in range(n_b):
         x = batch[t]
         if count == w:
-            _iks_apply(uniq, n_ref, size, tmax, lmax, tmin, lmin, ring[pos], -1)
+            _iks_apply(uniq, n_ref, size, tmax, lmax, tneg, lneg, ring[pos], -1)
         else:
             count += 1
-        _iks_apply(uniq, n_ref, size, tmax, lmax, tmin, lmin, x, 1)
+        _iks_apply(uniq, n_ref, size, tmax, lmax, tneg, lneg, x, 1)
         ring[pos] = x
         pos += 1
         if pos == w:
@@ -286,7 +249,7 @@ def iks_batch(uniq, n_ref, size, tmax, lmax, tmin, lmin, ring, pos, count, n_see
         n_seen += 1
         if count == w:
             hi = tmax[1]
-            lo = -tmin[1]
+            lo = tneg[1]
             positions[k] = n_seen
             smaxs[k] = max(0, hi)
             smins[k] = max(0, lo)

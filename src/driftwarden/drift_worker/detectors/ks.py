@@ -383,7 +383,7 @@ class IKS(_KSBase):
         self._reset_tree()
 
     def _reset_tree(self) -> None:
-        self._size, self._tmax, self._lmax, self._tmin, self._lmin = K.iks_tree_build(
+        self._size, self._tmax, self._lmax, self._tneg, self._lneg = K.iks_tree_build(
             self._cum, self.window
         )
 
@@ -398,8 +398,8 @@ class IKS(_KSBase):
             self._size,
             self._tmax,
             self._lmax,
-            self._tmin,
-            self._lmin,
+            self._tneg,
+            self._lneg,
             self._ring,
             self._pos,
             self._count,
@@ -463,8 +463,8 @@ class IKS(_KSBase):
                 self._size,
                 self._tmax,
                 self._lmax,
-                self._tmin,
-                self._lmin,
+                self._tneg,
+                self._lneg,
                 self._ring,
                 0,
                 0,
