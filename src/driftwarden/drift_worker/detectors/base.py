@@ -331,6 +331,35 @@ class Detector(abc.ABC):
     def update_many(self, values: Any) -> Evaluations:
         """Feed a batch of values; returns the evaluations it produced, in order."""
 
+    def _evaluated(
+        self,
+        positions: Any,
+        stats: np.ndarray,
+        pvals: np.ndarray,
+        drift: np.ndarray,
+        threshold: float,
+        *,
+        p_value: bool = True,
+        effect_size: bool = True,
+    ) -> Evaluations:
+        """Record the last of a batch's window evaluations as ``result``; return them all.
+
+        For windowed tests (they have ``window``): the statistic doubles as the effect
+        size unless ``effect_size`` is False, and the p-value is reported unless
+        ``p_value`` is False.
+        """
+        if len(positions):
+            self._result = DetectorResult(
+                statistic=float(stats[-1]),
+                p_value=float(pvals[-1]) if p_value else None,
+                threshold=threshold,
+                drift=bool(drift[-1]),
+                n_seen=int(positions[-1]),
+                effect_size=float(stats[-1]) if effect_size else None,
+                sample_size=self.window,  # type: ignore[attr-defined]
+            )
+        return Evaluations(np.asarray(positions, np.int64), stats, pvals, drift, threshold)
+
     # -- state
     @abc.abstractmethod
     def _params(self) -> dict[str, Any]:

@@ -29,7 +29,6 @@ from . import _window_kernels as K
 from .base import (
     Detector,
     DetectorInputError,
-    DetectorResult,
     Evaluations,
     as_numeric_batch,
     check_nan_policy,
@@ -220,17 +219,15 @@ class _CategoricalWindow(Detector):
         self._pos, self._count, self._n_seen = int(pos), int(count), int(n_seen)
         stat, p = self._statistics(snaps)
         drift = self._drift(stat, p)
-        if positions.size:
-            self._result = DetectorResult(
-                statistic=float(stat[-1]),
-                p_value=float(p[-1]) if self._HAS_P_VALUE else None,
-                threshold=self._threshold,
-                drift=bool(drift[-1]),
-                n_seen=int(positions[-1]),
-                effect_size=float(stat[-1]) if not self._HAS_P_VALUE else None,
-                sample_size=self.window,
-            )
-        return Evaluations(positions, stat, p, drift, self._threshold)
+        return self._evaluated(
+            positions,
+            stat,
+            p,
+            drift,
+            self._threshold,
+            p_value=self._HAS_P_VALUE,
+            effect_size=not self._HAS_P_VALUE,
+        )
 
     # -- proportions with the pseudo-count (KL, PSI)
     def _smoothed(self, win: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

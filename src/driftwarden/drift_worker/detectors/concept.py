@@ -20,7 +20,6 @@ from . import _window_kernels as K
 from .base import (
     Detector,
     DetectorInputError,
-    DetectorResult,
     Evaluations,
     as_numeric_batch,
     check_nan_policy,
@@ -105,17 +104,7 @@ class _ErrorWindow(Detector):
         self._pos, self._count, self._n_seen = int(pos), int(count), int(n_seen)
         stat, p = self._test(means, variances)
         drift = (stat > self.min_increase) & (p < self.alpha)
-        if positions.size:
-            self._result = DetectorResult(
-                statistic=float(stat[-1]),
-                p_value=float(p[-1]),
-                threshold=self.min_increase,
-                drift=bool(drift[-1]),
-                n_seen=int(positions[-1]),
-                effect_size=float(stat[-1]),
-                sample_size=self.window,
-            )
-        return Evaluations(positions, stat, p, drift, self.min_increase)
+        return self._evaluated(positions, stat, p, drift, self.min_increase)
 
     def _test(self, means: np.ndarray, variances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError

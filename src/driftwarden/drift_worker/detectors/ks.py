@@ -23,7 +23,6 @@ from . import _ks_kernels as K
 from .base import (
     Detector,
     DetectorInputError,
-    DetectorResult,
     Evaluations,
     as_numeric_batch,
     check_nan_policy,
@@ -172,17 +171,7 @@ class _KSBase(Detector):
 
     def _finish(self, positions: np.ndarray, stats: np.ndarray, pvals: np.ndarray) -> Evaluations:
         drift = (pvals < self.alpha) & (stats >= self.min_effect)
-        if positions.size:
-            self._result = DetectorResult(
-                statistic=float(stats[-1]),
-                p_value=float(pvals[-1]),
-                threshold=self.alpha,
-                drift=bool(drift[-1]),
-                n_seen=int(positions[-1]),
-                effect_size=float(stats[-1]),
-                sample_size=self.window,
-            )
-        return Evaluations(positions, stats, pvals, drift, self.alpha)
+        return self._evaluated(positions, stats, pvals, drift, self.alpha)
 
     def _params(self) -> dict[str, Any]:
         return {
@@ -422,16 +411,7 @@ class IKS(_KSBase):
         pvals = np.full(h.size, np.nan)
         if h.size:
             pvals[-1] = self._p_of_h(int(h[-1]))
-            self._result = DetectorResult(
-                statistic=float(stats[-1]),
-                p_value=float(pvals[-1]),
-                threshold=self.alpha,
-                drift=bool(drift[-1]),
-                n_seen=int(positions[-1]),
-                effect_size=float(stats[-1]),
-                sample_size=self.window,
-            )
-        return Evaluations(positions, stats, pvals, drift, self.alpha)
+        return self._evaluated(positions, stats, pvals, drift, self.alpha)
 
     def _p_of_h(self, h: int) -> float:
         n1, n2 = self._reference.size, self.window

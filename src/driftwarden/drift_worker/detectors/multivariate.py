@@ -21,7 +21,6 @@ from scipy.spatial.distance import pdist
 from .base import (
     Detector,
     DetectorInputError,
-    DetectorResult,
     Evaluations,
     check_nan_policy,
     decode_array,
@@ -171,16 +170,7 @@ class _PermutationWindow(Detector):
         stat = np.array(stats_, dtype=float)
         p = np.array(pvals, dtype=float)
         drift = p < self.alpha
-        if positions:
-            self._result = DetectorResult(
-                statistic=float(stat[-1]),
-                p_value=float(p[-1]),
-                threshold=self.alpha,
-                drift=bool(drift[-1]),
-                n_seen=positions[-1],
-                sample_size=self.window,
-            )
-        return Evaluations(np.array(positions, np.int64), stat, p, drift, self.alpha)
+        return self._evaluated(positions, stat, p, drift, self.alpha, effect_size=False)
 
     def _params(self) -> dict[str, Any]:
         return {
