@@ -36,6 +36,25 @@ def _container(name: str = "main") -> client.V1Container:
     )
 
 
+def _create_deployment(apps_v1: client.AppsV1Api, namespace: str, name: str, replicas: int) -> None:
+    """Create a Deployment of ``replicas`` pods running one plain container."""
+    labels = _labels(name)
+    apps_v1.create_namespaced_deployment(
+        namespace,
+        client.V1Deployment(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1DeploymentSpec(
+                replicas=replicas,
+                selector=client.V1LabelSelector(match_labels=labels),
+                template=client.V1PodTemplateSpec(
+                    metadata=client.V1ObjectMeta(labels=labels),
+                    spec=client.V1PodSpec(containers=[_container()]),
+                ),
+            ),
+        ),
+    )
+
+
 def test_server_reports_the_pinned_version(
     k8s_api: client.ApiClient, control_plane: ControlPlane
 ) -> None:
@@ -76,21 +95,7 @@ def test_fake_nodes_are_ready_with_capacity(core_v1: client.CoreV1Api) -> None:
 def test_deployment_pods_become_running_and_ready(
     namespace: str, core_v1: client.CoreV1Api, apps_v1: client.AppsV1Api
 ) -> None:
-    labels = _labels("web")
-    apps_v1.create_namespaced_deployment(
-        namespace,
-        client.V1Deployment(
-            metadata=client.V1ObjectMeta(name="web"),
-            spec=client.V1DeploymentSpec(
-                replicas=3,
-                selector=client.V1LabelSelector(match_labels=labels),
-                template=client.V1PodTemplateSpec(
-                    metadata=client.V1ObjectMeta(labels=labels),
-                    spec=client.V1PodSpec(containers=[_container()]),
-                ),
-            ),
-        ),
-    )
+    _create_deployment(apps_v1, namespace, "web", replicas=3)
     wait_until(
         lambda: (
             (apps_v1.read_namespaced_deployment_status("web", namespace).status.ready_replicas or 0)
@@ -373,21 +378,7 @@ def test_namespace_deletion_finishes(
     namespace_factory, core_v1: client.CoreV1Api, apps_v1: client.AppsV1Api
 ) -> None:
     namespace = namespace_factory()
-    labels = _labels("doomed")
-    apps_v1.create_namespaced_deployment(
-        namespace,
-        client.V1Deployment(
-            metadata=client.V1ObjectMeta(name="doomed"),
-            spec=client.V1DeploymentSpec(
-                replicas=2,
-                selector=client.V1LabelSelector(match_labels=labels),
-                template=client.V1PodTemplateSpec(
-                    metadata=client.V1ObjectMeta(labels=labels),
-                    spec=client.V1PodSpec(containers=[_container()]),
-                ),
-            ),
-        ),
-    )
+    _create_deployment(apps_v1, namespace, "doomed", replicas=2)
     wait_until(
         lambda: (
             len(
