@@ -31,7 +31,7 @@ import scipy
 import scipy.stats as ss
 from river import drift as river_drift
 
-from driftwarden.drift_worker.detectors import (
+from driftwarden.detectors import (
     ADWIN,
     DDM,
     EDDM,
@@ -41,7 +41,7 @@ from driftwarden.drift_worker.detectors import (
     KSWindow,
     PageHinkley,
 )
-from driftwarden.drift_worker.detectors.ks import ks_2samp_pvalue
+from driftwarden.detectors.ks import ks_2samp_pvalue
 
 N_VALUES = 1_000_000
 BATCH = 1_000

@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.serving.load import run_load
 from driftwarden.bundles import load_bundle
-from driftwarden.local.processes import ManagedProcess, free_port
+from driftwarden.testing.local.processes import ManagedProcess, free_port
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "serving.json"
 CLIENTS = (1, 16, 64)
@@ -45,7 +45,7 @@ def _records(bundle, n: int = 500) -> list[dict[str, Any]]:
         out.append(
             {
                 spec.name: float(v) if spec.type == "numeric" else str(v)
-                for spec, v in zip(bundle.manifest.features, row)
+                for spec, v in zip(bundle.manifest.features, row, strict=False)
             }
         )
     return out

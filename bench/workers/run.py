@@ -37,16 +37,19 @@ from prometheus_client import CollectorRegistry
 
 from driftwarden.common import names
 from driftwarden.common.sharding import ShardMap
-from driftwarden.drift_worker import wire
-from driftwarden.drift_worker.localrun import LocalShards
 from driftwarden.drift_worker.plan import MonitorPlan
-from driftwarden.drift_worker.sender import Sender, SenderSettings
 from driftwarden.drift_worker.settings import Settings, WorkerOptions, build_plan
 from driftwarden.drift_worker.shard import ShardWorker
 from driftwarden.drift_worker.streams import StreamSpec
+from driftwarden.ingest import wire
+from driftwarden.ingest.sender import Sender, SenderSettings
+from driftwarden.testing.localshards import LocalShards
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "workers.json"
-SPEC: dict[str, Any] = {"model": {"bundle": "builtin://unused"}, "workers": {"window": 1000, "evaluateEvery": 100}}
+SPEC: dict[str, Any] = {
+    "model": {"bundle": "builtin://unused"},
+    "workers": {"window": 1000, "evaluateEvery": 100},
+}
 FEATURES = 20
 VALUES_PER_SEGMENT = 1000  # a batch = 20 streams x 1000 values = 20,000 values, 160 kB
 INGEST_SECONDS = 8.0
@@ -56,7 +59,10 @@ GOAL_RESHARD_S = 2.0
 
 
 def _streams(rng: np.random.Generator) -> list[StreamSpec]:
-    return [StreamSpec(names.feature_stream(f"f{i}"), "numeric", rng.normal(size=2000)) for i in range(FEATURES)]
+    return [
+        StreamSpec(names.feature_stream(f"f{i}"), "numeric", rng.normal(size=2000))
+        for i in range(FEATURES)
+    ]
 
 
 def _batches(rng: np.random.Generator, count: int, sender: str = "bench") -> list[bytes]:
@@ -66,13 +72,26 @@ def _batches(rng: np.random.Generator, count: int, sender: str = "bench") -> lis
         segs = []
         for i in range(FEATURES):
             seq += 1
-            segs.append(wire.Segment(names.feature_stream(f"f{i}"), seq, "values", time.time(), {"v": rng.normal(size=VALUES_PER_SEGMENT)}))
+            segs.append(
+                wire.Segment(
+                    names.feature_stream(f"f{i}"),
+                    seq,
+                    "values",
+                    time.time(),
+                    {"v": rng.normal(size=VALUES_PER_SEGMENT)},
+                )
+            )
         out.append(wire.encode(wire.Batch(sender, 1, segs)))
     return out
 
 
 def _plan(root: Path) -> MonitorPlan:
-    return build_plan(Settings(monitor_config=root / "monitor.json", worker=WorkerOptions(streams_file=root / "streams.json")))
+    return build_plan(
+        Settings(
+            monitor_config=root / "monitor.json",
+            worker=WorkerOptions(streams_file=root / "streams.json"),
+        )
+    )
 
 
 # ---------------------------------------------------------------------------- 1. ingest
@@ -90,7 +109,9 @@ async def _post_for(url: str, bodies: list[bytes], seconds: float) -> tuple[int,
             while time.perf_counter() < deadline and i < len(bodies):
                 body = bodies[i]
                 i += 1
-                r = await client.post(url, content=body, headers={"content-type": wire.CONTENT_TYPE})
+                r = await client.post(
+                    url, content=body, headers={"content-type": wire.CONTENT_TYPE}
+                )
                 r.raise_for_status()
                 done += 1
 
@@ -107,8 +128,24 @@ def ingest_http(root: Path, bodies: list[bytes], rounds: int = 2) -> dict[str, d
     """
     rng = np.random.default_rng(0)
     shards = {
-        "off": LocalShards(root / "off", SPEC, _streams(rng), 1, fsync="always", wal=False, snapshot_every_values=10**12),
-        "on": LocalShards(root / "on", SPEC, _streams(rng), 1, fsync="always", wal=True, snapshot_every_values=10**12),
+        "off": LocalShards(
+            root / "off",
+            SPEC,
+            _streams(rng),
+            1,
+            fsync="always",
+            wal=False,
+            snapshot_every_values=10**12,
+        ),
+        "on": LocalShards(
+            root / "on",
+            SPEC,
+            _streams(rng),
+            1,
+            fsync="always",
+            wal=True,
+            snapshot_every_values=10**12,
+        ),
     }
     best: dict[str, dict[str, Any]] = {}
     try:
@@ -116,16 +153,22 @@ def ingest_http(root: Path, bodies: list[bytes], rounds: int = 2) -> dict[str, d
             local.start_all()
         per_round = (len(bodies) - 8) // (2 * rounds)
         chunk = 0
-        for mode, local in shards.items():  # warm-up: JIT, connections, page cache
+        for local in shards.values():  # warm-up: JIT, connections, page cache
             asyncio.run(_post_for(local.url(0) + "/v1/ingest", bodies[:8], 3.0))
         for _ in range(rounds):
             for mode, local in shards.items():
                 part = bodies[8 + chunk * per_round : 8 + (chunk + 1) * per_round]
                 chunk += 1
-                done, elapsed = asyncio.run(_post_for(local.url(0) + "/v1/ingest", part, INGEST_SECONDS / rounds))
+                done, elapsed = asyncio.run(
+                    _post_for(local.url(0) + "/v1/ingest", part, INGEST_SECONDS / rounds)
+                )
                 rate = done * FEATURES * VALUES_PER_SEGMENT / elapsed
                 if rate > best.get(mode, {}).get("values_per_s", 0.0):
-                    best[mode] = {"values_per_s": rate, "batches_per_s": done / elapsed, "seconds": elapsed}
+                    best[mode] = {
+                        "values_per_s": rate,
+                        "batches_per_s": done / elapsed,
+                        "seconds": elapsed,
+                    }
         for mode, local in shards.items():
             best[mode]["wal_bytes"] = (local.status(0)["wal"] or {}).get("bytes", 0)
         return best
@@ -134,7 +177,9 @@ def ingest_http(root: Path, bodies: list[bytes], rounds: int = 2) -> dict[str, d
             local.stop()
 
 
-def _best_rate(step: Any, items: list[Any], rounds: int = 3, seconds: float = INGEST_SECONDS / 6) -> float:
+def _best_rate(
+    step: Any, items: list[Any], rounds: int = 3, seconds: float = INGEST_SECONDS / 6
+) -> float:
     """Return the best values/s of ``rounds`` timed windows applying ``step`` to items in turn.
 
     Best-of windows: a neighbour's burst on the shared cores only ever slows a window.
@@ -151,8 +196,16 @@ def _best_rate(step: Any, items: list[Any], rounds: int = 3, seconds: float = IN
     return best
 
 
-def ingest_inprocess(plan: MonitorPlan, data_dir: Path | None, bodies: list[bytes]) -> dict[str, Any]:
-    worker = ShardWorker(plan, 0, shard_map=ShardMap(monitor=plan.monitor, epoch=1, shards=1), data_dir=data_dir, fsync="always")
+def ingest_inprocess(
+    plan: MonitorPlan, data_dir: Path | None, bodies: list[bytes]
+) -> dict[str, Any]:
+    worker = ShardWorker(
+        plan,
+        0,
+        shard_map=ShardMap(monitor=plan.monitor, epoch=1, shards=1),
+        data_dir=data_dir,
+        fsync="always",
+    )
     for body in bodies[:4]:
         worker.ingest(body)
 
@@ -190,9 +243,15 @@ def sender_throughput(root: Path) -> dict[str, Any]:
 
         async def go() -> dict[str, Any]:
             sender = Sender(
-                local.monitor, shard_map=local.map, registry=CollectorRegistry(),
-                settings=SenderSettings(url_template=local.url_template, base_port=local.base_port,
-                                        max_buffered_values=400_000, batch_values=20_000),
+                local.monitor,
+                shard_map=local.map,
+                registry=CollectorRegistry(),
+                settings=SenderSettings(
+                    url_template=local.url_template,
+                    base_port=local.base_port,
+                    max_buffered_values=400_000,
+                    batch_values=20_000,
+                ),
             )
             await sender.start()
             started = time.perf_counter()
@@ -204,14 +263,22 @@ def sender_throughput(root: Path) -> dict[str, Any]:
             elapsed = time.perf_counter() - started
             await sender.stop(30)
             # the request path: one row of 20 features per call, into a sender's buffer
-            idle = Sender(local.monitor, shard_map=local.map, registry=None,
-                          settings=SenderSettings(max_buffered_values=10**9))
+            idle = Sender(
+                local.monitor,
+                shard_map=local.map,
+                registry=None,
+                settings=SenderSettings(max_buffered_values=10**9),
+            )
             calls = 20_000
             t0 = time.perf_counter()
             for _ in range(calls):
                 idle.emit_features(row)
             emit_us = (time.perf_counter() - t0) / calls * 1e6
-            return {"values_per_s": acked / elapsed, "emit_one_row_us": emit_us, "shed": sender.shed_values()}
+            return {
+                "values_per_s": acked / elapsed,
+                "emit_one_row_us": emit_us,
+                "shed": sender.shed_values(),
+            }
 
         return asyncio.run(go())
     finally:
@@ -227,16 +294,27 @@ def reshard_pause(root: Path) -> dict[str, Any]:
     result: dict[str, Any] = {}
     try:
         local.start_all()
-        for k in (3, 4):  # the new shards' processes start before the map changes, as with a StatefulSet scale-up
+        for k in (
+            3,
+            4,
+        ):  # the new shards' processes start before the map changes, as with a StatefulSet scale-up
             local.start(k, wait=False)
         for k in (3, 4):
             local.wait_healthy(k)
 
         async def load() -> None:
             sender = Sender(
-                local.monitor, shard_map_path=local.root / "shardmap.json", registry=CollectorRegistry(),
-                settings=SenderSettings(url_template=local.url_template, base_port=local.base_port, flush_interval=0.02,
-                                        backoff_initial=0.01, backoff_max=0.2, map_poll_interval=0.1),
+                local.monitor,
+                shard_map_path=local.root / "shardmap.json",
+                registry=CollectorRegistry(),
+                settings=SenderSettings(
+                    url_template=local.url_template,
+                    base_port=local.base_port,
+                    flush_interval=0.02,
+                    backoff_initial=0.01,
+                    backoff_max=0.2,
+                    map_poll_interval=0.1,
+                ),
             )
             await sender.start()
             loop = asyncio.get_running_loop()
@@ -278,7 +356,9 @@ def _reshard_and_wait(local: LocalShards, result: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------- 3. recovery
 
 
-def recovery(plan: MonitorPlan, root: Path, bodies: list[bytes], values_target: int = 1_000_000) -> dict[str, Any]:
+def recovery(
+    plan: MonitorPlan, root: Path, bodies: list[bytes], values_target: int = 1_000_000
+) -> dict[str, Any]:
     m = ShardMap(monitor=plan.monitor, epoch=1, shards=1)
     data = root / "recovery"
     worker = ShardWorker(plan, 0, shard_map=m, data_dir=data, fsync="never")
@@ -301,7 +381,9 @@ def recovery(plan: MonitorPlan, root: Path, bodies: list[bytes], values_target: 
     again.close()
     worker.close()
     return {
-        "wal_values": values, "wal_replay_s": wal_s, "wal_replay_s_per_million": wal_s * 1e6 / values,
+        "wal_values": values,
+        "wal_replay_s": wal_s,
+        "wal_replay_s_per_million": wal_s * 1e6 / values,
         "snapshot_restore_s": snap_s,
     }
 
@@ -347,8 +429,13 @@ def main() -> dict[str, Any]:
             "load_average_after": os.getloadavg()[0],
             "note": "shared cores; other jobs run concurrently, so absolute rates vary run to run",
         },
-        "config": {"streams": FEATURES, "values_per_batch": FEATURES * VALUES_PER_SEGMENT, "in_flight": IN_FLIGHT,
-                   "detector": "ks (window 1000, evaluate every 100)", "fsync": "always"},
+        "config": {
+            "streams": FEATURES,
+            "values_per_batch": FEATURES * VALUES_PER_SEGMENT,
+            "in_flight": IN_FLIGHT,
+            "detector": "ks (window 1000, evaluate every 100)",
+            "fsync": "always",
+        },
         "ingest": {
             "http_wal_on_values_per_s": http_on["values_per_s"],
             "http_wal_off_values_per_s (baseline)": http_off["values_per_s"],
@@ -363,7 +450,11 @@ def main() -> dict[str, Any]:
             "goal_values_per_s": GOAL_VALUES_PER_S,
             "goal_met": http_on["values_per_s"] >= GOAL_VALUES_PER_S,
         },
-        "reshard_3_to_5": {**pause, "goal_s": GOAL_RESHARD_S, "goal_met": pause.get("pause_s", 1e9) <= GOAL_RESHARD_S},
+        "reshard_3_to_5": {
+            **pause,
+            "goal_s": GOAL_RESHARD_S,
+            "goal_met": pause.get("pause_s", 1e9) <= GOAL_RESHARD_S,
+        },
         "recovery": rec,
     }
     _table(out)
@@ -376,16 +467,28 @@ def _table(out: dict[str, Any]) -> None:
     ing, rs, rec = out["ingest"], out["reshard_3_to_5"], out["recovery"]
     rows = [
         ("ingest, HTTP, WAL on (fsync=always)", f"{ing['http_wal_on_values_per_s']:,.0f} values/s"),
-        ("ingest, HTTP, WAL off  [baseline]", f"{ing['http_wal_off_values_per_s (baseline)']:,.0f} values/s"),
+        (
+            "ingest, HTTP, WAL off  [baseline]",
+            f"{ing['http_wal_off_values_per_s (baseline)']:,.0f} values/s",
+        ),
         ("  WAL on / WAL off", f"{ing['wal_cost_ratio_http']:.2f}x"),
         ("ingest, in-process, WAL on", f"{ing['inprocess_wal_on_values_per_s']:,.0f} values/s"),
         ("ingest, in-process, WAL off", f"{ing['inprocess_wal_off_values_per_s']:,.0f} values/s"),
         ("detectors alone (same data)", f"{ing['detectors_only_values_per_s']:,.0f} values/s"),
         ("through the Sender, WAL on", f"{ing['via_sender_wal_on_values_per_s']:,.0f} values/s"),
-        ("  Sender emit, 1 row x 20 features", f"{ing['sender_emit_one_row_of_20_features_us']:.1f} us per call"),
+        (
+            "  Sender emit, 1 row x 20 features",
+            f"{ing['sender_emit_one_row_of_20_features_us']:.1f} us per call",
+        ),
         ("  HTTP WAL on / detectors alone", f"{ing['http_wal_on_vs_detectors_only']:.2f}x"),
-        (f"goal >= {GOAL_VALUES_PER_S:,} values/s per shard", "met" if ing["goal_met"] else "NOT met"),
-        ("reshard 3->5: longest stream pause (freeze->install)", f"{rs.get('pause_s', float('nan')):.2f} s (median {rs.get('pause_median_s', float('nan')):.2f} s, {rs.get('streams_moved')} streams moved)"),
+        (
+            f"goal >= {GOAL_VALUES_PER_S:,} values/s per shard",
+            "met" if ing["goal_met"] else "NOT met",
+        ),
+        (
+            "reshard 3->5: longest stream pause (freeze->install)",
+            f"{rs.get('pause_s', float('nan')):.2f} s (median {rs.get('pause_median_s', float('nan')):.2f} s, {rs.get('streams_moved')} streams moved)",
+        ),
         (f"  goal <= {GOAL_RESHARD_S} s", "met" if rs["goal_met"] else "NOT met"),
         ("  map publish -> every stream settled", f"{rs.get('settle_s', float('nan')):.2f} s"),
         ("  sender shed / all acked", f"{rs.get('sender_shed')} / {rs.get('acked_all')}"),

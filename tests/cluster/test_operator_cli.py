@@ -16,8 +16,8 @@ from kubernetes import client
 
 from driftwarden.operator.examples import examples
 from driftwarden.operator.generate import dump_all
-from driftwarden.operator.harness import install_crd
 from driftwarden.testing.controlplane import ControlPlane
+from driftwarden.testing.operator import install_crd
 from driftwarden.testing.waiting import wait_until
 
 GROUP, VERSION, PLURAL = "driftwarden.io", "v1alpha1", "driftmonitors"

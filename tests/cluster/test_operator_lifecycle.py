@@ -24,7 +24,9 @@ from driftwarden.common.sharding import ShardMap
 from driftwarden.operator import metrics
 from driftwarden.operator.examples import examples
 from driftwarden.operator.generate import dump_all
-from driftwarden.operator.harness import (
+from driftwarden.testing.controlplane import ControlPlane
+from driftwarden.testing.kube import describe_pods
+from driftwarden.testing.operator import (
     FakeWorkerStatus,
     install_crd,
     operator_writes,
@@ -32,8 +34,6 @@ from driftwarden.operator.harness import (
     restricted_kubeconfig,
     run_operator,
 )
-from driftwarden.testing.controlplane import ControlPlane
-from driftwarden.testing.kube import describe_pods
 from driftwarden.testing.waiting import wait_until
 
 GROUP, VERSION, PLURAL = "driftwarden.io", "v1alpha1", "driftmonitors"
@@ -231,12 +231,12 @@ def _table(plane: ControlPlane, namespace: str, *extra: str) -> dict[str, dict[s
     header = lines[0]
     # Columns are aligned under their headers; an empty cell is blank, so cut by position.
     starts = [i for i, ch in enumerate(header) if ch != " " and (i == 0 or header[i - 1] == " ")]
-    bounds = list(zip(starts, [*starts[1:], None]))
+    bounds = list(zip(starts, [*starts[1:], None], strict=False))
     names = [header[a:b].strip() for a, b in bounds]
     rows = {}
     for line in lines[1:]:
         cells = [line[a:b].strip() for a, b in bounds]
-        rows[cells[0]] = dict(zip(names, cells))
+        rows[cells[0]] = dict(zip(names, cells, strict=False))
     return rows
 
 
@@ -607,7 +607,7 @@ def test_restarting_the_operator_writes_nothing(
     worker_status: FakeWorkerStatus,
 ) -> None:
     names = ["iris", "diabetes"]
-    for name, shards in zip(names, (1, 2)):
+    for name, shards in zip(names, (1, 2), strict=False):
         worker_status.set_streams(namespace, name, shards)
     with start_operator():
         for name in names:

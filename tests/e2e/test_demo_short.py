@@ -8,6 +8,7 @@ the demo started is left running — after a normal exit and after Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,9 +19,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_demo_report import assert_drawn, dom, screenshot
 
 from driftwarden.bundles.scenarios import SCENARIOS
+from support.chromium import assert_drawn, dom, screenshot
 
 # Set on the demo process; every process it starts inherits it, so /proc finds leftovers.
 MARKER = "DRIFTWARDEN_DEMO_TEST_RUN"
@@ -57,10 +58,8 @@ def assert_nothing_left(marker: str, within: float = 15.0) -> None:
         time.sleep(0.5)
         left = processes_with_marker(marker)
     for pid, _ in left:  # do not leak them into the rest of the session either
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     assert left == [], f"the demo left processes running: {left}"
 
 

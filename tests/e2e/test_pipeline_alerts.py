@@ -1,6 +1,6 @@
 """The whole pipeline through real Prometheus and Alertmanager, as local processes.
 
-One :class:`~driftwarden.local.LocalStack` (model server, 3 drift-worker shards,
+One :class:`~driftwarden.testing.local.LocalStack` (model server, 3 drift-worker shards,
 Prometheus, Alertmanager, the local Discord/webhook receiver) configured from the same
 builders the operator uses. In order:
 
@@ -34,7 +34,7 @@ from driftwarden.alerts.rules import A_CONCEPT_DRIFT, A_DATA_DRIFT, A_SHARD_DOWN
 from driftwarden.bundles.scenarios import scenario
 from driftwarden.common.spec import DriftMonitorSpec
 from driftwarden.dashboards import build_overview_dashboard, panel_queries
-from driftwarden.local import LocalStack, Notification, Timing
+from driftwarden.testing.local import LocalStack, Notification, Timing
 
 log = logging.getLogger("e2e.pipeline")
 
@@ -53,9 +53,18 @@ SPEC = DriftMonitorSpec.model_validate(
             # 2 of the 9 features drifting confirm data drift.
             "dataDriftShare": 0.2,
             "receivers": [
-                {"name": "discord", "discord": {"webhookSecretRef": {"name": "alerting", "key": "discord"}}},
+                {
+                    "name": "discord",
+                    "discord": {"webhookSecretRef": {"name": "alerting", "key": "discord"}},
+                },
                 {"name": "hook", "webhook": {"urlSecretRef": {"name": "alerting", "key": "hook"}}},
-                {"name": "slack", "slack": {"apiUrlSecretRef": {"name": "alerting", "key": "slack"}, "channel": "#ml"}},
+                {
+                    "name": "slack",
+                    "slack": {
+                        "apiUrlSecretRef": {"name": "alerting", "key": "slack"},
+                        "channel": "#ml",
+                    },
+                },
             ],
         },
     }
@@ -103,7 +112,10 @@ class Traffic:
                     continue
                 ids = [p["id"] for p in response.json()["predictions"]]
                 posted = self.label_fn(np.asarray(labels, dtype=float))
-                feedback = [{"prediction_id": i, "label": float(y)} for i, y in zip(ids, posted)]
+                feedback = [
+                    {"prediction_id": i, "label": float(y)}
+                    for i, y in zip(ids, posted, strict=False)
+                ]
                 response = client.post("/feedback", json=feedback)
                 if response.status_code != 202:
                     self.errors.append(f"/feedback {response.status_code}: {response.text[:300]}")
@@ -178,7 +190,9 @@ def _about(alertname: str) -> Callable[[Notification], bool]:
     return lambda n: alertname in n.text and not n.resolved
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str, describe: Callable[[], str]) -> None:
+def _wait(
+    predicate: Callable[[], bool], timeout: float, what: str, describe: Callable[[], str]
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -215,7 +229,9 @@ def test_label_relationship_change_raises_concept_drift(run: Run) -> None:
     traffic.label_fn = lambda y: y * 1.4
     changed = time.monotonic()
     alert = stack.wait_for_alert(A_CONCEPT_DRIFT, timeout=240)
-    notification = stack.receiver.wait_for(_about(A_CONCEPT_DRIFT), timeout=60, what="the concept-drift notification")
+    notification = stack.receiver.wait_for(
+        _about(A_CONCEPT_DRIFT), timeout=60, what="the concept-drift notification"
+    )
     run.report["concept_change_to_notification_seconds"] = round(time.monotonic() - changed, 1)
     assert alert.labels["monitor"] == NAME and alert.labels["namespace"] == NAMESPACE
     assert "builtin://diamonds" in notification.text
@@ -228,7 +244,9 @@ def test_two_shifted_features_raise_data_drift_naming_them(run: Run) -> None:
     shifted_at = time.time()
     traffic.world = _shifted_world(2)
     notification = stack.receiver.wait_for(
-        lambda n: n.kind == "discord" and _about(A_DATA_DRIFT)(n), timeout=300, what="the data-drift Discord post"
+        lambda n: n.kind == "discord" and _about(A_DATA_DRIFT)(n),
+        timeout=300,
+        what="the data-drift Discord post",
     )
     seconds = notification.received_at - shifted_at
     run.report["shift_to_data_drift_notification_seconds"] = round(seconds, 1)
@@ -241,10 +259,14 @@ def test_two_shifted_features_raise_data_drift_naming_them(run: Run) -> None:
     assert set(SHIFTED) <= named, embed["description"]
     # The generic webhook and Slack get the same alert; Slack's text carries the description.
     stack.receiver.wait_for(
-        lambda n: n.kind == "webhook" and f"alertname={A_DATA_DRIFT}" in n.text, timeout=30, what="the webhook post"
+        lambda n: n.kind == "webhook" and f"alertname={A_DATA_DRIFT}" in n.text,
+        timeout=30,
+        what="the webhook post",
     )
     slack = stack.receiver.wait_for(
-        lambda n: n.kind == "slack" and "Data drift confirmed" in n.text, timeout=30, what="the Slack post"
+        lambda n: n.kind == "slack" and "Data drift confirmed" in n.text,
+        timeout=30,
+        what="the Slack post",
     )
     assert slack.payload.get("channel") == "#ml"
     assert all(feature in slack.text for feature in SHIFTED), slack.text
@@ -259,7 +281,9 @@ def test_every_dashboard_query_returns_data(run: Run) -> None:
         "monitor": NAME,
         "datasource": "prometheus",
     }
-    queries = panel_queries(stack.dashboard(), variables) + panel_queries(build_overview_dashboard(), variables)
+    queries = panel_queries(stack.dashboard(), variables) + panel_queries(
+        build_overview_dashboard(), variables
+    )
     empty = []
     for query in queries:
         if not stack.query(query.expr):
@@ -271,8 +295,12 @@ def test_every_dashboard_query_returns_data(run: Run) -> None:
 def test_recorded_series_stay_within_the_documented_budget(run: Run) -> None:
     """docs/alerts.md: recording rules add 3 series per stream, 1 per shard, 11 per monitor."""
     stack = run.stack
-    [streams] = stack.query(f'count(driftwarden:stream_drift:max{{namespace="{NAMESPACE}",monitor="{NAME}"}})')
-    [recorded] = stack.query(f'count({{__name__=~"driftwarden:.+",namespace="{NAMESPACE}",monitor="{NAME}"}})')
+    [streams] = stack.query(
+        f'count(driftwarden:stream_drift:max{{namespace="{NAMESPACE}",monitor="{NAME}"}})'
+    )
+    [recorded] = stack.query(
+        f'count({{__name__=~"driftwarden:.+",namespace="{NAMESPACE}",monitor="{NAME}"}})'
+    )
     s, r = int(streams["value"][1]), int(recorded["value"][1])
     run.report["streams"], run.report["recorded_series"] = s, r
     assert s >= 11  # 9 features, prediction, performance
@@ -286,7 +314,9 @@ def test_killing_a_shard_alerts_and_restarting_resolves(run: Run) -> None:
     alert = stack.wait_for_alert(A_SHARD_DOWN, timeout=120)
     assert alert.labels["pod"] == f"{NAME}-workers-1"
     stack.receiver.wait_for(
-        lambda n: n.received_at >= killed and _about(A_SHARD_DOWN)(n), timeout=60, what="the shard-down post"
+        lambda n: n.received_at >= killed and _about(A_SHARD_DOWN)(n),
+        timeout=60,
+        what="the shard-down post",
     )
     run.report["kill_to_shard_down_notification_seconds"] = round(time.time() - killed, 1)
     restarted = time.time()
@@ -310,7 +340,9 @@ def test_scaling_out_and_back_keeps_every_stream_and_raises_no_alert(run: Run) -
     owned = stack.query(f'sum(driftwarden_worker_owned_streams{{namespace="{NAMESPACE}"}})')
     assert owned and int(float(owned[0]["value"][1])) == 11, owned
     time.sleep(stack.for_seconds() + 3)
-    assert not {a.name for a in stack.alerts()} - before, [(a.name, a.state) for a in stack.alerts()]
+    assert not {a.name for a in stack.alerts()} - before, [
+        (a.name, a.state) for a in stack.alerts()
+    ]
     started = time.monotonic()
     assert stack.scale(3).epoch == stack.shard_map.epoch
     run.report["scale_4_to_3_seconds"] = round(time.monotonic() - started, 1)

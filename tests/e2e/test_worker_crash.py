@@ -13,12 +13,12 @@ from prometheus_client import CollectorRegistry
 
 from driftwarden.common import names
 from driftwarden.common.sharding import ShardMap
-from driftwarden.drift_worker import wire
-from driftwarden.drift_worker.localrun import LocalShards
-from driftwarden.drift_worker.sender import Sender, SenderSettings
 from driftwarden.drift_worker.settings import Settings, WorkerOptions, build_plan
 from driftwarden.drift_worker.shard import ShardWorker
 from driftwarden.drift_worker.streams import StreamSpec
+from driftwarden.ingest import wire
+from driftwarden.ingest.sender import Sender, SenderSettings
+from driftwarden.testing.localshards import LocalShards
 
 SPEC = {
     "model": {"bundle": "builtin://unused"},
@@ -31,7 +31,9 @@ FEATURES = [f"f{i}" for i in range(6)]
 @pytest.fixture
 def shards(tmp_path: Path) -> Any:
     rng = np.random.default_rng(0)
-    streams = [StreamSpec(names.feature_stream(f), "numeric", rng.normal(size=300)) for f in FEATURES]
+    streams = [
+        StreamSpec(names.feature_stream(f), "numeric", rng.normal(size=300)) for f in FEATURES
+    ]
     local = LocalShards(tmp_path, SPEC, streams, 2, fsync="always", snapshot_every_values=3000)
     try:
         local.start_all()
@@ -50,7 +52,11 @@ def reference_view(local: LocalShards, emitted: dict[str, list[np.ndarray]]) -> 
     worker = ShardWorker(plan, 0, shard_map=ShardMap(monitor=local.monitor, epoch=1, shards=1))
     for seq, (stream, chunks) in enumerate(emitted.items(), start=1):
         values = np.concatenate(chunks)
-        worker.ingest(wire.encode(wire.Batch("ref", 0, [wire.Segment(stream, seq, "values", 0.0, {"v": values})])))
+        worker.ingest(
+            wire.encode(
+                wire.Batch("ref", 0, [wire.Segment(stream, seq, "values", 0.0, {"v": values})])
+            )
+        )
     return view(worker.fingerprint())
 
 
@@ -64,24 +70,40 @@ def cluster_view(local: LocalShards) -> dict[str, Any]:
         status = local.status(k)
         live = [s for s, v in status["streams"].items() if v["status"] == "live"]
         if live:
-            state = httpx.get(local.url(k) + "/v1/state", params={"stream": live}, timeout=30).json()
+            state = httpx.get(
+                local.url(k) + "/v1/state", params={"stream": live}, timeout=30
+            ).json()
             assert not set(state) & set(out), "a stream is live on two shards"
             out.update(view(state))
     return out
 
 
-async def drive(local: LocalShards, steps: int, events: dict[int, Any]) -> tuple[Sender, dict[str, list[np.ndarray]]]:
+async def drive(
+    local: LocalShards, steps: int, events: dict[int, Any]
+) -> tuple[Sender, dict[str, list[np.ndarray]]]:
     rng = np.random.default_rng(42)
     emitted: dict[str, list[np.ndarray]] = {names.feature_stream(f): [] for f in FEATURES}
     sender = Sender(
-        local.monitor, shard_map_path=local.root / "shardmap.json", registry=CollectorRegistry(),
-        settings=SenderSettings(url_template=local.url_template, base_port=local.base_port, batch_values=2000,
-                                flush_interval=0.01, backoff_initial=0.01, backoff_max=0.5, map_poll_interval=0.2),
+        local.monitor,
+        shard_map_path=local.root / "shardmap.json",
+        registry=CollectorRegistry(),
+        settings=SenderSettings(
+            url_template=local.url_template,
+            base_port=local.base_port,
+            batch_values=2000,
+            flush_interval=0.01,
+            backoff_initial=0.01,
+            backoff_max=0.5,
+            map_poll_interval=0.2,
+        ),
     )
     await sender.start()
     loop = asyncio.get_running_loop()
     for step in range(steps):
-        cols = {f: rng.normal(0.5 if step > steps // 2 else 0.0, 1.0, size=int(rng.integers(5, 60))) for f in FEATURES}
+        cols = {
+            f: rng.normal(0.5 if step > steps // 2 else 0.0, 1.0, size=int(rng.integers(5, 60)))
+            for f in FEATURES
+        }
         sender.emit_features(cols)
         for f, v in cols.items():
             emitted[names.feature_stream(f)].append(v)
@@ -129,7 +151,9 @@ def test_reshard_under_load_2_to_3_to_2_moves_state_exactly(shards: LocalShards)
 def test_scale_down_pod_hands_off_at_sigterm_even_before_it_saw_the_new_map(tmp_path: Path) -> None:
     """The operator shrinks 3 -> 2 and deletes shard 2 before shard 2 has read the new map."""
     rng = np.random.default_rng(3)
-    streams = [StreamSpec(names.feature_stream(f), "numeric", rng.normal(size=300)) for f in FEATURES]
+    streams = [
+        StreamSpec(names.feature_stream(f), "numeric", rng.normal(size=300)) for f in FEATURES
+    ]
     local = LocalShards(tmp_path, SPEC, streams, 3, fsync="always")
     try:
         local.start_all()
@@ -142,13 +166,24 @@ def test_scale_down_pod_hands_off_at_sigterm_even_before_it_saw_the_new_map(tmp_
                 segs.append(wire.Segment(s.name, seq, "values", 0.0, {"v": v}))
             for k, part in _route(local.map, segs).items():
                 body = wire.encode(wire.Batch("t", local.map.epoch, part))
-                httpx.post(local.url(k) + "/v1/ingest", content=body, headers={"content-type": wire.CONTENT_TYPE}, timeout=30).raise_for_status()
+                httpx.post(
+                    local.url(k) + "/v1/ingest",
+                    content=body,
+                    headers={"content-type": wire.CONTENT_TYPE},
+                    timeout=30,
+                ).raise_for_status()
         held_by_2 = [s for s, v in local.status(2)["streams"].items() if v["status"] == "live"]
         assert held_by_2
         local.map = local.map.advance(2)
         for k in (0, 1):  # the map reaches the surviving shards only
-            httpx.put(local.url(k) + "/v1/shardmap", content=local.map.model_dump_json(), timeout=30).raise_for_status()
-        assert all(local.status(k)["handoff"]["awaiting"] for k in (0, 1) if any(local.map.owner(s) == k for s in held_by_2))
+            httpx.put(
+                local.url(k) + "/v1/shardmap", content=local.map.model_dump_json(), timeout=30
+            ).raise_for_status()
+        assert all(
+            local.status(k)["handoff"]["awaiting"]
+            for k in (0, 1)
+            if any(local.map.owner(s) == k for s in held_by_2)
+        )
         local.terminate(2)  # SIGTERM, as a StatefulSet scale-down does
         assert "handed off every stream" in local.log(2), local.log(2)[-2000:]
         for k in (0, 1):

@@ -25,7 +25,9 @@ class _CrdLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml: 10x
     """PyYAML reads a bare ``=`` as the obscure !!value tag; CRDs use it as a string."""
 
 
-_CrdLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+_CrdLoader.add_constructor(
+    "tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node)
+)
 
 
 def _strict(schema: Any) -> Any:
@@ -80,7 +82,10 @@ def _spec(**alerts: Any) -> DriftMonitorSpec:
 
 RECEIVERS = [
     {"name": "discord", "discord": {"webhookSecretRef": {"name": "alerting", "key": "discord"}}},
-    {"name": "slack", "slack": {"apiUrlSecretRef": {"name": "alerting", "key": "slack"}, "channel": "#ml"}},
+    {
+        "name": "slack",
+        "slack": {"apiUrlSecretRef": {"name": "alerting", "key": "slack"}, "channel": "#ml"},
+    },
     {"name": "hook", "webhook": {"urlSecretRef": {"name": "hooks", "key": "url"}}},
 ]
 
@@ -163,6 +168,7 @@ def test_every_selector_is_scoped_to_the_monitor(name: str, namespace: str) -> N
                 f"job={quote(name + '-workers')}",
             }
             assert any(m in matchers for m in scoped), (metric, expr)
+
 
 def test_promql_helpers() -> None:
     assert selector("m", 'a=~"x"', b='q"uote') == 'm{b="q\\"uote",a=~"x"}'

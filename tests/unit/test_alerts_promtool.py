@@ -41,7 +41,11 @@ def _write_rules(folder: Path, groups: list[dict]) -> Path:
 def _promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(tool_path("promtool")), *args],
-        cwd=cwd, capture_output=True, text=True, timeout=120, check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -63,7 +67,9 @@ def test_rules_pass_promtool_check(suite_dir: Path) -> None:
 @pytest.mark.parametrize("suite", [s.name for s in SUITES])
 def test_promtool_suite(suite_dir: Path, suite: str) -> None:
     result = _promtool("test", "rules", suite, cwd=suite_dir)
-    assert result.returncode == 0, f"promtool test rules {suite} failed:\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"promtool test rules {suite} failed:\n{result.stdout}\n{result.stderr}"
+    )
 
 
 def test_every_alert_has_a_firing_case() -> None:
@@ -73,7 +79,9 @@ def test_every_alert_has_a_firing_case() -> None:
             for check in case.get("alert_rule_test", []):
                 if check.get("exp_alerts"):
                     fired.add(check["alertname"])
-    assert set(ALERT_NAMES) <= fired, f"alerts without a promtool firing case: {set(ALERT_NAMES) - fired}"
+    assert set(ALERT_NAMES) <= fired, (
+        f"alerts without a promtool firing case: {set(ALERT_NAMES) - fired}"
+    )
 
 
 def test_suites_fail_when_the_threshold_changes(tmp_path: Path) -> None:
@@ -90,9 +98,11 @@ def test_suites_fail_when_the_threshold_changes(tmp_path: Path) -> None:
 
 def test_two_monitors_share_one_rule_file(tmp_path: Path) -> None:
     """Group names are unique per monitor, so one Prometheus can load every monitor's rules."""
-    groups = build_rule_groups("diamonds", "ml", SUITE_SPEC) + build_rule_groups(
-        "diamonds", "staging", SUITE_SPEC
-    ) + build_rule_groups("iris", "ml", SUITE_SPEC)
+    groups = (
+        build_rule_groups("diamonds", "ml", SUITE_SPEC)
+        + build_rule_groups("diamonds", "staging", SUITE_SPEC)
+        + build_rule_groups("iris", "ml", SUITE_SPEC)
+    )
     _write_rules(tmp_path, groups)
     result = _promtool("check", "rules", "rules.yml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

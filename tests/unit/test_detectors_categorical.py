@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 
-from driftwarden.drift_worker.detectors import (
+from driftwarden.detectors import (
     PSI,
     Chi2,
     DetectorInputError,
@@ -19,7 +19,7 @@ from driftwarden.drift_worker.detectors import (
     KLDivergence,
     detector_from_state,
 )
-from driftwarden.drift_worker.detectors.categorical import UNSEEN
+from driftwarden.detectors.categorical import UNSEEN
 
 CLASSES = [Chi2, KLDivergence, JensenShannon, PSI]
 
@@ -54,7 +54,7 @@ def test_statistics_equal_scipy_at_every_evaluation(data):
     evs = [d.update_many(stream) for d in dets]
     # scipy at up to 15 evenly spread evaluations per example
     picks = np.unique(np.linspace(0, len(evs[0]) - 1, num=min(len(evs[0]), 15)).astype(int))
-    for i, pos in zip(picks, evs[0].position[picks]):
+    for i, pos in zip(picks, evs[0].position[picks], strict=False):
         win = stream[pos - window : pos]
         rc, wc = expected_counts(ref, win)
         # chi-square: scipy's contingency test on the buckets seen in either sample

@@ -10,7 +10,7 @@ import scipy.stats as ss
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftwarden.drift_worker.detectors import (
+from driftwarden.detectors import (
     DetectorInputError,
     ErrorRateIncrease,
     RelativeMSE,
@@ -33,7 +33,7 @@ def test_relative_mse_equals_welch_t_test(seed, scale, window, every):
     ev = det.update_many(stream)
     picks = np.unique(np.linspace(0, len(ev) - 1, num=min(len(ev), 15)).astype(int))
     for pos, stat, p, d in zip(
-        ev.position[picks], ev.statistic[picks], ev.p_value[picks], ev.drift[picks]
+        ev.position[picks], ev.statistic[picks], ev.p_value[picks], ev.drift[picks], strict=False
     ):
         win = stream[pos - window : pos]
         r = ss.ttest_ind(win, ref, equal_var=False, alternative="greater")
@@ -57,7 +57,7 @@ def test_error_rate_equals_fisher_exact(seed, rate, window, every):
     ev = det.update_many(stream)
     picks = np.unique(np.linspace(0, len(ev) - 1, num=min(len(ev), 15)).astype(int))
     for pos, stat, p, d in zip(
-        ev.position[picks], ev.statistic[picks], ev.p_value[picks], ev.drift[picks]
+        ev.position[picks], ev.statistic[picks], ev.p_value[picks], ev.drift[picks], strict=False
     ):
         e = int(stream[pos - window : pos].sum())
         r = ss.fisher_exact(

@@ -10,7 +10,7 @@ import scipy.stats as ss
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from driftwarden.drift_worker.detectors import (
+from driftwarden.detectors import (
     DetectorResult,
     KSWindow,
     benjamini_hochberg,

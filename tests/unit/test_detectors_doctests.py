@@ -8,11 +8,11 @@ import importlib
 import pytest
 
 MODULES = [
-    "driftwarden.drift_worker.detectors.ks",
-    "driftwarden.drift_worker.detectors.sequential",
-    "driftwarden.drift_worker.detectors.categorical",
-    "driftwarden.drift_worker.detectors.concept",
-    "driftwarden.drift_worker.detectors.multivariate",
+    "driftwarden.detectors.ks",
+    "driftwarden.detectors.sequential",
+    "driftwarden.detectors.categorical",
+    "driftwarden.detectors.concept",
+    "driftwarden.detectors.multivariate",
 ]
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from driftwarden.common.spec import DetectorConfig, DetectorType
-from driftwarden.drift_worker.detectors import (
+from driftwarden.detectors import (
     DETECTOR_CLASSES,
     PageHinkley,
     detector_from_state,

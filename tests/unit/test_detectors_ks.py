@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from driftwarden.common.spec import DetectorConfig, DetectorType
-from driftwarden.drift_worker.detectors import (
+from driftwarden.detectors import (
     IKS,
     DetectorInputError,
     KSWindow,
@@ -58,7 +58,7 @@ def test_kswindow_equals_scipy_at_every_evaluation(data, every, alternative, met
     ev = det.update_many(stream)
     expected_positions = [p for p in range(window, len(stream) + 1) if p % every == 0]
     assert ev.position.tolist() == expected_positions
-    for pos, stat, p in zip(ev.position, ev.statistic, ev.p_value):
+    for pos, stat, p in zip(ev.position, ev.statistic, ev.p_value, strict=False):
         r = ss.ks_2samp(ref, stream[pos - window : pos], alternative=alternative, method=method)
         assert stat == r.statistic
         assert p == r.pvalue or (np.isnan(p) and np.isnan(r.pvalue))  # scipy: NaN for n=m=1 asymp
@@ -308,7 +308,7 @@ def test_production_sizes_equal_scipy():
     ks = KSWindow(ref, window=1000, evaluate_every=500)
     iks = IKS(ref, window=1000)
     ev, ev_i = ks.update_many(stream), iks.update_many(stream)
-    for pos, stat, p in zip(ev.position, ev.statistic, ev.p_value):
+    for pos, stat, p in zip(ev.position, ev.statistic, ev.p_value, strict=False):
         r = ss.ks_2samp(ref, stream[pos - 1000 : pos])
         assert stat == r.statistic and p == r.pvalue
         assert ev_i.statistic[pos - 1000] == r.statistic

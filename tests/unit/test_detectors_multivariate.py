@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import cdist, pdist
 from scipy.special import logsumexp
 
-from driftwarden.drift_worker.detectors import MMD, NMDDM, DetectorInputError, detector_from_state
+from driftwarden.detectors import MMD, NMDDM, DetectorInputError, detector_from_state
 
 
 @settings(max_examples=15, deadline=None)
@@ -24,7 +24,10 @@ def test_mmd_statistic_equals_scipy_gaussian_kernel(seed, dim, shift):
     det = MMD(ref, window=40, evaluate_every=40, permutations=20, device="cpu")
     ev = det.update_many(stream)
     sigma = np.median(pdist(ref))
-    k = lambda a, b: np.exp(-cdist(a, b, "sqeuclidean") / (2 * sigma**2))
+
+    def k(a, b):
+        return np.exp(-cdist(a, b, "sqeuclidean") / (2 * sigma**2))
+
     expected = k(stream, stream).mean() + k(ref, ref).mean() - 2 * k(stream, ref).mean()
     np.testing.assert_allclose(ev.statistic[0], expected, rtol=1e-9, atol=1e-12)
     assert 1 / 21 <= ev.p_value[0] <= 1.0

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from river import drift as river_drift
 
-from driftwarden.drift_worker.detectors import DetectorInputError, detector_from_state
-from driftwarden.drift_worker.detectors.sequential import (
+from driftwarden.detectors import DetectorInputError, detector_from_state
+from driftwarden.detectors.sequential import (
     ADWIN,
     DDM,
     EDDM,

@@ -30,7 +30,7 @@ IMAGES = {  # folder -> the `driftwarden` sub-command its image runs
     "model_server": "serve",
     "drift_worker": "worker",
 }
-SCRIPTS = sorted((ROOT / "hack").glob("*.sh")) + [ROOT / ".ci" / "run"]
+SCRIPTS = [*sorted((ROOT / "hack").glob("*.sh")), ROOT / ".ci" / "run"]
 
 
 @dataclass

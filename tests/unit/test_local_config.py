@@ -15,9 +15,15 @@ import pytest
 import yaml
 
 from driftwarden.common.spec import DriftMonitorSpec
-from driftwarden.local import AlertReceiver, LocalSecrets, LocalStack, ManagedProcess, ProcessError
-from driftwarden.local.config import SecretNotFoundError
-from driftwarden.local.processes import free_port_block
+from driftwarden.testing.local import (
+    AlertReceiver,
+    LocalSecrets,
+    LocalStack,
+    ManagedProcess,
+    ProcessError,
+)
+from driftwarden.testing.local.config import SecretNotFoundError
+from driftwarden.testing.local.processes import free_port_block
 from driftwarden.testing.tools import tool_path
 
 SPEC = DriftMonitorSpec.model_validate(
@@ -27,8 +33,14 @@ SPEC = DriftMonitorSpec.model_validate(
         "alerts": {
             "for": "5s",
             "receivers": [
-                {"name": "discord", "discord": {"webhookSecretRef": {"name": "alerting", "key": "discord"}}},
-                {"name": "slack", "slack": {"apiUrlSecretRef": {"name": "alerting", "key": "slack"}}},
+                {
+                    "name": "discord",
+                    "discord": {"webhookSecretRef": {"name": "alerting", "key": "discord"}},
+                },
+                {
+                    "name": "slack",
+                    "slack": {"apiUrlSecretRef": {"name": "alerting", "key": "slack"}},
+                },
                 {"name": "hook", "webhook": {"urlSecretRef": {"name": "hooks", "key": "url"}}},
             ],
         },
@@ -84,7 +96,11 @@ def test_monitor_config_files_are_the_operators(rendered: LocalStack) -> None:
     assert monitor["name"] == "diamonds" and monitor["namespace"] == "ml"
     assert monitor["spec"]["model"]["bundle"] == "builtin://diamonds"
     shard_map = json.loads((rendered.config_dir / "shardmap.json").read_text())
-    assert shard_map["monitor"] == "ml/diamonds" and shard_map["shards"] == 3 and shard_map["epoch"] == 1
+    assert (
+        shard_map["monitor"] == "ml/diamonds"
+        and shard_map["shards"] == 3
+        and shard_map["epoch"] == 1
+    )
 
 
 def test_alertmanager_routes_the_monitor_to_its_receivers(rendered: LocalStack) -> None:
@@ -95,12 +111,19 @@ def test_alertmanager_routes_the_monitor_to_its_receivers(rendered: LocalStack) 
     receivers = {r["name"]: r for r in am["receivers"]}
     prefix = "ml/diamonds-driftwarden/"
     # Unresolved Secrets fall back to the local receiver, explicit ones win.
-    assert receivers[prefix + "discord"]["discord_configs"][0]["webhook_url"] == rendered.receiver.url(
-        "discord", "discord"
+    assert receivers[prefix + "discord"]["discord_configs"][0][
+        "webhook_url"
+    ] == rendered.receiver.url("discord", "discord")
+    assert (
+        receivers[prefix + "slack"]["slack_configs"][0]["api_url"]
+        == "https://hooks.slack.example/T/B/x"
     )
-    assert receivers[prefix + "slack"]["slack_configs"][0]["api_url"] == "https://hooks.slack.example/T/B/x"
-    assert receivers[prefix + "hook"]["webhook_configs"][0]["url"] == rendered.receiver.url("webhook", "hook")
-    assert [r["receiver"] for r in route["routes"]] == [prefix + n for n in ("discord", "slack", "hook")]
+    assert receivers[prefix + "hook"]["webhook_configs"][0]["url"] == rendered.receiver.url(
+        "webhook", "hook"
+    )
+    assert [r["receiver"] for r in route["routes"]] == [
+        prefix + n for n in ("discord", "slack", "hook")
+    ]
 
 
 def test_local_secrets_lookup_order(tmp_path: Path) -> None:
@@ -118,12 +141,18 @@ def test_local_secrets_lookup_order(tmp_path: Path) -> None:
 
 def test_receiver_records_discord_slack_and_webhook_posts() -> None:
     with AlertReceiver() as receiver, httpx.Client() as client:
-        discord = {"content": "", "embeds": [{"title": "[FIRING:1] DriftwardenDataDrift", "description": "carat, depth"}]}
+        discord = {
+            "content": "",
+            "embeds": [{"title": "[FIRING:1] DriftwardenDataDrift", "description": "carat, depth"}],
+        }
         response = client.post(receiver.url("discord", "team"), json=discord)
         assert response.status_code == 204
         assert client.post(receiver.url("discord", "team"), json={"content": ""}).status_code == 400
         assert client.post(receiver.url("slack", "s"), json={"text": "hello"}).status_code == 200
-        hook = {"status": "resolved", "alerts": [{"labels": {"alertname": "X"}, "annotations": {"summary": "gone"}}]}
+        hook = {
+            "status": "resolved",
+            "alerts": [{"labels": {"alertname": "X"}, "annotations": {"summary": "gone"}}],
+        }
         assert client.post(receiver.url("webhook", "w"), json=hook).status_code == 200
         assert client.post(f"{receiver.base_url}/nope", json={}).status_code == 404
         assert client.post(receiver.url("webhook", "w"), content=b"{not json").status_code == 400
@@ -139,7 +168,9 @@ def test_receiver_records_discord_slack_and_webhook_posts() -> None:
 def test_managed_process_stops_its_whole_group(tmp_path: Path) -> None:
     # The parent spawns a grandchild; stopping the parent's group must end both.
     script = "import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); print(p.pid, flush=True); time.sleep(60)"
-    process = ManagedProcess("sleeper", [sys.executable, "-c", script], log_path=tmp_path / "s.log", health_url=None)
+    process = ManagedProcess(
+        "sleeper", [sys.executable, "-c", script], log_path=tmp_path / "s.log", health_url=None
+    )
     process.start()
     deadline = time.monotonic() + 10
     while not (tmp_path / "s.log").read_text().strip().split("\n")[-1].isdigit():
@@ -167,7 +198,11 @@ def _alive(pid: int) -> bool:
 def test_health_wait_reports_an_early_exit_with_the_log(tmp_path: Path) -> None:
     process = ManagedProcess(
         "crasher",
-        [sys.executable, "-c", "import sys; print('bundle not found: builtin://nope'); sys.exit(3)"],
+        [
+            sys.executable,
+            "-c",
+            "import sys; print('bundle not found: builtin://nope'); sys.exit(3)",
+        ],
         log_path=tmp_path / "c.log",
         health_url="http://127.0.0.1:9/metrics",
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from driftwarden.common.spec import DriftMonitorSpec
-from driftwarden.local import LocalStack, ProcessError
+from driftwarden.testing.local import LocalStack, ProcessError
 
 SPEC = DriftMonitorSpec.model_validate(
     {"model": {"bundle": "builtin://diamonds"}, "workers": {"shards": 2}}
@@ -33,7 +33,9 @@ def test_failed_start_stops_everything_and_quotes_the_log(tmp_path: Path) -> Non
         python=sys.executable,
         start_timeout=60,
     )
-    with pytest.raises(ProcessError, match=r"(?s)worker-0 exited with status 2.*monitor config is invalid"):
+    with pytest.raises(
+        ProcessError, match=r"(?s)worker-0 exited with status 2.*monitor config is invalid"
+    ):
         stack.start()
     survivors = [name for name, process in stack._processes.items() if process.running]
     assert not survivors, f"still running after a failed start: {survivors}"

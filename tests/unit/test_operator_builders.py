@@ -20,44 +20,24 @@ import yaml
 
 from driftwarden.common.sharding import ShardMap
 from driftwarden.operator import builders
-from driftwarden.operator.builders import Renderers
 from driftwarden.operator.examples import examples
 from driftwarden.operator.generate import dump_all
 from driftwarden.operator.monitor import InvalidMonitor, Monitor
 from driftwarden.operator.settings import OperatorSettings
+from support.operator import FAKE, UID
+from support.operator import monitor as _monitor
 
 GOLDEN = Path(__file__).parent / "golden" / "operator"
 UPDATE = os.environ.get("DRIFTWARDEN_UPDATE_GOLDEN") == "1"
-UID = "0b7f3f6e-7d0e-4e4c-9a55-3f1c9d1f2a10"
-
-# Pinned stand-ins for the alerts/dashboards renderers, so these goldens change only
-# when the operator's wrapping changes (their content is tested by their owners).
-FAKE = Renderers(
-    rule_groups=lambda name, ns, spec: [{"name": f"driftwarden.{name}", "rules": [
-        {"alert": "DriftwardenDataDrift", "expr": f'vector(1) * {spec.alerts.data_drift_share}',
-         "for": spec.alerts.for_}]}],
-    alertmanager_spec=lambda name, ns, spec: {
-        "route": {"receiver": spec.alerts.receivers[0].name},
-        "receivers": [{"name": r.name} for r in spec.alerts.receivers]},
-    dashboard=lambda name, ns, spec: {"title": f"Driftwarden {ns}/{name}", "panels": []},
-)
 
 
-def _monitor(spec: dict[str, Any], name: str = "diamonds", namespace: str = "ml",
-             labels: dict[str, str] | None = None, generation: int = 1) -> Monitor:
-    return Monitor.from_body({
-        "apiVersion": "driftwarden.io/v1alpha1", "kind": "DriftMonitor",
-        "metadata": {"name": name, "namespace": namespace, "uid": UID,
-                     "generation": generation, "labels": labels or {}},
-        "spec": spec,
-    })
-
-
-def _children(monitor: Monitor, settings: OperatorSettings | None = None,
-              epoch: int = 1) -> list[dict[str, Any]]:
+def _children(
+    monitor: Monitor, settings: OperatorSettings | None = None, epoch: int = 1
+) -> list[dict[str, Any]]:
     shard_map = ShardMap(monitor=monitor.key, epoch=epoch, shards=monitor.spec.workers.shards)
-    return builders.build_children(monitor, settings or OperatorSettings(),
-                                   shard_map=shard_map, renderers=FAKE)
+    return builders.build_children(
+        monitor, settings or OperatorSettings(), shard_map=shard_map, renderers=FAKE
+    )
 
 
 def _by_kind(children: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -82,22 +62,40 @@ def test_children_match_golden_yaml(example: str) -> None:
     assert path.exists(), f"{path} missing; create it with DRIFTWARDEN_UPDATE_GOLDEN=1"
     assert text == path.read_text(), (
         f"children of {example} differ from {path}; if the change is intended, regenerate "
-        "with DRIFTWARDEN_UPDATE_GOLDEN=1 and review the diff")
+        "with DRIFTWARDEN_UPDATE_GOLDEN=1 and review the diff"
+    )
 
 
 def test_every_child_is_owned_labelled_and_hashed() -> None:
     monitor = _monitor({"model": {"bundle": "builtin://diamonds"}}, labels={"team": "pricing"})
     children = _children(monitor)
     kinds = sorted(c["kind"] for c in children)
-    assert kinds == sorted(["ConfigMap", "ConfigMap", "Service", "Service", "Deployment",
-                            "StatefulSet", "ServiceMonitor", "ServiceMonitor", "PrometheusRule"])
+    assert kinds == sorted(
+        [
+            "ConfigMap",
+            "ConfigMap",
+            "Service",
+            "Service",
+            "Deployment",
+            "StatefulSet",
+            "ServiceMonitor",
+            "ServiceMonitor",
+            "PrometheusRule",
+        ]
+    )
     for child in children:
         meta = child["metadata"]
         assert meta["namespace"] == "ml"
-        assert meta["ownerReferences"] == [{
-            "controller": True, "blockOwnerDeletion": True,
-            "apiVersion": "driftwarden.io/v1alpha1", "kind": "DriftMonitor",
-            "name": "diamonds", "uid": UID}]
+        assert meta["ownerReferences"] == [
+            {
+                "controller": True,
+                "blockOwnerDeletion": True,
+                "apiVersion": "driftwarden.io/v1alpha1",
+                "kind": "DriftMonitor",
+                "name": "diamonds",
+                "uid": UID,
+            }
+        ]
         labels = meta["labels"]
         assert labels["app.kubernetes.io/name"] == "driftwarden"
         assert labels["app.kubernetes.io/instance"] == "diamonds"
@@ -109,15 +107,26 @@ def test_every_child_is_owned_labelled_and_hashed() -> None:
 
 
 def _pods(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [c["spec"]["template"]["spec"] for c in children
-            if c["kind"] in ("Deployment", "StatefulSet")]
+    return [
+        c["spec"]["template"]["spec"]
+        for c in children
+        if c["kind"] in ("Deployment", "StatefulSet")
+    ]
 
 
 def test_pods_satisfy_pod_security_restricted() -> None:
     pods = _pods(_children(_monitor({"model": {"bundle": "builtin://diamonds"}})))
     assert len(pods) == 2
-    allowed_volumes = {"configMap", "emptyDir", "persistentVolumeClaim", "secret", "projected",
-                       "downwardAPI", "csi", "ephemeral"}
+    allowed_volumes = {
+        "configMap",
+        "emptyDir",
+        "persistentVolumeClaim",
+        "secret",
+        "projected",
+        "downwardAPI",
+        "csi",
+        "ephemeral",
+    }
     for pod in pods:
         sec = pod["securityContext"]
         assert sec["runAsNonRoot"] is True and sec["runAsUser"] > 0
@@ -136,9 +145,12 @@ def test_pods_satisfy_pod_security_restricted() -> None:
 
 
 def test_workers_statefulset_and_services_follow_the_contracts() -> None:
-    monitor = _monitor({"model": {"bundle": "builtin://diamonds"},
-                        "workers": {"shards": 5, "storage": "2Gi",
-                                    "storageClassName": "fast"}})
+    monitor = _monitor(
+        {
+            "model": {"bundle": "builtin://diamonds"},
+            "workers": {"shards": 5, "storage": "2Gi", "storageClassName": "fast"},
+        }
+    )
     children = _by_kind(_children(monitor, epoch=4))
     sts = children[("StatefulSet", "diamonds-workers")]
     assert sts["spec"]["replicas"] == 5
@@ -156,10 +168,12 @@ def test_workers_statefulset_and_services_follow_the_contracts() -> None:
     assert headless["spec"]["clusterIP"] == "None"
     assert headless["spec"]["selector"] == sts["spec"]["selector"]["matchLabels"]
     model = children[("Deployment", "diamonds-model")]
-    model_env = {e["name"]: e.get("value") for e in
-                 model["spec"]["template"]["spec"]["containers"][0]["env"]}
+    model_env = {
+        e["name"]: e.get("value") for e in model["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert model_env["DRIFTWARDEN_SENDER__URL_TEMPLATE"] == (
-        "http://diamonds-workers-{ordinal}.diamonds-workers.ml.svc:8080")
+        "http://diamonds-workers-{ordinal}.diamonds-workers.ml.svc:8080"
+    )
     assert children[("Service", "diamonds-model")]["spec"]["ports"][0]["port"] == 8000
 
     config = children[("ConfigMap", "diamonds-driftwarden")]
@@ -179,34 +193,51 @@ def test_service_monitors_select_their_services_and_carry_monitoring_labels() ->
         assert smon["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
         assert smon["spec"]["endpoints"][0]["port"] == "http"
         assert smon["metadata"]["labels"]["release"] == "kps"
-    assert children[("PrometheusRule", "diamonds-driftwarden")]["metadata"]["labels"][
-        "release"] == "kps"
+    assert (
+        children[("PrometheusRule", "diamonds-driftwarden")]["metadata"]["labels"]["release"]
+        == "kps"
+    )
 
 
 def test_alertmanager_config_only_with_receivers_and_dashboard_toggle() -> None:
-    plain = _by_kind(_children(_monitor({"model": {"bundle": "builtin://iris"},
-                                         "dashboard": {"enabled": False}})))
+    plain = _by_kind(
+        _children(
+            _monitor({"model": {"bundle": "builtin://iris"}, "dashboard": {"enabled": False}})
+        )
+    )
     assert not any(kind == "AlertmanagerConfig" for kind, _ in plain)
     assert ("ConfigMap", "diamonds-dashboard") not in plain
     ref = {"name": "hook", "key": "url"}
-    alerting = _by_kind(_children(_monitor({
-        "model": {"bundle": "builtin://iris"},
-        "alerts": {"receivers": [{"name": "oncall", "webhook": {"urlSecretRef": ref}}]}})))
+    alerting = _by_kind(
+        _children(
+            _monitor(
+                {
+                    "model": {"bundle": "builtin://iris"},
+                    "alerts": {"receivers": [{"name": "oncall", "webhook": {"urlSecretRef": ref}}]},
+                }
+            )
+        )
+    )
     amc = alerting[("AlertmanagerConfig", "diamonds-driftwarden")]
     assert amc["apiVersion"] == "monitoring.coreos.com/v1alpha1"
     assert amc["spec"]["route"]["receiver"] == "oncall"
     dash = alerting[("ConfigMap", "diamonds-dashboard")]
     assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(next(iter(dash["data"].values())))["title"] == "Driftwarden ml/diamonds"
-    off = _by_kind(_children(_monitor({"model": {"bundle": "builtin://iris"}}),
-                             OperatorSettings(dashboards_enabled=False)))
+    off = _by_kind(
+        _children(
+            _monitor({"model": {"bundle": "builtin://iris"}}),
+            OperatorSettings(dashboards_enabled=False),
+        )
+    )
     assert ("ConfigMap", "diamonds-dashboard") not in off
 
 
 def test_dashboards_in_a_shared_namespace_carry_no_owner_reference() -> None:
     settings = OperatorSettings(dashboard_namespace="grafana")
     dash = _by_kind(_children(_monitor({"model": {"bundle": "builtin://iris"}}), settings))[
-        ("ConfigMap", "ml-diamonds-dashboard")]
+        ("ConfigMap", "ml-diamonds-dashboard")
+    ]
     assert dash["metadata"]["namespace"] == "grafana"
     assert "ownerReferences" not in dash["metadata"]
     assert dash["metadata"]["labels"][builders.MONITOR_NAMESPACE_LABEL] == "ml"
@@ -218,16 +249,19 @@ def test_hashes_are_deterministic_and_track_inputs() -> None:
     assert first == _children(_monitor(spec))
     changed = _children(_monitor({**spec, "workers": {"window": 2000}}))
     h = builders.INPUT_HASH_ANNOTATION
-    assert ({c["metadata"]["annotations"][h] for c in first}
-            != {c["metadata"]["annotations"][h] for c in changed})
+    assert {c["metadata"]["annotations"][h] for c in first} != {
+        c["metadata"]["annotations"][h] for c in changed
+    }
 
 
 def test_scaling_rolls_no_pods_but_a_spec_change_does() -> None:
     base = _monitor({"model": {"bundle": "builtin://diamonds"}})
-    scaled = _monitor({"model": {"bundle": "builtin://diamonds", "replicas": 7},
-                       "workers": {"shards": 9}})
-    tuned = _monitor({"model": {"bundle": "builtin://diamonds"},
-                      "detectors": {"numeric": [{"type": "iks"}]}})
+    scaled = _monitor(
+        {"model": {"bundle": "builtin://diamonds", "replicas": 7}, "workers": {"shards": 9}}
+    )
+    tuned = _monitor(
+        {"model": {"bundle": "builtin://diamonds"}, "detectors": {"numeric": [{"type": "iks"}]}}
+    )
     assert builders.config_hash(base) == builders.config_hash(scaled)
     assert builders.config_hash(base) != builders.config_hash(tuned)
 
@@ -260,9 +294,13 @@ def test_shard_map_round_trips_through_the_config_map() -> None:
 
 def test_settings_reach_the_pods() -> None:
     settings = OperatorSettings(
-        model_server_image="registry.local/ms:1", drift_worker_image="registry.local/dw:1",
-        image_pull_policy="Always", image_pull_secrets=[{"name": "regcred"}],
-        node_selector={"pool": "ml"}, tolerations=[{"key": "ml", "operator": "Exists"}])
+        model_server_image="registry.local/ms:1",
+        drift_worker_image="registry.local/dw:1",
+        image_pull_policy="Always",
+        image_pull_secrets=[{"name": "regcred"}],
+        node_selector={"pool": "ml"},
+        tolerations=[{"key": "ml", "operator": "Exists"}],
+    )
     children = _by_kind(_children(_monitor({"model": {"bundle": "builtin://d"}}), settings))
     dep = children[("Deployment", "diamonds-model")]["spec"]["template"]["spec"]
     sts = children[("StatefulSet", "diamonds-workers")]["spec"]["template"]["spec"]
@@ -278,14 +316,18 @@ def test_settings_reach_the_pods() -> None:
 def test_real_renderers_produce_objects_the_operator_can_wrap() -> None:
     monitor = _monitor(EXAMPLE_MONITORS["receivers"]["spec"])
     shard_map = ShardMap(monitor=monitor.key, epoch=1, shards=3)
-    children = _by_kind(builders.build_children(
-        monitor, OperatorSettings(), shard_map=shard_map, renderers=builders.default_renderers()))
+    children = _by_kind(
+        builders.build_children(
+            monitor, OperatorSettings(), shard_map=shard_map, renderers=builders.default_renderers()
+        )
+    )
     rule = children[("PrometheusRule", "diamonds-driftwarden")]
     assert rule["spec"]["groups"] and all(g["rules"] for g in rule["spec"]["groups"])
     amc = children[("AlertmanagerConfig", "diamonds-driftwarden")]
     assert amc["spec"]["receivers"]
-    dashboard = json.loads(next(iter(children[("ConfigMap", "diamonds-dashboard")]["data"]
-                                      .values())))
+    dashboard = json.loads(
+        next(iter(children[("ConfigMap", "diamonds-dashboard")]["data"].values()))
+    )
     assert dashboard["panels"]
     yaml.safe_dump(list(children.values()))  # plain data all the way down
 
@@ -323,9 +365,14 @@ def test_input_hashes_are_stable_across_processes() -> None:
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-c", _DIGEST_SCRIPT], capture_output=True, text=True, check=True,
-        env={**os.environ, "PYTHONHASHSEED": "12345"}, timeout=120)
+        [sys.executable, "-c", _DIGEST_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        timeout=120,
+    )
     here = io.StringIO()
     with contextlib.redirect_stdout(here):
-        exec(_DIGEST_SCRIPT, {})  # noqa: S102 - our own constant; this process has another hash seed
+        exec(_DIGEST_SCRIPT, {})
     assert json.loads(result.stdout) == json.loads(here.getvalue())

@@ -70,8 +70,12 @@ def test_every_field_is_documented_starting_with_its_name(root_schema: dict[str,
 
 def test_defaults_are_filled_for_nested_objects(root_schema: dict[str, Any]) -> None:
     spec = root_schema["properties"]["spec"]["properties"]
-    assert spec["workers"]["default"] == {"shards": 3, "window": 1000, "evaluateEvery": 100,
-                                          "storage": "1Gi"}
+    assert spec["workers"]["default"] == {
+        "shards": 3,
+        "window": 1000,
+        "evaluateEvery": 100,
+        "storage": "1Gi",
+    }
     assert spec["workers"]["properties"]["shards"]["default"] == 3
     assert spec["workers"]["properties"]["storage"]["default"] == "1Gi"
     assert spec["model"]["properties"]["replicas"]["default"] == 2
@@ -93,8 +97,9 @@ def test_enums_and_ranges(root_schema: dict[str, Any]) -> None:
 
 
 def test_cel_rules_cover_streams_receivers_and_durations(root_schema: dict[str, Any]) -> None:
-    rules = [rule for _, node in _walk(root_schema)
-             for rule in node.get("x-kubernetes-validations", [])]
+    rules = [
+        rule for _, node in _walk(root_schema) for rule in node.get("x-kubernetes-validations", [])
+    ]
     messages = " | ".join(r["message"] for r in rules)
     for stream in ("numeric", "categorical", "prediction", "concept", "embedding"):
         assert f"{stream} detectors must be of type" in messages
@@ -136,7 +141,8 @@ def test_examples_validate_against_both_the_schema_and_the_models(
     validator = _openapi_validator(root_schema)
     monitors = [o for _, objs in examples().values() for o in objs if o["kind"] == "DriftMonitor"]
     assert {m["spec"]["model"]["bundle"] for m in monitors} >= {
-        f"builtin://{n}" for n in ("diamonds", "diabetes", "iris", "digits", "insurance")}
+        f"builtin://{n}" for n in ("diamonds", "diabetes", "iris", "digits", "insurance")
+    }
     for monitor in monitors:
         validator.validate(monitor["spec"])
         DriftMonitorSpec.model_validate(monitor["spec"])
@@ -164,7 +170,10 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
 
 @pytest.mark.parametrize(("case", "patch", "field"), INVALID, ids=[c[0] for c in INVALID])
 def test_invalid_specs_fail_the_openapi_schema_and_the_models(
-    root_schema: dict[str, Any], case: str, patch: dict[str, Any], field: str,
+    root_schema: dict[str, Any],
+    case: str,
+    patch: dict[str, Any],
+    field: str,
 ) -> None:
     spec = _base()
     for key, value in patch.items():
@@ -182,10 +191,15 @@ def test_missing_bundle_is_rejected(root_schema: dict[str, Any]) -> None:
         DriftMonitorSpec.model_validate({"model": {}})
 
 
-@pytest.mark.parametrize(("stream", "allowed"), [
-    ("numeric", NUMERIC_DETECTORS), ("categorical", CATEGORICAL_DETECTORS),
-    ("concept", CONCEPT_DETECTORS), ("embedding", EMBEDDING_DETECTORS),
-])
+@pytest.mark.parametrize(
+    ("stream", "allowed"),
+    [
+        ("numeric", NUMERIC_DETECTORS),
+        ("categorical", CATEGORICAL_DETECTORS),
+        ("concept", CONCEPT_DETECTORS),
+        ("embedding", EMBEDDING_DETECTORS),
+    ],
+)
 def test_models_enforce_the_cel_stream_rules(stream: str, allowed: tuple) -> None:
     for detector in DetectorType:
         spec = {**_base(), "detectors": {stream: [{"type": detector.value}]}}
@@ -208,10 +222,12 @@ def test_models_enforce_receiver_and_parameter_rules() -> None:
         DriftMonitorSpec.model_validate({**_base(), "alerts": {"receivers": [dup, dup]}})
     with pytest.raises(ValidationError, match="bins applies only"):
         DriftMonitorSpec.model_validate(
-            {**_base(), "detectors": {"numeric": [{"type": "ks", "bins": 10}]}})
+            {**_base(), "detectors": {"numeric": [{"type": "ks", "bins": 10}]}}
+        )
     with pytest.raises(ValidationError, match="evaluateEvery must not exceed"):
         DriftMonitorSpec.model_validate(
-            {**_base(), "workers": {"window": 100, "evaluateEvery": 200}})
+            {**_base(), "workers": {"window": 100, "evaluateEvery": 200}}
+        )
 
 
 def test_optional_union_with_two_types_is_refused() -> None:
@@ -246,8 +262,13 @@ def test_generated_files_in_the_repository_are_up_to_date(capsys) -> None:
 
 
 def test_check_fails_on_a_stale_copy_and_generate_repairs_it(tmp_path: Path, capsys) -> None:
-    for rel in (generate.CRD_PATH, generate.CHART_CRD_PATH, generate.RBAC_PATH,
-                generate.OVERVIEW_DASHBOARD_PATH, generate.DOC_PATH):
+    for rel in (
+        generate.CRD_PATH,
+        generate.CHART_CRD_PATH,
+        generate.RBAC_PATH,
+        generate.OVERVIEW_DASHBOARD_PATH,
+        generate.DOC_PATH,
+    ):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, tmp_path / rel)
     shutil.copytree(REPO / generate.EXAMPLES_DIR, tmp_path / generate.EXAMPLES_DIR)
@@ -276,7 +297,8 @@ def test_generate_refuses_a_doc_without_markers(tmp_path: Path, capsys) -> None:
 def test_schema_round_trips_every_default(root_schema: dict[str, Any]) -> None:
     """Defaults in the CRD equal what the models fill in, so API server and Python agree."""
     filled = DriftMonitorSpec.model_validate(_base()).model_dump(
-        by_alias=True, mode="json", exclude_none=True)
+        by_alias=True, mode="json", exclude_none=True
+    )
 
     def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
         if schema.get("type") == "object" and isinstance(value, dict):

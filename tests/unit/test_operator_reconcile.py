@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from test_operator_builders import FAKE, _monitor  # same folder, on sys.path (rootdir)
 
 from driftwarden.common.sharding import ShardMap
 from driftwarden.operator import builders
@@ -38,6 +37,8 @@ from driftwarden.operator.status import (
     status_patch,
 )
 from driftwarden.operator.workers import parse_status, probe_workers
+from support.operator import FAKE
+from support.operator import monitor as _monitor
 
 LOG = logging.getLogger("test")
 
@@ -86,13 +87,13 @@ class FakeApi:
         held = self.objects.get(key)
         stored["metadata"]["resourceVersion"] = self._bump()
         stored["metadata"]["uid"] = held["metadata"]["uid"] if held else f"uid-{self.version}"
-        stored["metadata"]["generation"] = (held["metadata"].get("generation", 0) + 1
-                                            if held else 1)
+        stored["metadata"]["generation"] = held["metadata"].get("generation", 0) + 1 if held else 1
         if obj["kind"] in ("Deployment", "StatefulSet"):
             # Server defaults the operator never sets.
             stored["spec"]["template"]["spec"]["dnsPolicy"] = "ClusterFirst"
             stored["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] = (
-                "/dev/termination-log")
+                "/dev/termination-log"
+            )
             stored["status"] = (held or {}).get("status", {})
         self.objects[key] = stored
         return copy.deepcopy(stored)
@@ -109,8 +110,9 @@ class FakeApi:
         self._count("delete", kind)
         return self.objects.pop((api_version, kind, namespace, name), None) is not None
 
-    async def patch_status(self, gv: str, plural: str, namespace: str, name: str,
-                           patch: dict[str, Any]) -> dict[str, Any]:
+    async def patch_status(
+        self, gv: str, plural: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
         self._count("patch-status", plural)
         for key, value in patch.items():
             if value is None:
@@ -125,9 +127,13 @@ class FakeApi:
         for obj in self.objects.values():
             if obj["kind"] in ("Deployment", "StatefulSet"):
                 want = obj["spec"]["replicas"]
-                obj["status"] = {"observedGeneration": obj["metadata"]["generation"],
-                                 "replicas": want, "readyReplicas": want,
-                                 "updatedReplicas": want, "availableReplicas": want}
+                obj["status"] = {
+                    "observedGeneration": obj["metadata"]["generation"],
+                    "replicas": want,
+                    "readyReplicas": want,
+                    "updatedReplicas": want,
+                    "availableReplicas": want,
+                }
                 obj["metadata"]["resourceVersion"] = self._bump()
 
 
@@ -144,11 +150,16 @@ class Harness:
 
     def body(self) -> dict[str, Any]:
         return {
-            "apiVersion": "driftwarden.io/v1alpha1", "kind": "DriftMonitor",
-            "metadata": {"name": "diamonds", "namespace": "ml",
-                         "uid": "0b7f3f6e-7d0e-4e4c-9a55-3f1c9d1f2a10",
-                         "generation": self.generation, "resourceVersion": str(self.version),
-                         "labels": {}},
+            "apiVersion": "driftwarden.io/v1alpha1",
+            "kind": "DriftMonitor",
+            "metadata": {
+                "name": "diamonds",
+                "namespace": "ml",
+                "uid": "0b7f3f6e-7d0e-4e4c-9a55-3f1c9d1f2a10",
+                "generation": self.generation,
+                "resourceVersion": str(self.version),
+                "labels": {},
+            },
             "spec": copy.deepcopy(self.spec),
             "status": copy.deepcopy(self.api.status),
         }
@@ -171,8 +182,19 @@ def test_first_pass_creates_every_child_and_an_idle_pass_writes_nothing() -> Non
     h = Harness()
     writes = h.run()
     kinds = sorted(k[1] for k in h.api.objects)
-    assert kinds == sorted(["ConfigMap", "ConfigMap", "Service", "Service", "Deployment",
-                            "StatefulSet", "ServiceMonitor", "ServiceMonitor", "PrometheusRule"])
+    assert kinds == sorted(
+        [
+            "ConfigMap",
+            "ConfigMap",
+            "Service",
+            "Service",
+            "Deployment",
+            "StatefulSet",
+            "ServiceMonitor",
+            "ServiceMonitor",
+            "PrometheusRule",
+        ]
+    )
     assert writes == len(kinds) + 1  # every child plus one status patch
     assert h.api.gets == 0  # a brand-new monitor has nothing to read back
     h.api.make_ready()
@@ -239,12 +261,15 @@ def test_an_edit_apply_cannot_merge_is_replaced_with_the_desired_fields() -> Non
 
 
 def test_overlay_replaces_lists_and_keeps_unset_fields() -> None:
-    actual = {"spec": {"clusterIP": "1.2.3.4", "ports": [{"port": 1}, {"port": 2}]},
-              "metadata": {"uid": "u", "labels": {"a": "1", "b": "2"}}}
+    actual = {
+        "spec": {"clusterIP": "1.2.3.4", "ports": [{"port": 1}, {"port": 2}]},
+        "metadata": {"uid": "u", "labels": {"a": "1", "b": "2"}},
+    }
     desired = {"spec": {"ports": [{"port": 1}]}, "metadata": {"labels": {"a": "x"}}}
     assert overlay(actual, desired) == {
         "spec": {"clusterIP": "1.2.3.4", "ports": [{"port": 1}]},
-        "metadata": {"uid": "u", "labels": {"a": "x", "b": "2"}}}
+        "metadata": {"uid": "u", "labels": {"a": "x", "b": "2"}},
+    }
 
 
 def test_scaling_publishes_a_new_epoch_and_the_statefulset_follows() -> None:
@@ -325,11 +350,21 @@ def test_the_status_the_operator_wrote_wins_over_a_stale_body() -> None:
 
 
 def test_is_subset_ignores_server_defaults_but_not_edits() -> None:
-    desired = {"spec": {"replicas": 2, "ports": [{"port": 80}],
-                        "resources": {"requests": {"memory": "1024Mi", "cpu": "0.1"}}}}
-    actual = {"spec": {"replicas": 2, "ports": [{"port": 80, "protocol": "TCP"}],
-                       "resources": {"requests": {"memory": "1Gi", "cpu": "100m"}}},
-              "status": {}}
+    desired = {
+        "spec": {
+            "replicas": 2,
+            "ports": [{"port": 80}],
+            "resources": {"requests": {"memory": "1024Mi", "cpu": "0.1"}},
+        }
+    }
+    actual = {
+        "spec": {
+            "replicas": 2,
+            "ports": [{"port": 80, "protocol": "TCP"}],
+            "resources": {"requests": {"memory": "1Gi", "cpu": "100m"}},
+        },
+        "status": {},
+    }
     assert is_subset(desired, actual)
     assert not is_subset(desired, {**actual, "spec": {**actual["spec"], "replicas": 3}})
     assert not is_subset({"a": [1, 2]}, {"a": [1, 2, 3]})
@@ -340,11 +375,17 @@ def test_is_subset_ignores_server_defaults_but_not_edits() -> None:
 
 def test_cache_never_goes_back_to_an_older_version() -> None:
     cache = ChildCache()
-    new = {"apiVersion": "v1", "kind": "ConfigMap",
-           "metadata": {"name": "a", "namespace": "n", "resourceVersion": "20",
-                        "managedFields": [{"manager": "x"}],
-                        "ownerReferences": [{"kind": "DriftMonitor", "controller": True,
-                                             "uid": "u"}]}}
+    new = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "a",
+            "namespace": "n",
+            "resourceVersion": "20",
+            "managedFields": [{"manager": "x"}],
+            "ownerReferences": [{"kind": "DriftMonitor", "controller": True, "uid": "u"}],
+        },
+    }
     old = copy.deepcopy(new)
     old["metadata"]["resourceVersion"] = "10"
     assert cache.put(new)
@@ -363,10 +404,17 @@ LATER = NOW + dt.timedelta(minutes=5)
 
 
 def _ready(kind: str, want: int, ready: int, generation: int = 1) -> dict[str, Any]:
-    return {"kind": kind, "metadata": {"generation": generation},
-            "status": {"observedGeneration": generation, "replicas": want,
-                       "readyReplicas": ready, "updatedReplicas": want,
-                       "availableReplicas": ready}}
+    return {
+        "kind": kind,
+        "metadata": {"generation": generation},
+        "status": {
+            "observedGeneration": generation,
+            "replicas": want,
+            "readyReplicas": ready,
+            "updatedReplicas": want,
+            "availableReplicas": ready,
+        },
+    }
 
 
 def _conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -375,12 +423,21 @@ def _conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_status_conditions_and_transition_times() -> None:
     monitor = _monitor({"model": {"bundle": "builtin://d"}})
-    rolling = Observation(shards=3, epoch=1, deployment=_ready("Deployment", 2, 2),
-                          statefulset=_ready("StatefulSet", 3, 1))
+    rolling = Observation(
+        shards=3,
+        epoch=1,
+        deployment=_ready("Deployment", 2, 2),
+        statefulset=_ready("StatefulSet", 3, 1),
+    )
     first = compute_status(monitor, {}, rolling, NOW)
     cond = _conditions(first)
     assert [c["type"] for c in first["conditions"]] == [
-        "Ready", "Progressing", "Degraded", "DataDrift", "ConceptDrift"]
+        "Ready",
+        "Progressing",
+        "Degraded",
+        "DataDrift",
+        "ConceptDrift",
+    ]
     assert (cond["Ready"]["status"], cond["Ready"]["reason"]) == ("False", "WorkersNotReady")
     assert "1/3 pods ready" in cond["Ready"]["message"]
     assert cond["Progressing"]["status"] == "True"
@@ -393,8 +450,12 @@ def test_status_conditions_and_transition_times() -> None:
     assert same == first  # nothing changed, not even a timestamp
     assert status_patch(first, same) == {}
 
-    ready = Observation(shards=3, epoch=1, deployment=_ready("Deployment", 2, 2),
-                        statefulset=_ready("StatefulSet", 3, 3))
+    ready = Observation(
+        shards=3,
+        epoch=1,
+        deployment=_ready("Deployment", 2, 2),
+        statefulset=_ready("StatefulSet", 3, 3),
+    )
     second = compute_status(monitor, first, ready, LATER)
     cond2 = _conditions(second)
     assert cond2["Ready"]["status"] == "True"
@@ -406,8 +467,9 @@ def test_status_conditions_and_transition_times() -> None:
 
 def test_status_drift_from_workers() -> None:
     monitor = _monitor({"model": {"bundle": "builtin://d"}})
-    drift = DriftObservation(shards_asked=3, shards_answered=3,
-                             drifting=("feature:carat", "performance"))
+    drift = DriftObservation(
+        shards_asked=3, shards_answered=3, drifting=("feature:carat", "performance")
+    )
     obs = Observation(shards=3, epoch=2, drift=drift)
     status = compute_status(monitor, {}, obs, NOW)
     cond = _conditions(status)
@@ -418,7 +480,9 @@ def test_status_drift_from_workers() -> None:
     partial = DriftObservation(shards_asked=3, shards_answered=2, errors=("shard 2: refused",))
     cond = _conditions(compute_status(monitor, status, Observation(3, 2, drift=partial), LATER))
     assert (cond["DataDrift"]["status"], cond["DataDrift"]["reason"]) == (
-        "Unknown", "PartialWorkerStatus")
+        "Unknown",
+        "PartialWorkerStatus",
+    )
     clean = DriftObservation(shards_asked=3, shards_answered=3)
     after = compute_status(monitor, status, Observation(3, 2, drift=clean), LATER)
     assert _conditions(after)["DataDrift"]["status"] == "False"
@@ -427,10 +491,17 @@ def test_status_drift_from_workers() -> None:
 
 def test_deployment_failure_is_degraded() -> None:
     dep = _ready("Deployment", 2, 0)
-    dep["status"]["conditions"] = [{"type": "ReplicaFailure", "status": "True",
-                                    "reason": "FailedCreate", "message": "quota exceeded"}]
-    status = compute_status(_monitor({"model": {"bundle": "builtin://d"}}), {},
-                            Observation(3, 1, deployment=dep), NOW)
+    dep["status"]["conditions"] = [
+        {
+            "type": "ReplicaFailure",
+            "status": "True",
+            "reason": "FailedCreate",
+            "message": "quota exceeded",
+        }
+    ]
+    status = compute_status(
+        _monitor({"model": {"bundle": "builtin://d"}}), {}, Observation(3, 1, deployment=dep), NOW
+    )
     cond = _conditions(status)["Degraded"]
     assert (cond["status"], cond["reason"]) == ("True", "ModelServerFailing")
     assert "quota exceeded" in cond["message"]
@@ -447,12 +518,19 @@ def test_merge_conditions_keeps_transition_time_on_reason_change() -> None:
 
 
 def test_parse_status_accepts_both_shapes() -> None:
-    mapping = {"streams": {"feature:a": {"drift": True, "lastDriftTime": 1_800_000_000},
-                           "feature:b": {"drift": False}}}
+    mapping = {
+        "streams": {
+            "feature:a": {"drift": True, "lastDriftTime": 1_800_000_000},
+            "feature:b": {"drift": False},
+        }
+    }
     assert parse_status(mapping) == (["feature:a"], "2027-01-15T08:00:00Z")
-    listing = {"streams": [{"stream": "prediction", "drift": True,
-                            "last_drift_time": "2026-11-23T09:00:00+00:00"},
-                           {"name": "feature:c", "drift": False}]}
+    listing = {
+        "streams": [
+            {"stream": "prediction", "drift": True, "last_drift_time": "2026-11-23T09:00:00+00:00"},
+            {"name": "feature:c", "drift": False},
+        ]
+    }
     assert parse_status(listing) == (["prediction"], "2026-11-23T09:00:00Z")
     with pytest.raises(ValueError):
         parse_status({"owned": []})
@@ -469,8 +547,9 @@ def test_probe_workers_merges_shards_and_tolerates_unreachable_ones() -> None:
 
     async def go() -> DriftObservation:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-            return await probe_workers(http, "http://w-{ordinal}/status", monitor="m",
-                                       namespace="n", shards=3, timeout=1)
+            return await probe_workers(
+                http, "http://w-{ordinal}/status", monitor="m", namespace="n", shards=3, timeout=1
+            )
 
     obs = asyncio.run(go())
     assert (obs.shards_asked, obs.shards_answered) == (3, 2)
@@ -489,8 +568,9 @@ def test_a_reshard_pushes_the_new_map_to_every_old_and_new_shard() -> None:
             return httpx.Response(200, json={"adopted": 0})
         return httpx.Response(200, json={"streams": {}})
 
-    h = Harness(OperatorSettings(
-        worker_status_url="http://{monitor}-workers-{ordinal}:8080/status"))
+    h = Harness(
+        OperatorSettings(worker_status_url="http://{monitor}-workers-{ordinal}:8080/status")
+    )
     h.reconciler.http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     h.spec["workers"] = {"shards": 3}
     h.run()
@@ -500,7 +580,9 @@ def test_a_reshard_pushes_the_new_map_to_every_old_and_new_shard() -> None:
         h.generation += 1
         h.run()
         pushed = puts[-reached:]
-        assert sorted(host for host, _ in pushed) == [f"diamonds-workers-{k}" for k in range(reached)]
+        assert sorted(host for host, _ in pushed) == [
+            f"diamonds-workers-{k}" for k in range(reached)
+        ]
         assert {(m.epoch, m.shards) for _, m in pushed} == {(epoch, shards)}
     assert len(puts) == 10
     h.run()

@@ -15,13 +15,13 @@ from prometheus_client import CollectorRegistry
 
 from driftwarden.common import names
 from driftwarden.common.spec import DetectorConfig, DetectorType
-from driftwarden.drift_worker import wire
-from driftwarden.drift_worker.detectors.factory import make_detector
-from driftwarden.drift_worker.inprocess import InProcessCluster
+from driftwarden.detectors.factory import make_detector
 from driftwarden.drift_worker.plan import MonitorPlan
-from driftwarden.drift_worker.sender import SHED_BUFFER_FULL, SHED_INVALID, Sender, SenderSettings
 from driftwarden.drift_worker.shard import Refusal, ShardWorker
 from driftwarden.drift_worker.streams import JoinConfig, StreamSpec
+from driftwarden.ingest import wire
+from driftwarden.ingest.sender import SHED_BUFFER_FULL, SHED_INVALID, Sender, SenderSettings
+from driftwarden.testing.inprocess import InProcessCluster
 
 MONITOR = "ns/sender"
 BASE_PORT = 7000
@@ -29,24 +29,36 @@ BASE_PORT = 7000
 
 def factory(stream: StreamSpec) -> dict[str, Any]:
     config = DetectorConfig(type=DetectorType.KS)
-    return {"ks": make_detector(config, reference=stream.reference, kind="numeric", window=50, evaluate_every=10)}
+    return {
+        "ks": make_detector(
+            config, reference=stream.reference, kind="numeric", window=50, evaluate_every=10
+        )
+    }
 
 
 def make_plan(features: int) -> MonitorPlan:
     rng = np.random.default_rng(0)
     streams = {
-        names.feature_stream(f"f{i}"): StreamSpec(names.feature_stream(f"f{i}"), "numeric", rng.normal(size=80))
+        names.feature_stream(f"f{i}"): StreamSpec(
+            names.feature_stream(f"f{i}"), "numeric", rng.normal(size=80)
+        )
         for i in range(features)
     }
-    streams[names.STREAM_PREDICTION] = StreamSpec(names.STREAM_PREDICTION, "numeric", rng.normal(size=80))
-    streams[names.STREAM_PERFORMANCE] = StreamSpec(names.STREAM_PERFORMANCE, "performance", rng.random(80), task="regression")
+    streams[names.STREAM_PREDICTION] = StreamSpec(
+        names.STREAM_PREDICTION, "numeric", rng.normal(size=80)
+    )
+    streams[names.STREAM_PERFORMANCE] = StreamSpec(
+        names.STREAM_PERFORMANCE, "performance", rng.random(80), task="regression"
+    )
     return MonitorPlan(MONITOR, streams, factory, join=JoinConfig(max_delay_s=1e9))
 
 
 class ChaosShards:
     """Routes sender requests to in-process shards and misbehaves on purpose."""
 
-    def __init__(self, cluster: InProcessCluster, seed: int, *, lost_ack: float, down: float) -> None:
+    def __init__(
+        self, cluster: InProcessCluster, seed: int, *, lost_ack: float, down: float
+    ) -> None:
         self.cluster = cluster
         self.rng = random.Random(seed)
         self.lost_ack = lost_ack
@@ -58,7 +70,11 @@ class ChaosShards:
     def handler(self, request: httpx.Request) -> httpx.Response:
         self.requests += 1
         ordinal = request.url.port - BASE_PORT
-        if ordinal in self.dead or ordinal not in self.cluster.workers or self.rng.random() < self.down:
+        if (
+            ordinal in self.dead
+            or ordinal not in self.cluster.workers
+            or self.rng.random() < self.down
+        ):
             raise httpx.ConnectError("connection refused", request=request)
         if self.rng.random() < 0.3:
             self.cluster.pump_handoffs()
@@ -67,12 +83,22 @@ class ChaosShards:
             result = worker.ingest(request.content, request.headers["content-type"])
         except Refusal as r:
             self.statuses[r.status] = self.statuses.get(r.status, 0) + 1
-            body = {"error": r.code, "detail": r.detail, **r.extra, "shard_map": worker.map.model_dump(mode="json")}
+            body = {
+                "error": r.code,
+                "detail": r.detail,
+                **r.extra,
+                "shard_map": worker.map.model_dump(mode="json"),
+            }
             return httpx.Response(r.status, json=body)
         if self.rng.random() < self.lost_ack:
-            raise httpx.ReadTimeout("ack lost", request=request)  # applied, but the sender never hears it
+            raise httpx.ReadTimeout(
+                "ack lost", request=request
+            )  # applied, but the sender never hears it
         self.statuses[200] = self.statuses.get(200, 0) + 1
-        return httpx.Response(200, json={"acked_values": result.values, "shard_map": worker.map.model_dump(mode="json")})
+        return httpx.Response(
+            200,
+            json={"acked_values": result.values, "shard_map": worker.map.model_dump(mode="json")},
+        )
 
 
 def reference_state(plan: MonitorPlan, emitted: dict[str, list[Any]]) -> dict[str, Any]:
@@ -83,17 +109,28 @@ def reference_state(plan: MonitorPlan, emitted: dict[str, list[Any]]) -> dict[st
         for kind, ids, values in chunks:
             seq += 1
             cols = {"v": values} if ids is None else {"id": ids, "v": values}
-            worker.ingest(wire.encode(wire.Batch("ref", 1, [wire.Segment(stream, seq, kind, 1000.0, cols)])))
+            worker.ingest(
+                wire.encode(wire.Batch("ref", 1, [wire.Segment(stream, seq, kind, 1000.0, cols)]))
+            )
     return worker.fingerprint()
 
 
 def detector_view(fp: dict[str, Any]) -> dict[str, Any]:
     """What must match: detector states, value counts and join results (not seq bookkeeping)."""
-    return {s: (v["values_total"], v["detectors"], v["join"] and {k: v["join"][k] for k in ("joined", "expired_predictions")}) for s, v in fp.items()}
+    return {
+        s: (
+            v["values_total"],
+            v["detectors"],
+            v["join"] and {k: v["join"][k] for k in ("joined", "expired_predictions")},
+        )
+        for s, v in fp.items()
+    }
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_sender_delivers_exactly_once_through_refusals_reshards_lost_acks_and_restarts(tmp_path: Path, seed: int) -> None:
+def test_sender_delivers_exactly_once_through_refusals_reshards_lost_acks_and_restarts(
+    tmp_path: Path, seed: int
+) -> None:
     plan = make_plan(5)
     cluster = InProcessCluster(plan, 2, data_root=tmp_path)
     chaos = ChaosShards(cluster, seed, lost_ack=0.15, down=0.05)
@@ -102,10 +139,19 @@ def test_sender_delivers_exactly_once_through_refusals_reshards_lost_acks_and_re
 
     async def scenario() -> Sender:
         sender = Sender(
-            MONITOR, shard_map=cluster.map, registry=CollectorRegistry(),
-            settings=SenderSettings(url_template="http://shard:{port}", base_port=BASE_PORT, batch_values=300,
-                                    flush_interval=0.005, backoff_initial=0.002, backoff_max=0.02),
-            transport=httpx.MockTransport(chaos.handler), clock=lambda: 1000.0,
+            MONITOR,
+            shard_map=cluster.map,
+            registry=CollectorRegistry(),
+            settings=SenderSettings(
+                url_template="http://shard:{port}",
+                base_port=BASE_PORT,
+                batch_values=300,
+                flush_interval=0.005,
+                backoff_initial=0.002,
+                backoff_max=0.02,
+            ),
+            transport=httpx.MockTransport(chaos.handler),
+            clock=lambda: 1000.0,
         )
         await sender.start()
         for step in range(60):
@@ -128,7 +174,9 @@ def test_sender_delivers_exactly_once_through_refusals_reshards_lost_acks_and_re
             if step == 30:
                 chaos.dead.add(1)  # shard 1 dies (kill -9: no close, no snapshot) ...
             if step == 35:
-                cluster.workers[1] = ShardWorker(plan, 1, shard_map=cluster.map, data_dir=tmp_path / "shard-1")
+                cluster.workers[1] = ShardWorker(
+                    plan, 1, shard_map=cluster.map, data_dir=tmp_path / "shard-1"
+                )
                 chaos.dead.discard(1)  # ... and comes back from its WAL
             if step == 45:
                 cluster.reshard(2, pump=False)
@@ -150,8 +198,12 @@ def test_sender_delivers_exactly_once_through_refusals_reshards_lost_acks_and_re
 def test_shedding_is_bounded_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     registry = CollectorRegistry()
     plan = make_plan(1)
-    sender = Sender(MONITOR, shard_map=InProcessCluster(plan, 1).map, registry=registry,
-                    settings=SenderSettings(max_buffered_values=100))
+    sender = Sender(
+        MONITOR,
+        shard_map=InProcessCluster(plan, 1).map,
+        registry=registry,
+        settings=SenderSettings(max_buffered_values=100),
+    )
     with caplog.at_level(logging.WARNING, logger="driftwarden.sender"):
         for _ in range(50):
             sender.emit_features({"f0": np.ones(10)})  # never started: nothing drains
@@ -159,7 +211,12 @@ def test_shedding_is_bounded_counted_and_logged_once(caplog: pytest.LogCaptureFi
     assert sender.shed_values(SHED_BUFFER_FULL) == 400
     lines = [r for r in caplog.records if "shedding" in r.getMessage()]
     assert len(lines) == 1 and "DRIFTWARDEN_SENDER__MAX_BUFFERED_VALUES" in lines[0].getMessage()
-    assert registry.get_sample_value(names.M_SENDER_SHED, {"monitor": MONITOR, "reason": SHED_BUFFER_FULL}) == 400
+    assert (
+        registry.get_sample_value(
+            names.M_SENDER_SHED, {"monitor": MONITOR, "reason": SHED_BUFFER_FULL}
+        )
+        == 400
+    )
     assert registry.get_sample_value(names.M_SENDER_QUEUE, {"monitor": MONITOR}) == 100
 
 
@@ -195,8 +252,13 @@ def test_malformed_answer_drops_batch_without_retry_loop(caplog: pytest.LogCaptu
     plan = make_plan(1)
 
     async def go() -> Sender:
-        sender = Sender(MONITOR, shard_map=InProcessCluster(plan, 1).map, registry=None,
-                        settings=SenderSettings(flush_interval=0.005), transport=httpx.MockTransport(handler))
+        sender = Sender(
+            MONITOR,
+            shard_map=InProcessCluster(plan, 1).map,
+            registry=None,
+            settings=SenderSettings(flush_interval=0.005),
+            transport=httpx.MockTransport(handler),
+        )
         await sender.start()
         sender.emit_features({"f0": np.ones(3)})
         await asyncio.sleep(0.1)
@@ -216,8 +278,15 @@ def test_a_segment_the_worker_rejects_is_dropped_alone(tmp_path: Path) -> None:
     chaos = ChaosShards(cluster, 0, lost_ack=0.0, down=0.0)
 
     async def go() -> Sender:
-        sender = Sender(MONITOR, shard_map=cluster.map, registry=None, transport=httpx.MockTransport(chaos.handler),
-                        settings=SenderSettings(url_template="http://shard:{port}", base_port=BASE_PORT, flush_interval=0.005))
+        sender = Sender(
+            MONITOR,
+            shard_map=cluster.map,
+            registry=None,
+            transport=httpx.MockTransport(chaos.handler),
+            settings=SenderSettings(
+                url_template="http://shard:{port}", base_port=BASE_PORT, flush_interval=0.005
+            ),
+        )
         sender.emit_features({"f0": ["a", "b"], "f1": np.ones(3)})
         await sender.start()
         await sender.stop(5)
@@ -234,7 +303,9 @@ def test_map_file_is_read_at_start_and_followed(tmp_path: Path) -> None:
     path = tmp_path / "shardmap.json"
     first = InProcessCluster(plan, 1).map
     path.write_text(first.model_dump_json())
-    sender = Sender(MONITOR, shard_map_path=path, registry=None, settings=SenderSettings(map_poll_interval=0.01))
+    sender = Sender(
+        MONITOR, shard_map_path=path, registry=None, settings=SenderSettings(map_poll_interval=0.01)
+    )
     assert sender.shard_map == first
     path.write_text(first.advance(4).model_dump_json())
     import time
@@ -248,8 +319,12 @@ def test_map_file_is_read_at_start_and_followed(tmp_path: Path) -> None:
 
 def test_a_busy_stream_does_not_starve_the_others() -> None:
     plan = make_plan(3)
-    sender = Sender(MONITOR, shard_map=InProcessCluster(plan, 1).map, registry=None,
-                    settings=SenderSettings(batch_values=100))
+    sender = Sender(
+        MONITOR,
+        shard_map=InProcessCluster(plan, 1).map,
+        registry=None,
+        settings=SenderSettings(batch_values=100),
+    )
     sender.emit_features({"f0": np.ones(500)})
     sender.emit_features({"f1": np.ones(5), "f2": np.ones(5)})
     first = sender._form_batch(0)

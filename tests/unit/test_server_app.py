@@ -25,8 +25,8 @@ from driftwarden.bundles import Bundle, load_bundle
 from driftwarden.bundles.train import BUILTIN
 from driftwarden.common import names
 from driftwarden.common.sharding import ShardMap
-from driftwarden.drift_worker import wire
-from driftwarden.drift_worker.sender import Sender, SenderSettings
+from driftwarden.ingest import wire
+from driftwarden.ingest.sender import Sender, SenderSettings
 from driftwarden.model_server.app import create_app
 from driftwarden.model_server.settings import ServerOptions, Settings
 
@@ -103,7 +103,7 @@ def records(frame: pd.DataFrame, bundle: Bundle) -> list[dict[str, Any]]:
     out = []
     for row in frame[bundle.feature_names].itertuples(index=False):
         rec = {}
-        for spec, value in zip(bundle.manifest.features, row):
+        for spec, value in zip(bundle.manifest.features, row, strict=False):
             rec[spec.name] = float(value) if spec.type == "numeric" else str(value)
         out.append(rec)
     return out
@@ -340,7 +340,11 @@ async def test_feedback_round_trip(bundle):
         )
         assert many.json()["accepted"] == 2
         metrics = (await client.get("/metrics")).text
-    labelled = [(i, label) for ids_, labels in emitter.labels for i, label in zip(ids_, labels)]
+    labelled = [
+        (i, label)
+        for ids_, labels in emitter.labels
+        for i, label in zip(ids_, labels, strict=False)
+    ]
     assert labelled == [(ids[k], _label(bundle, k)) for k in range(3)]
     assert set(ids) <= set(emitter.emitted_ids())  # the worker can join them
     assert sample_value(metrics, names.M_FEEDBACK_LABELS) == 3

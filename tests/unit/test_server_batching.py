@@ -58,7 +58,7 @@ async def test_concurrent_requests_share_calls_and_get_their_own_slices():
     model.gate.set()
     results = await asyncio.gather(*tasks)
     await batcher.stop()
-    for c, (ids, preds) in zip(requests, results):
+    for c, (ids, preds) in zip(requests, results, strict=False):
         assert preds.tolist() == [2 * v for v in c["x"]]
         assert len(ids) == len(c["x"])
     assert max(model.sizes) <= 8 and sum(model.sizes) == 14

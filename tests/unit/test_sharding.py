@@ -16,7 +16,9 @@ streams = st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=60, un
 
 @settings(max_examples=60, deadline=None)
 @given(streams=streams, n=st.integers(1, 20), m=st.integers(1, 20))
-def test_resharding_moves_only_streams_whose_owner_changes(streams: list[str], n: int, m: int) -> None:
+def test_resharding_moves_only_streams_whose_owner_changes(
+    streams: list[str], n: int, m: int
+) -> None:
     before, after = assign("ns/m", streams, n), assign("ns/m", streams, m)
     for s in streams:
         assert 0 <= after[s] < m
@@ -51,12 +53,15 @@ def test_advance_keeps_bounded_history_and_json_round_trips() -> None:
     assert len(m.history) == MAX_HISTORY and m.history[-1] == (m.epoch - 1, 4)
     assert ShardMap.model_validate_json(m.model_dump_json()) == m
     small = ShardMap(monitor="ns/m", epoch=1, shards=3).advance(5).advance(2)
-    assert (small.shards_at(1), small.shards_at(2), small.shards_at(3), small.shards_at(0)) == (3, 5, 2, None)
+    assert (small.shards_at(1), small.shards_at(2), small.shards_at(3), small.shards_at(0)) == (
+        3,
+        5,
+        2,
+        None,
+    )
 
 
-@pytest.mark.parametrize(
-    "history", [[[3, 2]], [[1, 2], [1, 3]], [[2, 2], [1, 3]], [[1, 0]]]
-)
+@pytest.mark.parametrize("history", [[[3, 2]], [[1, 2], [1, 3]], [[2, 2], [1, 3]], [[1, 0]]])
 def test_history_must_be_increasing_earlier_epochs(history: list[list[int]]) -> None:
     with pytest.raises(ValidationError):
         ShardMap.model_validate({"monitor": "ns/m", "epoch": 3, "shards": 2, "history": history})

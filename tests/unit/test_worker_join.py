@@ -25,7 +25,9 @@ def test_what_outlives_the_delay_is_counted_and_dropped() -> None:
     join.add_labels(["zz"], np.array([1.0]), ts=0.0)
     join.add_predictions(["b"], np.array([1.0]), ts=10.5)  # event time moves past a's deadline
     assert join.expired_predictions == 1 and join.unmatched_labels == 1
-    assert join.add_labels(["a"], np.array([2.0]), ts=11.0).size == 0  # too late: now unmatched-in-waiting
+    assert (
+        join.add_labels(["a"], np.array([2.0]), ts=11.0).size == 0
+    )  # too late: now unmatched-in-waiting
     assert list(join.labels) == ["a"]
 
 
@@ -36,7 +38,11 @@ def test_pending_is_bounded() -> None:
 
 
 def test_classification_errors_compare_labels_as_class_names() -> None:
-    assert errors_for("classification", ["1", "cat", 2.0], [1.0, "dog", "2"]).tolist() == [0.0, 1.0, 0.0]
+    assert errors_for("classification", ["1", "cat", 2.0], [1.0, "dog", "2"]).tolist() == [
+        0.0,
+        1.0,
+        0.0,
+    ]
 
 
 def test_state_round_trip_is_exact() -> None:

@@ -25,7 +25,12 @@ from driftwarden.drift_worker.streams import StreamSpec
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ("POD_NAME", "HOSTNAME", "DRIFTWARDEN_WORKER__ORDINAL", "DRIFTWARDEN_WORKER__PEER_URL_TEMPLATE"):
+    for key in (
+        "POD_NAME",
+        "HOSTNAME",
+        "DRIFTWARDEN_WORKER__ORDINAL",
+        "DRIFTWARDEN_WORKER__PEER_URL_TEMPLATE",
+    ):
         monkeypatch.delenv(key, raising=False)
 
 
@@ -46,7 +51,9 @@ def test_missing_ordinal_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> No
         Settings().resolve_peer_template()
 
 
-def test_environment_nested_settings_and_flag_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_environment_nested_settings_and_flag_overrides(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("DRIFTWARDEN_WORKER__FSYNC", "interval")
     monkeypatch.setenv("DRIFTWARDEN_WORKER__ORDINAL", "3")
     monkeypatch.setenv("DRIFTWARDEN_WORKER__HANDOFF_TIMEOUT_S", "42")
@@ -55,29 +62,61 @@ def test_environment_nested_settings_and_flag_overrides(monkeypatch: pytest.Monk
     assert (s.worker.fsync, s.worker.ordinal, s.worker.handoff_timeout_s) == ("interval", 3, 42.0)
     assert s.shard_map == tmp_path / "map.json"
     s = load_settings(["--ordinal", "1", "--fsync", "never", "--no-wal", "--port", "9999"])
-    assert (s.worker.ordinal, s.worker.fsync, s.worker.wal_enabled, s.worker.port) == (1, "never", False, 9999)
+    assert (s.worker.ordinal, s.worker.fsync, s.worker.wal_enabled, s.worker.port) == (
+        1,
+        "never",
+        False,
+        9999,
+    )
     monkeypatch.setenv("DRIFTWARDEN_WORKER__FSYNC", "sometimes")
     with pytest.raises(ValueError, match="fsync"):
         load_settings([])
 
 
-def test_main_exits_2_with_a_message_naming_the_missing_config(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_main_exits_2_with_a_message_naming_the_missing_config(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.ERROR):
-        code = main(["--ordinal", "0", "--monitor-config", str(tmp_path / "nope.json"),
-                     "--peer-url-template", "http://x:{port}"])
+        code = main(
+            [
+                "--ordinal",
+                "0",
+                "--monitor-config",
+                str(tmp_path / "nope.json"),
+                "--peer-url-template",
+                "http://x:{port}",
+            ]
+        )
     assert code == 2
     assert any("DRIFTWARDEN_MONITOR_CONFIG" in r.getMessage() for r in caplog.records)
 
 
-def test_main_refuses_a_shard_map_of_another_monitor(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_main_refuses_a_shard_map_of_another_monitor(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     spec = {"model": {"bundle": "builtin://x"}, "detectors": {"numeric": [{"type": "ks"}]}}
-    (tmp_path / "monitor.json").write_text(json.dumps({"name": "m", "namespace": "ns", "spec": spec}))
-    write_streams_file(tmp_path / "streams.json", [StreamSpec("feature:a", "numeric", np.arange(10.0))])
+    (tmp_path / "monitor.json").write_text(
+        json.dumps({"name": "m", "namespace": "ns", "spec": spec})
+    )
+    write_streams_file(
+        tmp_path / "streams.json", [StreamSpec("feature:a", "numeric", np.arange(10.0))]
+    )
     (tmp_path / "map.json").write_text('{"monitor": "ns/other", "epoch": 1, "shards": 1}')
     with caplog.at_level(logging.ERROR):
-        code = main(["--ordinal", "0", "--monitor-config", str(tmp_path / "monitor.json"),
-                     "--streams-file", str(tmp_path / "streams.json"), "--shard-map", str(tmp_path / "map.json"),
-                     "--peer-url-template", "http://x:{port}"])
+        code = main(
+            [
+                "--ordinal",
+                "0",
+                "--monitor-config",
+                str(tmp_path / "monitor.json"),
+                "--streams-file",
+                str(tmp_path / "streams.json"),
+                "--shard-map",
+                str(tmp_path / "map.json"),
+                "--peer-url-template",
+                "http://x:{port}",
+            ]
+        )
     assert code == 2 and any("'ns/other'" in r.getMessage() for r in caplog.records)
 
 
@@ -89,7 +128,9 @@ def test_streams_file_round_trip(tmp_path: Path) -> None:
     ]
     write_streams_file(tmp_path / "s.json", streams)
     back = read_streams_file(tmp_path / "s.json")
-    assert [(s.name, s.kind, s.categories, s.task) for s in back] == [(s.name, s.kind, s.categories, s.task) for s in streams]
+    assert [(s.name, s.kind, s.categories, s.task) for s in back] == [
+        (s.name, s.kind, s.categories, s.task) for s in streams
+    ]
     assert back[0].reference.tolist() == [0.5, 1.5] and back[1].reference == ["x", "y"]
     (tmp_path / "bad.json").write_text('{"streams": [{"kind": "numeric"}]}')
     with pytest.raises(ConfigError, match="bad.json is invalid"):
@@ -116,8 +157,11 @@ def test_plan_from_a_classification_bundle() -> None:
 
     bundle = load_bundle("builtin://iris")
     spec = DriftMonitorSpec.model_validate(
-        {"model": {"bundle": "builtin://iris"}, "labelJoin": {"maxDelay": "15m"},
-         "detectors": {"numeric": [{"type": "ks"}], "categorical": [], "concept": []}}
+        {
+            "model": {"bundle": "builtin://iris"},
+            "labelJoin": {"maxDelay": "15m"},
+            "detectors": {"numeric": [{"type": "ks"}], "categorical": [], "concept": []},
+        }
     )
     plan = plan_from_bundle("ns/iris", spec, bundle)
     features = [names.feature_stream(f) for f in bundle.feature_names]
@@ -138,7 +182,9 @@ def test_warm_up_runs_every_detector_kind_without_touching_the_plan() -> None:
     rng = np.random.default_rng(0)
     streams = {
         "feature:a": StreamSpec("feature:a", "numeric", rng.normal(size=300)),
-        "feature:c": StreamSpec("feature:c", "categorical", list("abc" * 50), categories=("a", "b", "c")),
+        "feature:c": StreamSpec(
+            "feature:c", "categorical", list("abc" * 50), categories=("a", "b", "c")
+        ),
         "performance": StreamSpec("performance", "performance", rng.random(300), task="regression"),
     }
     plan = MonitorPlan("ns/m", streams, spec_factory(spec))

@@ -87,7 +87,9 @@ def test_bad_policy_is_refused(tmp_path: Path) -> None:
         WriteAheadLog(tmp_path, fsync="sometimes")  # type: ignore[arg-type]
 
 
-def test_a_failed_write_leaves_no_partial_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_write_leaves_no_partial_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import os
 
     wal = WriteAheadLog(tmp_path, fsync="never")
@@ -107,7 +109,10 @@ def test_a_failed_write_leaves_no_partial_record(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(os, "write", real_write)
     assert wal.append(1, b"third") == 2
     wal.close()
-    assert [(lsn, p) for lsn, _, p in records(WriteAheadLog(tmp_path, fsync="never"))] == [(1, b"first"), (2, b"third")]
+    assert [(lsn, p) for lsn, _, p in records(WriteAheadLog(tmp_path, fsync="never"))] == [
+        (1, b"first"),
+        (2, b"third"),
+    ]
 
 
 @settings(max_examples=25, deadline=None)
@@ -116,7 +121,9 @@ def test_a_failed_write_leaves_no_partial_record(tmp_path: Path, monkeypatch: py
     cut=st.floats(0, 1),
     segment_bytes=st.sampled_from([64, 512, 1 << 20]),
 )
-def test_any_cut_of_the_newest_segment_replays_to_a_prefix(payloads: list[bytes], cut: float, segment_bytes: int) -> None:
+def test_any_cut_of_the_newest_segment_replays_to_a_prefix(
+    payloads: list[bytes], cut: float, segment_bytes: int
+) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:

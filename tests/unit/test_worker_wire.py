@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftwarden.drift_worker import wire
+from driftwarden.ingest import wire
 
 floats = st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=30)
 texts = st.lists(st.text(max_size=8), max_size=30)
@@ -23,26 +23,47 @@ def batches(draw: st.DrawFn) -> wire.Batch:
         kind = draw(st.sampled_from(sorted(wire.KINDS)))
         if kind == wire.KIND_EMBEDDING:
             rows, dim = draw(st.integers(0, 4)), draw(st.integers(1, 3))
-            cols: dict[str, wire.Column] = {"v": np.arange(rows * dim, dtype=np.float32).reshape(rows, dim)}
+            cols: dict[str, wire.Column] = {
+                "v": np.arange(rows * dim, dtype=np.float32).reshape(rows, dim)
+            }
         else:
             v = draw(st.one_of(floats.map(lambda x: np.asarray(x, dtype="<f8")), texts))
             cols = {"v": v}
             if kind in (wire.KIND_PREDICTIONS, wire.KIND_LABELS):
                 cols["id"] = [f"id-{j}-é" for j in range(len(v))]
-        segments.append(wire.Segment(f"s{i}", draw(st.integers(0, 2**53)), kind, draw(st.floats(0, 2e9)), cols))
-    return wire.Batch(draw(st.text(min_size=1, max_size=10)), draw(st.integers(0, 1000)), segments, "ns/m")
+        segments.append(
+            wire.Segment(f"s{i}", draw(st.integers(0, 2**53)), kind, draw(st.floats(0, 2e9)), cols)
+        )
+    return wire.Batch(
+        draw(st.text(min_size=1, max_size=10)), draw(st.integers(0, 1000)), segments, "ns/m"
+    )
 
 
 def same(a: wire.Batch, b: wire.Batch) -> bool:
-    if (a.sender, a.epoch, a.monitor, len(a.segments)) != (b.sender, b.epoch, b.monitor, len(b.segments)):
+    if (a.sender, a.epoch, a.monitor, len(a.segments)) != (
+        b.sender,
+        b.epoch,
+        b.monitor,
+        len(b.segments),
+    ):
         return False
     for x, y in zip(a.segments, b.segments, strict=True):
-        if (x.stream, x.seq, x.kind, x.ts, sorted(x.columns)) != (y.stream, y.seq, y.kind, y.ts, sorted(y.columns)):
+        if (x.stream, x.seq, x.kind, x.ts, sorted(x.columns)) != (
+            y.stream,
+            y.seq,
+            y.kind,
+            y.ts,
+            sorted(y.columns),
+        ):
             return False
         for k in x.columns:
             cx, cy = x.columns[k], y.columns[k]
             if isinstance(cx, np.ndarray):
-                if not (isinstance(cy, np.ndarray) and cx.shape == cy.shape and cx.tobytes() == cy.tobytes()):
+                if not (
+                    isinstance(cy, np.ndarray)
+                    and cx.shape == cy.shape
+                    and cx.tobytes() == cy.tobytes()
+                ):
                     return False
             elif list(cx) != list(cy):
                 return False
@@ -56,11 +77,18 @@ def test_binary_round_trip_is_exact(batch: wire.Batch) -> None:
 
 
 def test_json_form_decodes_to_the_same_batch() -> None:
-    batch = wire.Batch("s", 3, [
-        wire.Segment("feature:a", 1, "values", 5.0, {"v": np.array([0.1, 2.5])}),
-        wire.Segment("feature:c", 2, "values", 5.0, {"v": ["x", "y"]}),
-        wire.Segment("performance", 3, "labels", 6.0, {"id": ["1", "2"], "v": np.array([1.0, 0.0])}),
-    ], "ns/m")
+    batch = wire.Batch(
+        "s",
+        3,
+        [
+            wire.Segment("feature:a", 1, "values", 5.0, {"v": np.array([0.1, 2.5])}),
+            wire.Segment("feature:c", 2, "values", 5.0, {"v": ["x", "y"]}),
+            wire.Segment(
+                "performance", 3, "labels", 6.0, {"id": ["1", "2"], "v": np.array([1.0, 0.0])}
+            ),
+        ],
+        "ns/m",
+    )
     assert same(wire.from_json(json.loads(json.dumps(wire.to_json(batch)))), batch)
 
 
@@ -75,7 +103,9 @@ def _with_header(body: bytes, header: dict) -> bytes:
     return body[:4] + struct.pack("<I", len(raw)) + raw + body[8 + n :]
 
 
-GOOD = wire.encode(wire.Batch("s", 1, [wire.Segment("feature:a", 1, "values", 1.0, {"v": np.array([1.0, 2.0])})]))
+GOOD = wire.encode(
+    wire.Batch("s", 1, [wire.Segment("feature:a", 1, "values", 1.0, {"v": np.array([1.0, 2.0])})])
+)
 
 
 @pytest.mark.parametrize(
@@ -99,13 +129,21 @@ def test_decode_errors_name_the_field(edit, needle: str) -> None:
 
 
 def test_non_finite_values_are_refused_with_their_row() -> None:
-    body = wire.encode(wire.Batch("s", 1, [wire.Segment("feature:a", 1, "values", 1.0, {"v": np.array([1.0, np.nan])})]))
+    body = wire.encode(
+        wire.Batch(
+            "s", 1, [wire.Segment("feature:a", 1, "values", 1.0, {"v": np.array([1.0, np.nan])})]
+        )
+    )
     with pytest.raises(wire.WireError, match="non-finite value at row 1"):
         wire.decode(body)
 
 
 def test_string_offsets_are_checked() -> None:
-    body = bytearray(wire.encode(wire.Batch("s", 1, [wire.Segment("feature:c", 1, "values", 1.0, {"v": ["ab", "c"]})])))
+    body = bytearray(
+        wire.encode(
+            wire.Batch("s", 1, [wire.Segment("feature:c", 1, "values", 1.0, {"v": ["ab", "c"]})])
+        )
+    )
     n = struct.unpack_from("<I", body, 4)[0]
     struct.pack_into("<I", body, 8 + n + 4, 9)  # second offset beyond the blob
     with pytest.raises(wire.WireError, match="offsets are inconsistent"):

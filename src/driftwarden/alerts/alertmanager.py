@@ -23,7 +23,7 @@ NULL_RECEIVER = "null"
 # kind (e.g. all shards down) instead of one message per series.
 GROUP_BY = ("alertname", "namespace", names.LABEL_MONITOR)
 
-SLACK_TITLE = '[{{ .Status | toUpper }}] {{ .CommonAnnotations.summary }}'
+SLACK_TITLE = "[{{ .Status | toUpper }}] {{ .CommonAnnotations.summary }}"
 SLACK_TEXT = (
     "{{ range .Alerts }}*{{ .Annotations.summary }}*\n{{ .Annotations.description }}\n"
     "Runbook: {{ .Annotations.runbook_url }}\n{{ end }}"

@@ -75,4 +75,4 @@ def workers_job(name: str) -> str:
 
 def feature_streams() -> str:
     """Return the matcher selecting every feature stream."""
-    return f'{names.LABEL_STREAM}=~{quote(names.feature_stream(".+"))}'
+    return f"{names.LABEL_STREAM}=~{quote(names.feature_stream('.+'))}"

@@ -141,7 +141,9 @@ def _group(group: str, rules: list[dict[str, Any]], interval: str | None) -> dic
     return out
 
 
-def _recording_rules(name: str, namespace: str, spec: DriftMonitorSpec, window: str) -> list[dict[str, Any]]:
+def _recording_rules(
+    name: str, namespace: str, spec: DriftMonitorSpec, window: str
+) -> list[dict[str, Any]]:
     by_stream = f"by (namespace, {names.LABEL_MONITOR}, {names.LABEL_STREAM})"
     by_monitor = f"by (namespace, {names.LABEL_MONITOR})"
 
@@ -161,11 +163,20 @@ def _recording_rules(name: str, namespace: str, spec: DriftMonitorSpec, window: 
     rules: list[dict[str, Any]] = [
         # One 0/1 state per stream, whatever the number of detectors on it; the worker
         # has applied its gates and multiple-testing control before exporting.
-        _record(R_STREAM_DRIFT, normalise_monitor(f"max {by_stream} ({raw(names.M_STREAM_DRIFT)})", name)),
-        _record(R_STREAM_P_VALUE, normalise_monitor(f"min {by_stream} ({raw(names.M_STREAM_P_VALUE)})", name)),
+        _record(
+            R_STREAM_DRIFT,
+            normalise_monitor(f"max {by_stream} ({raw(names.M_STREAM_DRIFT)})", name),
+        ),
+        _record(
+            R_STREAM_P_VALUE,
+            normalise_monitor(f"min {by_stream} ({raw(names.M_STREAM_P_VALUE)})", name),
+        ),
         # max, not sum: after a reshard the old and the new owner may both still export
         # the stream's counter for a scrape or two.
-        _record(R_STREAM_VALUES, normalise_monitor(f"max {by_stream} ({raw(names.M_STREAM_VALUES)})", name)),
+        _record(
+            R_STREAM_VALUES,
+            normalise_monitor(f"max {by_stream} ({raw(names.M_STREAM_VALUES)})", name),
+        ),
         _record(
             R_FEATURES_TOTAL,
             f"count {by_monitor} ({selector(R_STREAM_DRIFT, feature_streams(), **recorded)})",

@@ -95,7 +95,7 @@ class Bundle:
         text_columns = [f.name for f in self.manifest.features if f.type == "categorical"]
         if self.task == "classification":
             text_columns += [PREDICTION_COLUMN, TARGET_COLUMN]
-        frame = pd.read_csv(path, dtype={name: str for name in text_columns})
+        frame = pd.read_csv(path, dtype=dict.fromkeys(text_columns, str))
         expected = [*self.feature_names, PREDICTION_COLUMN, TARGET_COLUMN]
         missing = [c for c in expected if c not in frame.columns]
         if missing:

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 directory = train_bundle(name, out, force=args.force)
                 manifest = load_bundle_dir(directory).manifest
-            except Exception as exc:  # noqa: BLE001 - report every bundle, then fail
+            except Exception as exc:
                 failed = True
                 progress.console.print(f"[red]{name}: training failed: {exc}[/red]")
                 summary.add_row(name, "-", f"{time.perf_counter() - started:.1f}", "FAILED")

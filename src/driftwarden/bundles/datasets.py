@@ -38,7 +38,7 @@ def load_diamonds() -> tuple[pd.DataFrame, pd.Series]:
             "data; reinstall plotnine (pip install --force-reinstall plotnine)"
         )
     with source.open("rb") as handle:
-        frame = pd.read_csv(handle, dtype={name: str for name in DIAMONDS_CATEGORIES})
+        frame = pd.read_csv(handle, dtype=dict.fromkeys(DIAMONDS_CATEGORIES, str))
     for name in DIAMONDS_NUMERIC:
         frame[name] = frame[name].astype(np.float64)
     return frame[DIAMONDS_FEATURES].copy(), frame["price"].astype(np.float64).rename("price")

@@ -179,7 +179,9 @@ def _insurance_world(**changes_at_full_severity: float | tuple[float, ...]) -> _
         for key, target in changes_at_full_severity.items():
             base = getattr(reference, key)
             if isinstance(target, tuple):
-                changes[key] = tuple(b + severity * (t - b) for b, t in zip(base, target))
+                changes[key] = tuple(
+                    b + severity * (t - b) for b, t in zip(base, target, strict=False)
+                )
             else:
                 changes[key] = base + severity * (target - base)
         return _insurance(n, rng, reference.replace(**changes))

@@ -9,6 +9,7 @@ with one complete copy.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -436,10 +437,8 @@ def train_bundle(name: str, out_dir: Path, *, force: bool = False) -> Path:
         write_bundle(fit_builtin(name), staging)
         if force and target.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{name}-old-", dir=out_dir))
-            try:
+            with contextlib.suppress(FileNotFoundError):  # another process retired it first
                 os.replace(target, retired / name)
-            except FileNotFoundError:
-                pass  # another process retired it first
             shutil.rmtree(retired, ignore_errors=True)
         try:
             os.rename(staging, target)

@@ -58,7 +58,9 @@ class ShardMap(BaseModel):
     def _history_before_epoch(self) -> ShardMap:
         epochs = [e for e, _ in self.history]
         if any(e >= self.epoch for e in epochs) or epochs != sorted(set(epochs)):
-            raise ValueError(f"history epochs {epochs} must be increasing and below epoch {self.epoch}")
+            raise ValueError(
+                f"history epochs {epochs} must be increasing and below epoch {self.epoch}"
+            )
         if any(n < 1 for _, n in self.history):
             raise ValueError("history shard counts must be >= 1")
         return self

@@ -63,7 +63,13 @@ PREDICTION_DETECTORS: tuple[DetectorType, ...] = tuple(
     dict.fromkeys(NUMERIC_DETECTORS + CATEGORICAL_DETECTORS)
 )
 CONCEPT_DETECTORS: tuple[DetectorType, ...] = (
-    _D.RELATIVE_MSE, _D.ERROR_RATE, _D.DDM, _D.EDDM, _D.HDDM_A, _D.HDDM_W, _D.ADWIN,
+    _D.RELATIVE_MSE,
+    _D.ERROR_RATE,
+    _D.DDM,
+    _D.EDDM,
+    _D.HDDM_A,
+    _D.HDDM_W,
+    _D.ADWIN,
     _D.PAGE_HINKLEY,
 )
 EMBEDDING_DETECTORS: tuple[DetectorType, ...] = (_D.MMD, _D.NM_DDM)
@@ -111,15 +117,18 @@ class DetectorConfig(_Model):
         None, gt=0, lt=1, description="alpha: per-test significance level, in (0, 1)."
     )
     threshold: float | None = Field(
-        None, gt=0,
+        None,
+        gt=0,
         description="threshold: alarm threshold (PSI, KL, JS, lambda for Page-Hinkley); > 0.",
     )
     delta: float | None = Field(
-        None, ge=0,
+        None,
+        ge=0,
         description="delta: Page-Hinkley/ADWIN tolerance, in reference standard deviations.",
     )
     min_effect: float | None = Field(
-        None, ge=0,
+        None,
+        ge=0,
         description=(
             "minEffect: smallest effect size that may alarm (KS D, PSI, Wasserstein in "
             "reference sigma)."
@@ -156,55 +165,71 @@ _MAX_DETECTORS = 8
 def _detector_list(description: str, allowed: tuple[DetectorType, ...], default: Any) -> Any:
     extra = {"x-kubernetes-validations": [_detector_list_rule(description.split(":")[0], allowed)]}
     if default is None:
-        return Field(None, max_length=_MAX_DETECTORS, description=description,
-                     json_schema_extra=extra)
-    return Field(default_factory=default, max_length=_MAX_DETECTORS, description=description,
-                 json_schema_extra=extra)
+        return Field(
+            None, max_length=_MAX_DETECTORS, description=description, json_schema_extra=extra
+        )
+    return Field(
+        default_factory=default,
+        max_length=_MAX_DETECTORS,
+        description=description,
+        json_schema_extra=extra,
+    )
 
 
 class DetectorsSpec(_Model):
     """Detectors per stream type; defaults follow the bundle's feature schema."""
 
     numeric: list[DetectorConfig] = _detector_list(
-        "numeric: detectors on every numeric feature stream.", NUMERIC_DETECTORS,
+        "numeric: detectors on every numeric feature stream.",
+        NUMERIC_DETECTORS,
         lambda: [DetectorConfig(type=DetectorType.KS)],
     )
     categorical: list[DetectorConfig] = _detector_list(
-        "categorical: detectors on every categorical feature stream.", CATEGORICAL_DETECTORS,
+        "categorical: detectors on every categorical feature stream.",
+        CATEGORICAL_DETECTORS,
         lambda: [DetectorConfig(type=DetectorType.CHI2), DetectorConfig(type=DetectorType.PSI)],
     )
     prediction: list[DetectorConfig] | None = _detector_list(
         "prediction: detectors on the prediction stream; defaults by the prediction's type "
         "(numeric detectors for regression, categorical for classification).",
-        PREDICTION_DETECTORS, None,
+        PREDICTION_DETECTORS,
+        None,
     )
     concept: list[DetectorConfig] | None = _detector_list(
         "concept: concept-drift detectors on the performance stream; defaults to relativeMse "
         "(regression) or errorRate (classification).",
-        CONCEPT_DETECTORS, None,
+        CONCEPT_DETECTORS,
+        None,
     )
     embedding: list[DetectorConfig] = _detector_list(
         "embedding: detectors on every embedding group (bundles that expose embeddings).",
-        EMBEDDING_DETECTORS, lambda: [DetectorConfig(type=DetectorType.MMD)],
+        EMBEDDING_DETECTORS,
+        lambda: [DetectorConfig(type=DetectorType.MMD)],
     )
     multiple_testing: MultipleTesting = Field(
         MultipleTesting.BH,
         description="multipleTesting: correction across feature streams of one monitor.",
     )
     fdr: float = Field(
-        0.05, gt=0, lt=1,
+        0.05,
+        gt=0,
+        lt=1,
         description="fdr: false-discovery rate (or family-wise alpha for bonferroni), in (0, 1).",
     )
     min_samples: int = Field(
-        200, ge=1, le=10_000_000,
+        200,
+        ge=1,
+        le=10_000_000,
         description="minSamples: values a stream needs before it may alarm.",
     )
 
     @model_validator(mode="after")
     def _detectors_fit_streams(self) -> DetectorsSpec:
         for stream, allowed in (
-            ("numeric", NUMERIC_DETECTORS), ("categorical", CATEGORICAL_DETECTORS),
-            ("prediction", PREDICTION_DETECTORS), ("concept", CONCEPT_DETECTORS),
+            ("numeric", NUMERIC_DETECTORS),
+            ("categorical", CATEGORICAL_DETECTORS),
+            ("prediction", PREDICTION_DETECTORS),
+            ("concept", CONCEPT_DETECTORS),
             ("embedding", EMBEDDING_DETECTORS),
         ):
             for det in getattr(self, stream) or []:
@@ -219,7 +244,8 @@ class ModelSpec(_Model):
     """The model under watch and its serving replicas."""
 
     bundle: str = Field(
-        min_length=1, max_length=512,
+        min_length=1,
+        max_length=512,
         pattern=r"^(builtin://[a-z0-9]([-a-z0-9_]*[a-z0-9])?|file:///.+)$",
         description=(
             "bundle: model bundle URI, builtin://<name> (a bundle shipped in the image) or "
@@ -241,19 +267,29 @@ _STORAGE_IMMUTABLE = _cel(
 class WorkersSpec(_Model):
     """The drift-worker StatefulSet: one shard per replica, one volume per shard."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
-        _cel("self.evaluateEvery <= self.window",
-             "workers.evaluateEvery must not exceed workers.window"),
-        # On the object, not the field: a field rule with oldSelf misses adding or
-        # removing an optional field.
-        _cel("(has(self.storageClassName) ? self.storageClassName : '') == "
-             "(has(oldSelf.storageClassName) ? oldSelf.storageClassName : '')",
-             "workers.storageClassName is immutable: a StatefulSet cannot change its volume "
-             "claims; create a new monitor"),
-    ]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.evaluateEvery <= self.window",
+                    "workers.evaluateEvery must not exceed workers.window",
+                ),
+                # On the object, not the field: a field rule with oldSelf misses adding or
+                # removing an optional field.
+                _cel(
+                    "(has(self.storageClassName) ? self.storageClassName : '') == "
+                    "(has(oldSelf.storageClassName) ? oldSelf.storageClassName : '')",
+                    "workers.storageClassName is immutable: a StatefulSet cannot change its volume "
+                    "claims; create a new monitor",
+                ),
+            ]
+        }
+    )
 
     shards: int = Field(
-        3, ge=1, le=64,
+        3,
+        ge=1,
+        le=64,
         description=(
             "shards: drift-worker StatefulSet replicas; the scale subresource "
             "(kubectl scale driftmonitor/<name> --replicas=N) sets it."
@@ -263,16 +299,21 @@ class WorkersSpec(_Model):
         1000, ge=50, le=1_000_000, description="window: sliding window length per stream."
     )
     evaluate_every: int = Field(
-        100, ge=1, le=1_000_000,
+        100,
+        ge=1,
+        le=1_000_000,
         description="evaluateEvery: values between windowed tests (at most window).",
     )
     storage: str = Field(
-        "1Gi", max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
+        "1Gi",
+        max_length=32,
+        pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$",
         description="storage: PVC size per shard for the WAL and snapshots (immutable).",
         json_schema_extra={"x-kubernetes-validations": [_STORAGE_IMMUTABLE]},
     )
     storage_class_name: str | None = Field(
-        None, max_length=253,
+        None,
+        max_length=253,
         description=(
             "storageClassName: StorageClass of the shard volumes; the cluster default when "
             "unset (immutable)."
@@ -326,16 +367,22 @@ _RECEIVER_KINDS = ("discord", "slack", "webhook")
 class Receiver(_Model):
     """Where this monitor's alerts go: exactly one of discord, slack, webhook."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
-        _cel(
-            "[" + ", ".join(f"has(self.{k})" for k in _RECEIVER_KINDS) + "]"
-            ".filter(x, x).size() == 1",
-            "a receiver must set exactly one of discord, slack, webhook",
-        ),
-    ]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "[" + ", ".join(f"has(self.{k})" for k in _RECEIVER_KINDS) + "]"
+                    ".filter(x, x).size() == 1",
+                    "a receiver must set exactly one of discord, slack, webhook",
+                ),
+            ]
+        }
+    )
 
     name: str = Field(
-        min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
         description="name: receiver name, unique within the monitor (DNS label).",
     )
     discord: DiscordReceiver | None = Field(None, description="discord: a Discord webhook.")
@@ -361,22 +408,29 @@ class AlertsSpec(_Model):
     """Alert thresholds and receivers."""
 
     data_drift_share: float = Field(
-        0.3, gt=0, le=1,
+        0.3,
+        gt=0,
+        le=1,
         description=(
-            "dataDriftShare: share of feature streams drifting that confirms data drift, "
-            "in (0, 1]."
+            "dataDriftShare: share of feature streams drifting that confirms data drift, in (0, 1]."
         ),
     )
     for_: str = Field(
-        "5m", alias="for", max_length=32, pattern=DURATION_PATTERN,
+        "5m",
+        alias="for",
+        max_length=32,
+        pattern=DURATION_PATTERN,
         description="for: how long a condition must hold before an alert fires (e.g. 5m).",
-        json_schema_extra={"x-kubernetes-validations": [
-            _cel("duration(self) <= duration('24h')", "alerts.for must be at most 24h"),
-        ]},
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("duration(self) <= duration('24h')", "alerts.for must be at most 24h"),
+            ]
+        },
     )
     severity: Severity = Field(Severity.WARNING, description="severity: alert severity label.")
     receivers: list[Receiver] = Field(
-        default_factory=list, max_length=16,
+        default_factory=list,
+        max_length=16,
         description=(
             "receivers: where alerts go (an AlertmanagerConfig is rendered when set); "
             "names are unique."
@@ -404,16 +458,24 @@ class LabelJoinSpec(_Model):
     """How late labels meet their predictions for concept drift."""
 
     key: str = Field(
-        "prediction_id", min_length=1, max_length=63,
+        "prediction_id",
+        min_length=1,
+        max_length=63,
         description="key: field that joins a label (POST /feedback) to its prediction.",
     )
     max_delay: str = Field(
-        "1h", max_length=32, pattern=DURATION_PATTERN,
+        "1h",
+        max_length=32,
+        pattern=DURATION_PATTERN,
         description="maxDelay: how long a prediction waits for its label (at most 168h).",
-        json_schema_extra={"x-kubernetes-validations": [
-            _cel("duration(self) > duration('0s') && duration(self) <= duration('168h')",
-                 "labelJoin.maxDelay must be greater than 0s and at most 168h"),
-        ]},
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "duration(self) > duration('0s') && duration(self) <= duration('168h')",
+                    "labelJoin.maxDelay must be greater than 0s and at most 168h",
+                ),
+            ]
+        },
     )
 
 
@@ -498,10 +560,12 @@ class DriftMonitorStatus(_Model):
         None, description="driftingStreams: streams whose detectors currently report drift."
     )
     drifting_stream_names: list[str] | None = Field(
-        None, max_length=50,
+        None,
+        max_length=50,
         description="driftingStreamNames: the drifting streams (at most 50 listed).",
     )
     last_drift_time: str | None = Field(
-        None, json_schema_extra={"format": "date-time"},
+        None,
+        json_schema_extra={"format": "date-time"},
         description="lastDriftTime: when a stream last started drifting (RFC 3339).",
     )

@@ -99,14 +99,15 @@ def build_dashboard(name: str, namespace: str, spec: DriftMonitorSpec) -> dict[s
         if rate:
             bucket, count = f"rate({bucket}[{RATE}])", f"rate({count}[{RATE}])"
         return (
-            f"sum by (le) ({bucket}) / ignoring (le) group_left () "
-            f"clamp_min(sum ({count}), 1e-9)"
+            f"sum by (le) ({bucket}) / ignoring (le) group_left () clamp_min(sum ({count}), 1e-9)"
         )
 
     builder = (
         dash_b.Dashboard(f"Driftwarden / {namespace} / {name}")
         .uid(dashboard_uid(name, namespace))
-        .description(f"Drift and serving health of DriftMonitor {namespace}/{name} (model {spec.model.bundle}).")
+        .description(
+            f"Drift and serving health of DriftMonitor {namespace}/{name} (model {spec.model.bundle})."
+        )
         .tags(TAGS)
         .refresh("30s")
         .time("now-3h", "now")
@@ -217,8 +218,18 @@ def build_dashboard(name: str, namespace: str, spec: DriftMonitorSpec) -> dict[s
                 "Reference vs live: $stream",
                 "Share of values per reference-quantile bucket: reference sample against live traffic.",
                 [
-                    Query(hist_share(names.M_FEATURE_REFERENCE, stream_var, rate=False), "reference {{le}}", instant=True, heatmap=True),
-                    Query(hist_share(names.M_FEATURE_LIVE, stream_var, rate=True), "live {{le}}", instant=True, heatmap=True),
+                    Query(
+                        hist_share(names.M_FEATURE_REFERENCE, stream_var, rate=False),
+                        "reference {{le}}",
+                        instant=True,
+                        heatmap=True,
+                    ),
+                    Query(
+                        hist_share(names.M_FEATURE_LIVE, stream_var, rate=True),
+                        "live {{le}}",
+                        instant=True,
+                        heatmap=True,
+                    ),
                 ],
                 repeat=STREAM_VARIABLE,
                 width=8,
@@ -308,7 +319,9 @@ def build_dashboard(name: str, namespace: str, spec: DriftMonitorSpec) -> dict[s
                 "Values queued for the drift workers, acknowledged and shed per second.",
                 [
                     Query(f"sum ({selector(names.M_SENDER_QUEUE, **model)})", "queued"),
-                    Query(f"sum (rate({selector(names.M_SENDER_ACKED, **model)}[{RATE}]))", "acked/s"),
+                    Query(
+                        f"sum (rate({selector(names.M_SENDER_ACKED, **model)}[{RATE}]))", "acked/s"
+                    ),
                     Query(selector(r.R_SHED_RATE, **mon), "shed/s"),
                 ],
                 width=24,
@@ -363,7 +376,13 @@ def build_dashboard(name: str, namespace: str, spec: DriftMonitorSpec) -> dict[s
 
 def build_overview_dashboard() -> dict[str, Any]:
     """Return the overview dashboard JSON: every monitor in every namespace, side by side."""
-    alerts = selector("ALERTS", f"alertname=~{quote('Driftwarden.*')}", "namespace=~\"$namespace\"", "monitor=~\"$monitor\"", alertstate="firing")
+    alerts = selector(
+        "ALERTS",
+        f"alertname=~{quote('Driftwarden.*')}",
+        'namespace=~"$namespace"',
+        'monitor=~"$monitor"',
+        alertstate="firing",
+    )
     ns_var = f"namespace=~{quote('$namespace')}"
     mon_var = f"{names.LABEL_MONITOR}=~{quote('$monitor')}"
     by = "{{namespace}}/{{monitor}}"
@@ -382,7 +401,13 @@ def build_overview_dashboard() -> dict[str, Any]:
         .editable()
         .with_variable(datasource_variable())
         .with_variable(
-            query_variable("namespace", "Namespace", f"label_values({r.R_FEATURES_TOTAL}, namespace)", multi=True, include_all=True)
+            query_variable(
+                "namespace",
+                "Namespace",
+                f"label_values({r.R_FEATURES_TOTAL}, namespace)",
+                multi=True,
+                include_all=True,
+            )
         )
         .with_variable(
             query_variable(

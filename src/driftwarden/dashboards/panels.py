@@ -31,18 +31,10 @@ class Query:
 
 
 def _target(query: Query, ref_id: str) -> prometheus.Dataquery:
-    target = (
-        prometheus.Dataquery()
-        .expr(query.expr)
-        .ref_id(ref_id)
-        .datasource(DATASOURCE)
-    )
+    target = prometheus.Dataquery().expr(query.expr).ref_id(ref_id).datasource(DATASOURCE)
     if query.legend:
         target = target.legend_format(query.legend)
-    if query.instant:
-        target = target.instant()
-    else:
-        target = target.range()
+    target = target.instant() if query.instant else target.range()
     if query.heatmap:
         target = target.format(PromQueryFormat.HEATMAP)
     return target

@@ -41,7 +41,9 @@ def panel_queries(
             if not expr:
                 continue
             for name in sorted(variables, key=len, reverse=True):
-                expr = expr.replace("${" + name + "}", variables[name]).replace("$" + name, variables[name])
+                expr = expr.replace("${" + name + "}", variables[name]).replace(
+                    "$" + name, variables[name]
+                )
             out.append(
                 PanelQuery(
                     panel=panel.get("title", ""),

@@ -36,8 +36,8 @@ from driftwarden.demo.run import (
     stream_traffic,
     wait_for_alert,
 )
-from driftwarden.local.processes import ProcessError
-from driftwarden.local.stack import LocalStack
+from driftwarden.testing.local.processes import ProcessError
+from driftwarden.testing.local.stack import LocalStack
 from driftwarden.testing.tools import ToolNotInstalledError
 
 SUMMARY_FILE = "summary.json"

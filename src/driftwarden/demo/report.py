@@ -136,6 +136,7 @@ def _categorical_plot(
             (before, BEFORE_COLOUR, "live, before drift"),
             (after, AFTER_COLOUR, "live, after drift"),
         ),
+        strict=False,
     ):
         shares = series.astype(str).value_counts(normalize=True).reindex(categories, fill_value=0.0)
         ax.bar(x + offset, shares.to_numpy(), width=width, color=colour, label=label)

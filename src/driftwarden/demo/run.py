@@ -1,6 +1,6 @@
 """One demo run: train, start the local pipeline, stream drifting traffic, watch, report.
 
-Everything the demo starts lives inside :class:`~driftwarden.local.stack.LocalStack`,
+Everything the demo starts lives inside :class:`~driftwarden.testing.local.stack.LocalStack`,
 a context manager that stops every process (by process group) on normal exit, on an
 exception, on Ctrl-C (KeyboardInterrupt) and on SIGTERM, so the demo never leaves
 anything running.
@@ -30,7 +30,7 @@ from driftwarden.bundles.scenarios import SCENARIOS, scenario
 from driftwarden.common import names
 from driftwarden.demo.plan import MONITOR_NAME, DemoPlan
 from driftwarden.demo.report import FeatureVerdict, ReportInput, Timeline, write_report
-from driftwarden.local.stack import LocalStack
+from driftwarden.testing.local.stack import LocalStack
 
 log = logging.getLogger("driftwarden.demo")
 FEATURE_PREFIX = names.feature_stream("")

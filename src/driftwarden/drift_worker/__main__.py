@@ -20,7 +20,9 @@ from driftwarden.drift_worker.settings import ConfigError, Settings, build_plan,
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="driftwarden worker", description="Run one drift-worker shard.")
+    p = argparse.ArgumentParser(
+        prog="driftwarden worker", description="Run one drift-worker shard."
+    )
     p.add_argument("--ordinal", type=int, help="shard ordinal (default: pod name suffix)")
     p.add_argument("--host", help="listen address (default 0.0.0.0)")
     p.add_argument("--port", type=int, help="listen port (default 8080)")
@@ -29,7 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-map", type=Path, help="shardmap.json")
     p.add_argument("--streams-file", type=Path, help="streams JSON instead of the bundle schema")
     p.add_argument("--fsync", choices=["always", "interval", "never"])
-    p.add_argument("--no-wal", action="store_true", help="keep no WAL or snapshots (benchmarks only)")
+    p.add_argument(
+        "--no-wal", action="store_true", help="keep no WAL or snapshots (benchmarks only)"
+    )
     p.add_argument("--peer-url-template", help="peer URL with {ordinal} or {port}")
     p.add_argument("--base-port", type=int, help="port of shard 0 when the template uses {port}")
     p.add_argument("--snapshot-interval", type=float, help="seconds between snapshots")
@@ -45,10 +49,17 @@ def load_settings(argv: list[str]) -> Settings:
     settings = Settings()
     worker = settings.worker.model_dump()
     for flag, key in [
-        ("ordinal", "ordinal"), ("host", "host"), ("port", "port"), ("data_dir", "data_dir"),
-        ("streams_file", "streams_file"), ("fsync", "fsync"), ("peer_url_template", "peer_url_template"),
-        ("base_port", "base_port"), ("snapshot_interval", "snapshot_interval_s"),
-        ("snapshot_every_values", "snapshot_every_values"), ("handoff_timeout", "handoff_timeout_s"),
+        ("ordinal", "ordinal"),
+        ("host", "host"),
+        ("port", "port"),
+        ("data_dir", "data_dir"),
+        ("streams_file", "streams_file"),
+        ("fsync", "fsync"),
+        ("peer_url_template", "peer_url_template"),
+        ("base_port", "base_port"),
+        ("snapshot_interval", "snapshot_interval_s"),
+        ("snapshot_every_values", "snapshot_every_values"),
+        ("handoff_timeout", "handoff_timeout_s"),
     ]:
         value = getattr(args, flag)
         if value is not None:
@@ -94,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             raise ConfigError(f"shard map {settings.shard_map} is invalid: {exc}") from None
         if shard_map.monitor != plan.monitor:
-            raise ConfigError(f"shard map is for {shard_map.monitor!r} but monitor.json describes {plan.monitor!r}")
+            raise ConfigError(
+                f"shard map is for {shard_map.monitor!r} but monitor.json describes {plan.monitor!r}"
+            )
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
@@ -103,21 +116,38 @@ def main(argv: list[str] | None = None) -> int:
     log.info("detector kernels ready in %.1fs", warm_up(plan))
     w = settings.worker
     if not w.wal_enabled:
-        log.warning("WAL disabled: acknowledged values are lost if this shard restarts (benchmark mode)")
+        log.warning(
+            "WAL disabled: acknowledged values are lost if this shard restarts (benchmark mode)"
+        )
     worker = ShardWorker(
-        plan, ordinal, shard_map=shard_map, data_dir=w.data_dir if w.wal_enabled else None, fsync=w.fsync,
-        fsync_interval=w.fsync_interval, wal_segment_bytes=w.wal_segment_bytes,
+        plan,
+        ordinal,
+        shard_map=shard_map,
+        data_dir=w.data_dir if w.wal_enabled else None,
+        fsync=w.fsync,
+        fsync_interval=w.fsync_interval,
+        wal_segment_bytes=w.wal_segment_bytes,
         handoff_timeout_s=w.handoff_timeout_s,
     )
     service = WorkerService(
-        worker, peer_url_template=peers, base_port=w.base_port, shard_map_path=settings.shard_map,
-        map_poll_interval_s=w.map_poll_interval_s, snapshot_interval_s=w.snapshot_interval_s,
-        snapshot_every_values=w.snapshot_every_values, max_body_bytes=w.max_body_bytes,
+        worker,
+        peer_url_template=peers,
+        base_port=w.base_port,
+        shard_map_path=settings.shard_map,
+        map_poll_interval_s=w.map_poll_interval_s,
+        snapshot_interval_s=w.snapshot_interval_s,
+        snapshot_every_values=w.snapshot_every_values,
+        max_body_bytes=w.max_body_bytes,
         shutdown_drain_s=w.shutdown_drain_s,
     )
     config = uvicorn.Config(
-        create_app(service), host=w.host, port=w.port, log_level=settings.log_level.lower(),
-        access_log=False, lifespan="on", timeout_graceful_shutdown=5,
+        create_app(service),
+        host=w.host,
+        port=w.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
     )
     uvicorn.Server(config).run()
     return 0

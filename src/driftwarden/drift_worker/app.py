@@ -40,10 +40,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from driftwarden.common.sharding import ShardMap
-from driftwarden.drift_worker import wire
 from driftwarden.drift_worker.metrics import WorkerCollector, status_document
-from driftwarden.drift_worker.sender import shard_url
 from driftwarden.drift_worker.shard import Refusal, ShardWorker
+from driftwarden.ingest import wire
+from driftwarden.ingest.sender import shard_url
 
 log = logging.getLogger("driftwarden.worker")
 
@@ -113,7 +113,10 @@ class WorkerService:
         ]
         log.info(
             "shard %d of monitor %s serving at epoch %d (%d shards), %d live streams",
-            self.worker.ordinal, self.worker.plan.monitor, self.worker.epoch, self.worker.map.shards,  # type: ignore[union-attr]
+            self.worker.ordinal,
+            self.worker.plan.monitor,
+            self.worker.epoch,
+            self.worker.map.shards,  # type: ignore[union-attr]
             len(self.worker.streams) - len(self.worker.frozen),
         )
         try:
@@ -168,7 +171,12 @@ class WorkerService:
         try:
             shard_map = ShardMap.model_validate_json(self.shard_map_path.read_bytes())
         except (OSError, ValueError) as exc:
-            log.warning("shard map %s is invalid, keeping epoch %d: %s", self.shard_map_path, self.worker.epoch, exc)
+            log.warning(
+                "shard map %s is invalid, keeping epoch %d: %s",
+                self.shard_map_path,
+                self.worker.epoch,
+                exc,
+            )
             return
         self._map_mtime = mtime
         await self._adopt(shard_map)
@@ -188,11 +196,15 @@ class WorkerService:
         )
         if due_values or due_time:
             self._last_snapshot = time.monotonic()
-            await asyncio.get_running_loop().run_in_executor(self._background, self.worker.take_snapshot)
+            await asyncio.get_running_loop().run_in_executor(
+                self._background, self.worker.take_snapshot
+            )
 
     async def _expire(self) -> None:
         if self.worker.awaiting:
-            await asyncio.get_running_loop().run_in_executor(self._apply, self.worker.expire_awaiting)
+            await asyncio.get_running_loop().run_in_executor(
+                self._apply, self.worker.expire_awaiting
+            )
 
     async def _drain_handoffs(self) -> None:
         """Before exiting, learn the newest map and push frozen streams to their new owners.
@@ -207,14 +219,18 @@ class WorkerService:
         await self._watch_map()
         await self._learn_map_from_peers()
         while self.worker.frozen and time.monotonic() < deadline:
-            results = await asyncio.gather(*(self._push(s, t, g) for s, t, g in self.worker.outgoing()))
+            results = await asyncio.gather(
+                *(self._push(s, t, g) for s, t, g in self.worker.outgoing())
+            )
             if not all(results):
                 await asyncio.sleep(0.2)
         if self.worker.frozen:
             log.warning(
                 "shard %d exits with %d streams not handed off (%s); they are safe in this shard's WAL "
                 "and move when it starts again with the same volume",
-                self.worker.ordinal, len(self.worker.frozen), sorted(self.worker.frozen)[:10],
+                self.worker.ordinal,
+                len(self.worker.frozen),
+                sorted(self.worker.frozen)[:10],
             )
         elif self.worker.counters.handoffs_out:
             log.info("shard %d handed off every stream it no longer owns", self.worker.ordinal)
@@ -232,10 +248,17 @@ class WorkerService:
                 return None
 
         maps = await asyncio.gather(*(ask(k) for k in range(shards) if k != self.worker.ordinal))
-        newest = max((m for m in maps if m is not None and m.monitor == self.worker.plan.monitor),
-                     key=lambda m: m.epoch, default=None)
+        newest = max(
+            (m for m in maps if m is not None and m.monitor == self.worker.plan.monitor),
+            key=lambda m: m.epoch,
+            default=None,
+        )
         if newest is not None and newest.epoch > self.worker.epoch:
-            log.info("shard %d learnt epoch %d from a peer at shutdown", self.worker.ordinal, newest.epoch)
+            log.info(
+                "shard %d learnt epoch %d from a peer at shutdown",
+                self.worker.ordinal,
+                newest.epoch,
+            )
             await self._adopt(newest)
 
     async def _handoff_loop(self) -> None:
@@ -252,7 +275,9 @@ class WorkerService:
                     backoff = 0.05
                     continue
                 results = await asyncio.gather(*(self._push(s, t, g) for s, t, g in pending))
-                backoff = 0.05 if all(results) else min(5.0, backoff * 2) * (0.5 + random.random() / 2)
+                backoff = (
+                    0.05 if all(results) else min(5.0, backoff * 2) * (0.5 + random.random() / 2)
+                )
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -275,15 +300,31 @@ class WorkerService:
         url = shard_url(self.peer_url_template, target, self.base_port) + HANDOFF_PATH
         try:
             body = await loop.run_in_executor(self._background, lambda: json.dumps(doc).encode())
-            resp = await self._client.post(url, content=body, headers={"content-type": "application/json"})
+            resp = await self._client.post(
+                url, content=body, headers={"content-type": "application/json"}
+            )
         except httpx.HTTPError as exc:
-            log.warning("handoff of %s to shard %d (%s) failed: %s; will retry", stream, target, url, exc)
+            log.warning(
+                "handoff of %s to shard %d (%s) failed: %s; will retry", stream, target, url, exc
+            )
             return False
         if resp.status_code != 200:
-            log.warning("handoff of %s to shard %d refused: HTTP %d %s; will retry", stream, target, resp.status_code, resp.text[:300])
+            log.warning(
+                "handoff of %s to shard %d refused: HTTP %d %s; will retry",
+                stream,
+                target,
+                resp.status_code,
+                resp.text[:300],
+            )
             return False
         await loop.run_in_executor(self._apply, self.worker.handoff_acked, stream, generation)
-        log.info("handed stream %s (generation %d) to shard %d: %s", stream, generation, target, resp.json().get("status"))
+        log.info(
+            "handed stream %s (generation %d) to shard %d: %s",
+            stream,
+            generation,
+            target,
+            resp.json().get("status"),
+        )
         return True
 
     # ------------------------------------------------------------------ handlers
@@ -299,12 +340,18 @@ class WorkerService:
     async def _body(self, request: Request) -> bytes:
         length = request.headers.get("content-length")
         if length is not None and int(length) > self.max_body_bytes:
-            raise Refusal(413, "too_large", f"body of {length} bytes exceeds {self.max_body_bytes}; send smaller batches")
+            raise Refusal(
+                413,
+                "too_large",
+                f"body of {length} bytes exceeds {self.max_body_bytes}; send smaller batches",
+            )
         return await request.body()
 
     async def ingest(self, request: Request) -> Response:
         if self._stopping:
-            return JSONResponse({"error": "stopping", "detail": "shard is shutting down; retry"}, status_code=503)
+            return JSONResponse(
+                {"error": "stopping", "detail": "shard is shutting down; retry"}, status_code=503
+            )
         loop = asyncio.get_running_loop()
         try:
             body = await self._body(request)
@@ -376,7 +423,9 @@ class WorkerService:
         return JSONResponse({"adopted": moved, "epoch": self.worker.epoch})
 
     async def metrics(self, _request: Request) -> Response:
-        data = await asyncio.get_running_loop().run_in_executor(self._background, generate_latest, self.registry)
+        data = await asyncio.get_running_loop().run_in_executor(
+            self._background, generate_latest, self.registry
+        )
         return Response(data, media_type=CONTENT_TYPE_LATEST)
 
     async def status(self, _request: Request) -> Response:
@@ -388,7 +437,9 @@ class WorkerService:
     async def stream_state(self, request: Request) -> Response:
         """The full state of held streams (``?stream=`` repeats; none: all) for debugging and tests."""
         wanted = request.query_params.getlist("stream") or None
-        doc = await asyncio.get_running_loop().run_in_executor(self._background, self.worker.fingerprint, wanted)
+        doc = await asyncio.get_running_loop().run_in_executor(
+            self._background, self.worker.fingerprint, wanted
+        )
         return JSONResponse(doc)
 
     async def healthz(self, _request: Request) -> Response:
@@ -398,7 +449,8 @@ class WorkerService:
         awaiting = sorted(self.worker.awaiting)
         if self._stopping or awaiting:
             return JSONResponse(
-                {"ready": False, "awaiting_handoff": awaiting, "stopping": self._stopping}, status_code=503
+                {"ready": False, "awaiting_handoff": awaiting, "stopping": self._stopping},
+                status_code=503,
             )
         return JSONResponse({"ready": True, "epoch": self.worker.epoch})
 

@@ -26,8 +26,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from driftwarden.common import names
-from driftwarden.drift_worker.detectors.base import DetectorResult
-from driftwarden.drift_worker.detectors.decision import decide as decide_streams
+from driftwarden.detectors.base import DetectorResult
+from driftwarden.detectors.decision import decide as decide_streams
 from driftwarden.drift_worker.shard import FROZEN, LIVE, ShardWorker
 from driftwarden.drift_worker.streams import bucket_counts
 
@@ -66,7 +66,9 @@ class Row:
         return int(self.result.n_seen)
 
 
-def decide(rows: list[Row], *, method: str, fdr: float, min_samples: int, tests_in_monitor: int) -> dict[tuple[str, str], bool]:
+def decide(
+    rows: list[Row], *, method: str, fdr: float, min_samples: int, tests_in_monitor: int
+) -> dict[tuple[str, str], bool]:
     """Return the drift flag of each (stream, detector) under the monitor's decision rules.
 
     The rules are the detectors package's (:func:`detectors.decision.decide`: minimum
@@ -78,7 +80,9 @@ def decide(rows: list[Row], *, method: str, fdr: float, min_samples: int, tests_
     results: dict[Any, DetectorResult] = {(r.stream, r.detector): r.result for r in rows}
     tested = sum(1 for r in rows if r.p_value is not None and r.result.evaluated)
     if method != "none":
-        absent = DetectorResult(statistic=0.0, p_value=1.0, threshold=fdr, drift=False, n_seen=max(min_samples, 1))
+        absent = DetectorResult(
+            statistic=0.0, p_value=1.0, threshold=fdr, drift=False, n_seen=max(min_samples, 1)
+        )
         for i in range(max(0, tests_in_monitor - tested)):
             results[("", f"on-another-shard-{i}")] = absent
     decisions = decide_streams(results, method=method, fdr=fdr, min_samples=min_samples)
@@ -136,7 +140,10 @@ class WorkerCollector(Collector):
         self._with_p_value.update(r.detector for r in rows if r.p_value is not None)
         plan = self.worker.plan
         flags = decide(
-            rows, method=plan.multiple_testing, fdr=plan.fdr, min_samples=plan.min_samples,
+            rows,
+            method=plan.multiple_testing,
+            fdr=plan.fdr,
+            min_samples=plan.min_samples,
             tests_in_monitor=self.tests_in_monitor,
         )
         return rows, flags
@@ -149,9 +156,21 @@ class WorkerCollector(Collector):
         per_stream = [names.LABEL_MONITOR, names.LABEL_STREAM, names.LABEL_SHARD]
         rows, flags = self.decisions()
 
-        stat = GaugeMetricFamily(names.M_STREAM_STATISTIC, "Latest test statistic per stream and detector.", labels=per_det)
-        pval = GaugeMetricFamily(names.M_STREAM_P_VALUE, "Latest p-value per stream and detector (tests with one).", labels=per_det)
-        drift = GaugeMetricFamily(names.M_STREAM_DRIFT, "1 if the detector's alarm survives the min-sample gate and multiple-testing control.", labels=per_det)
+        stat = GaugeMetricFamily(
+            names.M_STREAM_STATISTIC,
+            "Latest test statistic per stream and detector.",
+            labels=per_det,
+        )
+        pval = GaugeMetricFamily(
+            names.M_STREAM_P_VALUE,
+            "Latest p-value per stream and detector (tests with one).",
+            labels=per_det,
+        )
+        drift = GaugeMetricFamily(
+            names.M_STREAM_DRIFT,
+            "1 if the detector's alarm survives the min-sample gate and multiple-testing control.",
+            labels=per_det,
+        )
         for r in rows:
             labels = [monitor, r.stream, r.detector, shard]
             if not math.isnan(r.statistic):
@@ -161,14 +180,42 @@ class WorkerCollector(Collector):
             drift.add_metric(labels, 1.0 if flags[(r.stream, r.detector)] else 0.0)
         yield from (stat, pval, drift)
 
-        values = CounterMetricFamily(names.M_STREAM_VALUES, "Values applied per stream.", labels=per_stream)
-        fill = GaugeMetricFamily(names.M_STREAM_WINDOW_FILL, "Fullest detector window of the stream (0..1).", labels=per_stream)
-        last = GaugeMetricFamily(names.M_STREAM_LAST_DRIFT, "Event time (unix s) of the detector's last alarm.", labels=per_det)
-        rejected = CounterMetricFamily(M_WORKER_REJECTED_VALUES, "Values a detector refused (counted, not applied).", labels=per_stream)
-        join = CounterMetricFamily(M_LABEL_JOIN, "Label join outcomes.", labels=[*per_stream, "outcome"])
-        pending = GaugeMetricFamily(M_LABEL_JOIN_PENDING, "Predictions or labels waiting for their match.", labels=[*per_stream, "kind"])
-        live_hist = HistogramMetricFamily(names.M_FEATURE_LIVE, "Live values per reference-decile bucket (numeric streams).", labels=per_stream)
-        ref_hist = HistogramMetricFamily(names.M_FEATURE_REFERENCE, "Reference sample per reference-decile bucket (numeric streams).", labels=per_stream)
+        values = CounterMetricFamily(
+            names.M_STREAM_VALUES, "Values applied per stream.", labels=per_stream
+        )
+        fill = GaugeMetricFamily(
+            names.M_STREAM_WINDOW_FILL,
+            "Fullest detector window of the stream (0..1).",
+            labels=per_stream,
+        )
+        last = GaugeMetricFamily(
+            names.M_STREAM_LAST_DRIFT,
+            "Event time (unix s) of the detector's last alarm.",
+            labels=per_det,
+        )
+        rejected = CounterMetricFamily(
+            M_WORKER_REJECTED_VALUES,
+            "Values a detector refused (counted, not applied).",
+            labels=per_stream,
+        )
+        join = CounterMetricFamily(
+            M_LABEL_JOIN, "Label join outcomes.", labels=[*per_stream, "outcome"]
+        )
+        pending = GaugeMetricFamily(
+            M_LABEL_JOIN_PENDING,
+            "Predictions or labels waiting for their match.",
+            labels=[*per_stream, "kind"],
+        )
+        live_hist = HistogramMetricFamily(
+            names.M_FEATURE_LIVE,
+            "Live values per reference-decile bucket (numeric streams).",
+            labels=per_stream,
+        )
+        ref_hist = HistogramMetricFamily(
+            names.M_FEATURE_REFERENCE,
+            "Reference sample per reference-decile bucket (numeric streams).",
+            labels=per_stream,
+        )
         with w.lock:
             live = [(n, st) for n, st in w.streams.items() if w.status_of(n) == LIVE]
             for name, st in live:
@@ -200,45 +247,69 @@ class WorkerCollector(Collector):
         g = GaugeMetricFamily(names.M_MONITOR_STREAMS, "Live streams on this shard.", labels=base)
         g.add_metric([monitor, shard], len(live))
         yield g
-        g = GaugeMetricFamily(names.M_MONITOR_DRIFTING, "Live streams on this shard with a confirmed alarm.", labels=base)
+        g = GaugeMetricFamily(
+            names.M_MONITOR_DRIFTING,
+            "Live streams on this shard with a confirmed alarm.",
+            labels=base,
+        )
         g.add_metric([monitor, shard], len(drifting_streams))
         yield g
-        g = GaugeMetricFamily(names.M_WORKER_EPOCH, "Shard-map epoch this shard works at.", labels=base)
+        g = GaugeMetricFamily(
+            names.M_WORKER_EPOCH, "Shard-map epoch this shard works at.", labels=base
+        )
         g.add_metric([monitor, shard], epoch)
         yield g
-        g = GaugeMetricFamily(names.M_WORKER_OWNED, "Streams this shard owns and holds (live).", labels=base)
+        g = GaugeMetricFamily(
+            names.M_WORKER_OWNED, "Streams this shard owns and holds (live).", labels=base
+        )
         g.add_metric([monitor, shard], len(live))
         yield g
-        batches = CounterMetricFamily(names.M_WORKER_BATCHES, "Ingest batches by outcome.", labels=[*base, "outcome"])
+        batches = CounterMetricFamily(
+            names.M_WORKER_BATCHES, "Ingest batches by outcome.", labels=[*base, "outcome"]
+        )
         batches.add_metric([monitor, shard, "accepted"], c.batches_accepted)
         batches.add_metric([monitor, shard, "duplicate"], c.batches_duplicate)
         batches.add_metric([monitor, shard, "refused"], c.batches_refused)
         batches.add_metric([monitor, shard, "malformed"], c.batches_malformed)
         yield batches
         if c.last_ingest:
-            g = GaugeMetricFamily(names.M_WORKER_LAST_INGEST, "Unix time of the last accepted batch.", labels=base)
+            g = GaugeMetricFamily(
+                names.M_WORKER_LAST_INGEST, "Unix time of the last accepted batch.", labels=base
+            )
             g.add_metric([monitor, shard], c.last_ingest)
             yield g
-        h = CounterMetricFamily(M_WORKER_HANDOFFS, "Stream handoffs by direction.", labels=[*base, "direction"])
+        h = CounterMetricFamily(
+            M_WORKER_HANDOFFS, "Stream handoffs by direction.", labels=[*base, "direction"]
+        )
         h.add_metric([monitor, shard, "in"], c.handoffs_in)
         h.add_metric([monitor, shard, "out"], c.handoffs_out)
         h.add_metric([monitor, shard, "timeout"], c.handoff_timeouts)
         yield h
-        p = GaugeMetricFamily(M_WORKER_PENDING_HANDOFFS, "Streams frozen here (outgoing) or awaited (incoming).", labels=[*base, "direction"])
+        p = GaugeMetricFamily(
+            M_WORKER_PENDING_HANDOFFS,
+            "Streams frozen here (outgoing) or awaited (incoming).",
+            labels=[*base, "direction"],
+        )
         p.add_metric([monitor, shard, "outgoing"], frozen)
         p.add_metric([monitor, shard, "awaiting"], awaiting)
         yield p
         g = GaugeMetricFamily(M_WORKER_WAL_BYTES, "Bytes in write-ahead-log segments.", labels=base)
         g.add_metric([monitor, shard], wal_bytes)
         yield g
-        g = GaugeMetricFamily(M_WORKER_RECOVERY_SECONDS, "Seconds the last start spent restoring snapshot + WAL.", labels=base)
+        g = GaugeMetricFamily(
+            M_WORKER_RECOVERY_SECONDS,
+            "Seconds the last start spent restoring snapshot + WAL.",
+            labels=base,
+        )
         g.add_metric([monitor, shard], c.recovery_seconds)
         yield g
 
 
 def _buckets(edges: np.ndarray, counts: np.ndarray) -> list[tuple[str, float]]:
     cumulative = np.cumsum(counts)
-    out = [(floatToGoString(float(e)), float(c)) for e, c in zip(edges, cumulative[:-1], strict=True)]
+    out = [
+        (floatToGoString(float(e)), float(c)) for e, c in zip(edges, cumulative[:-1], strict=True)
+    ]
     out.append(("+Inf", float(cumulative[-1])))
     return out
 
@@ -290,11 +361,17 @@ def status_document(worker: ShardWorker, collector: WorkerCollector) -> dict[str
                 "pause_seconds": dict(w.handoff_pauses),
             },
             "batches": {
-                "accepted": c.batches_accepted, "duplicate": c.batches_duplicate,
-                "refused": c.batches_refused, "malformed": c.batches_malformed,
+                "accepted": c.batches_accepted,
+                "duplicate": c.batches_duplicate,
+                "refused": c.batches_refused,
+                "malformed": c.batches_malformed,
             },
-            "wal": None if w.wal is None else {
-                "written_lsn": w.wal.written_lsn, "durable_lsn": w.wal.durable_lsn, "fsync": w.wal.fsync,
+            "wal": None
+            if w.wal is None
+            else {
+                "written_lsn": w.wal.written_lsn,
+                "durable_lsn": w.wal.durable_lsn,
+                "fsync": w.wal.fsync,
                 "bytes": w.wal.size_bytes(),
             },
             "recovery": {"records": c.recovered_records, "seconds": c.recovery_seconds},

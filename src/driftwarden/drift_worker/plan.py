@@ -76,7 +76,7 @@ def stream_seed(stream: str) -> int:
 
 def spec_factory(spec: DriftMonitorSpec) -> DetectorFactory:
     """Return a factory building each stream's detectors with the detectors package."""
-    from driftwarden.drift_worker import detectors as det_pkg
+    from driftwarden import detectors as det_pkg
 
     make_detector = det_pkg.make_detector
     window, every = spec.workers.window, spec.workers.evaluate_every
@@ -111,31 +111,47 @@ def plan_from_bundle(monitor: str, spec: DriftMonitorSpec, bundle: Any) -> Monit
         col = reference[feature.name]
         if feature.type == "numeric":
             ref: Any = np.asarray(col, dtype=np.float64)
-            streams[names.feature_stream(feature.name)] = StreamSpec(names.feature_stream(feature.name), "numeric", ref)
+            streams[names.feature_stream(feature.name)] = StreamSpec(
+                names.feature_stream(feature.name), "numeric", ref
+            )
         else:
             ref = [str(x) for x in col.tolist()]
             streams[names.feature_stream(feature.name)] = StreamSpec(
-                names.feature_stream(feature.name), "categorical", ref, categories=tuple(feature.categories or ())
+                names.feature_stream(feature.name),
+                "categorical",
+                ref,
+                categories=tuple(feature.categories or ()),
             )
     task = manifest.task
     preds = reference["prediction"]
     target = reference["target"]
     if task == "regression":
-        streams[names.STREAM_PREDICTION] = StreamSpec(names.STREAM_PREDICTION, "numeric", np.asarray(preds, dtype=np.float64))
+        streams[names.STREAM_PREDICTION] = StreamSpec(
+            names.STREAM_PREDICTION, "numeric", np.asarray(preds, dtype=np.float64)
+        )
         errors = (np.asarray(target, dtype=np.float64) - np.asarray(preds, dtype=np.float64)) ** 2
     else:
         streams[names.STREAM_PREDICTION] = StreamSpec(
-            names.STREAM_PREDICTION, "categorical", [str(x) for x in preds.tolist()],
+            names.STREAM_PREDICTION,
+            "categorical",
+            [str(x) for x in preds.tolist()],
             categories=tuple(manifest.prediction.classes or ()),
         )
-        errors = (np.asarray([str(x) for x in preds]) != np.asarray([str(x) for x in target])).astype(np.float64)
-    streams[names.STREAM_PERFORMANCE] = StreamSpec(names.STREAM_PERFORMANCE, "performance", errors, task=task)
+        errors = (
+            np.asarray([str(x) for x in preds]) != np.asarray([str(x) for x in target])
+        ).astype(np.float64)
+    streams[names.STREAM_PERFORMANCE] = StreamSpec(
+        names.STREAM_PERFORMANCE, "performance", errors, task=task
+    )
     if manifest.embedding is not None:
         emb = bundle.reference_embeddings
         if emb is not None:
             group = manifest.embedding.group
             streams[names.embedding_stream(group)] = StreamSpec(
-                names.embedding_stream(group), "embedding", np.asarray(emb), dim=manifest.embedding.dim
+                names.embedding_stream(group),
+                "embedding",
+                np.asarray(emb),
+                dim=manifest.embedding.dim,
             )
     return MonitorPlan(
         monitor=monitor,
@@ -177,5 +193,7 @@ def warm_up(plan: MonitorPlan) -> float:
                 type(det).from_state(det.to_state())
             except (TypeError, ValueError):
                 pass  # a detector that cannot take its own reference is reported when used
-        StreamState.from_state(spec, StreamState(spec=spec, detectors=detectors).to_state(), plan.factory, plan.join)
+        StreamState.from_state(
+            spec, StreamState(spec=spec, detectors=detectors).to_state(), plan.factory, plan.join
+        )
     return time.perf_counter() - started

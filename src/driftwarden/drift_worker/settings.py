@@ -46,21 +46,33 @@ class WorkerOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ordinal: int | None = Field(None, ge=0, description="Shard ordinal; default: the pod name's suffix.")
-    data_dir: Path = Field(Path("/var/lib/driftwarden"), description="WAL and snapshots (the shard's PVC).")
+    ordinal: int | None = Field(
+        None, ge=0, description="Shard ordinal; default: the pod name's suffix."
+    )
+    data_dir: Path = Field(
+        Path("/var/lib/driftwarden"), description="WAL and snapshots (the shard's PVC)."
+    )
     wal_enabled: bool = Field(
-        True, description="False keeps no WAL and no snapshots: state is lost on restart (benchmarks only)."
+        True,
+        description="False keeps no WAL and no snapshots: state is lost on restart (benchmarks only).",
     )
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
     fsync: Literal["always", "interval", "never"] = Field(
-        "always", description="always: fsync before every ack (group commit); interval: every fsync_interval s."
+        "always",
+        description="always: fsync before every ack (group commit); interval: every fsync_interval s.",
     )
     fsync_interval: float = Field(0.05, gt=0)
     wal_segment_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    snapshot_interval_s: float = Field(60.0, gt=0, description="Seconds between snapshots while values arrive.")
-    snapshot_every_values: int = Field(5_000_000, ge=1, description="Values between snapshots, whichever comes first.")
-    handoff_timeout_s: float = Field(600.0, gt=0, description="Wait this long for a stream's state before starting it empty.")
+    snapshot_interval_s: float = Field(
+        60.0, gt=0, description="Seconds between snapshots while values arrive."
+    )
+    snapshot_every_values: int = Field(
+        5_000_000, ge=1, description="Values between snapshots, whichever comes first."
+    )
+    handoff_timeout_s: float = Field(
+        600.0, gt=0, description="Wait this long for a stream's state before starting it empty."
+    )
     peer_url_template: str | None = Field(
         None,
         description="Peer shard URL with '{ordinal}' ('{port}' = base_port + ordinal for local runs); "
@@ -69,18 +81,23 @@ class WorkerOptions(BaseModel):
     base_port: int = Field(8080, ge=1, le=65535)
     map_poll_interval_s: float = Field(1.0, gt=0)
     streams_file: Path | None = Field(
-        None, description="JSON list of streams and references, instead of the model bundle's schema."
+        None,
+        description="JSON list of streams and references, instead of the model bundle's schema.",
     )
     max_body_bytes: int = Field(256 * 1024 * 1024, ge=1024)
     shutdown_drain_s: float = Field(
-        45.0, ge=0, description="On SIGTERM, seconds to keep handing off streams this shard no longer owns."
+        45.0,
+        ge=0,
+        description="On SIGTERM, seconds to keep handing off streams this shard no longer owns.",
     )
 
 
 class Settings(BaseSettings):
     """All worker settings: ``DRIFTWARDEN_MONITOR_CONFIG``, ``DRIFTWARDEN_SHARD_MAP``, ``DRIFTWARDEN_WORKER__*``."""
 
-    model_config = SettingsConfigDict(env_prefix="DRIFTWARDEN_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTWARDEN_", env_nested_delimiter="__", extra="ignore"
+    )
 
     monitor_config: Path = Path("/etc/driftwarden/monitor.json")
     shard_map: Path = Path("/etc/driftwarden/shardmap.json")
@@ -143,8 +160,12 @@ def read_streams_file(path: Path) -> list[StreamSpec]:
             cats = entry.get("categories")
             out.append(
                 StreamSpec(
-                    name=entry["name"], kind=kind, reference=ref,
-                    categories=tuple(cats) if cats else None, task=entry.get("task"), dim=entry.get("dim"),
+                    name=entry["name"],
+                    kind=kind,
+                    reference=ref,
+                    categories=tuple(cats) if cats else None,
+                    task=entry.get("task"),
+                    dim=entry.get("dim"),
                 )
             )
         return out
@@ -161,8 +182,12 @@ def write_streams_file(path: Path, streams: list[StreamSpec]) -> None:
     doc = {
         "streams": [
             {
-                "name": s.name, "kind": s.kind, "reference": ref(s.reference),
-                "categories": list(s.categories) if s.categories else None, "task": s.task, "dim": s.dim,
+                "name": s.name,
+                "kind": s.kind,
+                "reference": ref(s.reference),
+                "categories": list(s.categories) if s.categories else None,
+                "task": s.task,
+                "dim": s.dim,
             }
             for s in streams
         ]

@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from driftwarden.common.sharding import ShardMap, owner_of
-from driftwarden.drift_worker import snapshot, wire
+from driftwarden.drift_worker import snapshot
 from driftwarden.drift_worker.plan import MonitorPlan
 from driftwarden.drift_worker.streams import SegmentError, StreamState
 from driftwarden.drift_worker.wal import FsyncPolicy, WriteAheadLog
+from driftwarden.ingest import wire
 
 log = logging.getLogger("driftwarden.worker")
 
@@ -122,7 +123,10 @@ class ShardWorker:
         self.wal: WriteAheadLog | None = None
         if self.data_dir is not None:
             self.wal = WriteAheadLog(
-                self.data_dir / "wal", fsync=fsync, fsync_interval=fsync_interval, segment_bytes=wal_segment_bytes
+                self.data_dir / "wal",
+                fsync=fsync,
+                fsync_interval=fsync_interval,
+                segment_bytes=wal_segment_bytes,
             )
         self._recover()
         if self.map is not None and self.map.monitor != plan.monitor:
@@ -160,7 +164,11 @@ class ShardWorker:
         if loaded is not None or count:
             log.info(
                 "shard %d recovered %d streams from snapshot lsn %d + %d WAL records in %.2fs (epoch %s)",
-                self.ordinal, len(self.streams), after, count, self.counters.recovery_seconds,
+                self.ordinal,
+                len(self.streams),
+                after,
+                count,
+                self.counters.recovery_seconds,
                 self.map.epoch if self.map else None,
             )
 
@@ -172,13 +180,19 @@ class ShardWorker:
         for name, entry in state["streams"].items():
             spec = self.plan.spec(name)
             if spec is None:
-                log.error("snapshot holds stream %r that the monitor no longer has; dropping it", name)
+                log.error(
+                    "snapshot holds stream %r that the monitor no longer has; dropping it", name
+                )
                 continue
-            self.streams[name] = StreamState.from_state(spec, entry["state"], self.plan.factory, self.plan.join)
+            self.streams[name] = StreamState.from_state(
+                spec, entry["state"], self.plan.factory, self.plan.join
+            )
             if entry["frozen_epoch"] is not None:
                 self.frozen[name] = int(entry["frozen_epoch"])
         now = self._clock()
-        self.awaiting = {name: now for name in state["awaiting"] if self.plan.spec(name) is not None}
+        self.awaiting = {
+            name: now for name in state["awaiting"] if self.plan.spec(name) is not None
+        }
         known = state.get("known_streams")
         self.known_streams = None if known is None else frozenset(known)
 
@@ -214,10 +228,17 @@ class ShardWorker:
         for name in added:
             if self.map.owner(name) == self.ordinal and name not in self.streams:
                 self.awaiting.pop(name, None)
-                self.streams[name] = StreamState.fresh(self.plan.streams[name], self.plan.factory, self.plan.join)
+                self.streams[name] = StreamState.fresh(
+                    self.plan.streams[name], self.plan.factory, self.plan.join
+                )
         removed = sorted(previous - now)
         if added or removed:
-            log.info("shard %d: monitor streams changed: added %s, removed %s", self.ordinal, added, removed)
+            log.info(
+                "shard %d: monitor streams changed: added %s, removed %s",
+                self.ordinal,
+                added,
+                removed,
+            )
 
     def _log(self, rtype: int, payload: bytes) -> int | None:
         return self.wal.append(rtype, payload) if self.wal is not None else None
@@ -233,14 +254,20 @@ class ShardWorker:
         """Move to ``shard_map`` if it is newer than the current map; return True if moved."""
         if shard_map.monitor != self.plan.monitor:
             raise Refusal(
-                400, "wrong_monitor",
+                400,
+                "wrong_monitor",
                 f"shard map is for monitor {shard_map.monitor!r}, this worker serves {self.plan.monitor!r}",
             )
         with self.lock:
             if self.map is not None and shard_map.epoch <= self.map.epoch:
                 return False
             if self.map is not None and shard_map.epoch > self.map.epoch + 1:
-                log.info("shard %d: epoch jumps from %d to %d", self.ordinal, self.map.epoch, shard_map.epoch)
+                log.info(
+                    "shard %d: epoch jumps from %d to %d",
+                    self.ordinal,
+                    self.map.epoch,
+                    shard_map.epoch,
+                )
             # No fsync needed: every later record that matters (handoffs) is fsynced,
             # and the log is sequential, so this one is durable by then.
             self._log(REC_MAP, shard_map.model_dump_json().encode())
@@ -272,7 +299,9 @@ class ShardWorker:
                     continue
                 prev = self._previous_owner(name, new.epoch)
                 if prev == self.ordinal or (prev is None and new.epoch <= 1 and old is None):
-                    self.streams[name] = StreamState.fresh(self.plan.streams[name], self.plan.factory, self.plan.join)
+                    self.streams[name] = StreamState.fresh(
+                        self.plan.streams[name], self.plan.factory, self.plan.join
+                    )
                 else:
                     self.awaiting[name] = now
                     waiting.append(name)
@@ -281,7 +310,11 @@ class ShardWorker:
         if moved_out or waiting:
             log.info(
                 "shard %d at epoch %d (%d shards): handing off %d streams, awaiting %d",
-                self.ordinal, new.epoch, new.shards, len(moved_out), len(waiting),
+                self.ordinal,
+                new.epoch,
+                new.shards,
+                len(moved_out),
+                len(waiting),
             )
 
     def status_of(self, stream: str) -> str | None:
@@ -317,7 +350,9 @@ class ShardWorker:
                     self.counters.batches_malformed += 1
                 else:
                     self.counters.batches_refused += 1
-                    self.counters.by_reason[refusal.code] = self.counters.by_reason.get(refusal.code, 0) + 1
+                    self.counters.by_reason[refusal.code] = (
+                        self.counters.by_reason.get(refusal.code, 0) + 1
+                    )
                 raise
             duplicates = len(batch.segments) - len(fresh)
             if not fresh:
@@ -328,9 +363,14 @@ class ShardWorker:
             try:
                 lsn = self._log(REC_BATCH, raw)
             except OSError as exc:
-                log.error("shard %d cannot append to its WAL: %s; batches are refused until it can", self.ordinal, exc)
+                log.error(
+                    "shard %d cannot append to its WAL: %s; batches are refused until it can",
+                    self.ordinal,
+                    exc,
+                )
                 raise Refusal(
-                    503, "storage_error",
+                    503,
+                    "storage_error",
                     f"shard {self.ordinal} cannot write its WAL in {self.data_dir}: {exc}; "
                     "check the volume (full? read-only?)",
                 ) from None
@@ -343,22 +383,33 @@ class ShardWorker:
     def _admit(self, batch: wire.Batch) -> list[wire.Segment]:
         """Check a batch against streams and ownership; return its not-yet-applied segments."""
         if batch.monitor and batch.monitor != self.plan.monitor:
-            raise Refusal(400, "wrong_monitor", f"batch is for monitor {batch.monitor!r}, this worker serves {self.plan.monitor!r}")
+            raise Refusal(
+                400,
+                "wrong_monitor",
+                f"batch is for monitor {batch.monitor!r}, this worker serves {self.plan.monitor!r}",
+            )
         not_owned, awaiting = [], []
         last_seq: dict[str, int] = {}
         for i, seg in enumerate(batch.segments):
             spec = self.plan.spec(seg.stream)
             if spec is None:
                 raise Refusal(
-                    400, "unknown_stream",
+                    400,
+                    "unknown_stream",
                     f"segments[{i}]: monitor {self.plan.monitor!r} has no stream {seg.stream!r}",
                     segment=i,
                 )
             if seg.seq <= last_seq.get(seg.stream, -1):
-                raise Refusal(400, "seq_order", f"segments[{i}]: stream {seg.stream!r} repeats or lowers seq {seg.seq} within one batch")
+                raise Refusal(
+                    400,
+                    "seq_order",
+                    f"segments[{i}]: stream {seg.stream!r} repeats or lowers seq {seg.seq} within one batch",
+                )
             last_seq[seg.stream] = seg.seq
             status = self.status_of(seg.stream)
-            if status == AWAITING or (status == FROZEN and self.map.owner(seg.stream) == self.ordinal):  # type: ignore[union-attr]
+            if status == AWAITING or (
+                status == FROZEN and self.map.owner(seg.stream) == self.ordinal
+            ):  # type: ignore[union-attr]
                 # owned here again, but a stale copy must first go round to its successor
                 awaiting.append(seg.stream)
             elif status != LIVE:
@@ -370,17 +421,23 @@ class ShardWorker:
                     raise Refusal(400, "bad_segment", f"segments[{i}]: {exc}", segment=i) from None
         if not_owned:
             raise Refusal(
-                409, "not_owner",
+                409,
+                "not_owner",
                 f"shard {self.ordinal} does not own {sorted(set(not_owned))} at epoch {self.epoch}; "
                 f"route by the shard map in this answer (batch was routed by epoch {batch.epoch})",
             )
         if awaiting:
             raise Refusal(
-                503, "handoff_pending",
+                503,
+                "handoff_pending",
                 f"shard {self.ordinal} owns {sorted(set(awaiting))} at epoch {self.epoch} but is still "
                 "waiting for their state from the previous owner; retry shortly",
             )
-        return [s for s in batch.segments if not self.streams[s.stream].is_duplicate(batch.sender, s.seq)]
+        return [
+            s
+            for s in batch.segments
+            if not self.streams[s.stream].is_duplicate(batch.sender, s.seq)
+        ]
 
     def _apply_batch(self, batch: wire.Batch) -> int:
         values = 0
@@ -400,14 +457,18 @@ class ShardWorker:
                 shards = self.history.get(epoch) if epoch != self.epoch else self.map.shards  # type: ignore[union-attr]
                 if shards is None:
                     shards = self.map.shards  # type: ignore[union-attr]
-                out.append((name, owner_of(self.plan.monitor, name, shards), self.streams[name].generation))
+                out.append(
+                    (name, owner_of(self.plan.monitor, name, shards), self.streams[name].generation)
+                )
             return out
 
     def handoff_payload(self, stream: str) -> dict[str, Any]:
         """Return the transfer document of a frozen stream (state, generation, our map)."""
         with self.lock:
             if stream not in self.frozen:
-                raise Refusal(409, "not_frozen", f"stream {stream!r} is not frozen on shard {self.ordinal}")
+                raise Refusal(
+                    409, "not_frozen", f"stream {stream!r} is not frozen on shard {self.ordinal}"
+                )
             assert self.map is not None
             return {
                 "monitor": self.plan.monitor,
@@ -430,26 +491,49 @@ class ShardWorker:
             shard_map = ShardMap.model_validate(doc["shard_map"])
             state = doc["state"]
             if doc.get("monitor") != self.plan.monitor:
-                raise Refusal(400, "wrong_monitor", f"handoff for monitor {doc.get('monitor')!r}, this worker serves {self.plan.monitor!r}")
+                raise Refusal(
+                    400,
+                    "wrong_monitor",
+                    f"handoff for monitor {doc.get('monitor')!r}, this worker serves {self.plan.monitor!r}",
+                )
             if self.plan.spec(stream) is None:
-                raise Refusal(400, "unknown_stream", f"monitor {self.plan.monitor!r} has no stream {stream!r}")
+                raise Refusal(
+                    400, "unknown_stream", f"monitor {self.plan.monitor!r} has no stream {stream!r}"
+                )
             if not isinstance(state, dict) or state.get("generation") != generation:
-                raise Refusal(400, "bad_handoff", "handoff 'state' must be a stream state of the stated generation")
+                raise Refusal(
+                    400,
+                    "bad_handoff",
+                    "handoff 'state' must be a stream state of the stated generation",
+                )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, Refusal):
                 raise
-            raise Refusal(400, "bad_handoff", f"handoff document is incomplete or invalid: {exc}") from None
+            raise Refusal(
+                400, "bad_handoff", f"handoff document is incomplete or invalid: {exc}"
+            ) from None
         self.adopt_map(shard_map)
         with self.lock:
             held = self.streams.get(stream)
             if held is not None and held.generation > generation:
-                return "duplicate"  # we already installed this copy (its ack was lost) or a later one
+                return (
+                    "duplicate"  # we already installed this copy (its ack was lost) or a later one
+                )
             # Build it first: a state the detectors cannot restore is refused, not logged.
             try:
-                built = StreamState.from_state(self.plan.streams[stream], state, self.plan.factory, self.plan.join)
+                built = StreamState.from_state(
+                    self.plan.streams[stream], state, self.plan.factory, self.plan.join
+                )
             except (KeyError, TypeError, ValueError) as exc:
-                raise Refusal(400, "bad_handoff", f"stream {stream!r}: state cannot be restored: {exc}") from None
-            record = {"stream": stream, "generation": generation, "from": doc.get("from"), "state": state}
+                raise Refusal(
+                    400, "bad_handoff", f"stream {stream!r}: state cannot be restored: {exc}"
+                ) from None
+            record = {
+                "stream": stream,
+                "generation": generation,
+                "from": doc.get("from"),
+                "state": state,
+            }
             lsn = self._log(REC_HANDOFF_IN, raw if raw is not None else json.dumps(record).encode())
             self._install(record, built)
             if lsn is not None and self.wal is not None:
@@ -464,7 +548,9 @@ class ShardWorker:
         name = doc["stream"]
         if name not in self.plan.streams:
             return  # replay of a stream the monitor has dropped since
-        state = built or StreamState.from_state(self.plan.streams[name], doc["state"], self.plan.factory, self.plan.join)
+        state = built or StreamState.from_state(
+            self.plan.streams[name], doc["state"], self.plan.factory, self.plan.join
+        )
         state.generation = int(doc["generation"]) + 1
         self.streams[name] = state
         self.awaiting.pop(name, None)
@@ -482,7 +568,9 @@ class ShardWorker:
                 return False
             # No fsync: if this record is lost the stream is pushed again and the
             # successor answers "duplicate".
-            self._log(REC_HANDOFF_DONE, json.dumps({"stream": stream, "generation": generation}).encode())
+            self._log(
+                REC_HANDOFF_DONE, json.dumps({"stream": stream, "generation": generation}).encode()
+            )
             self._drop_frozen(stream)
             self.counters.handoffs_out += 1
             return True
@@ -496,7 +584,9 @@ class ShardWorker:
         """Start streams fresh whose handoff did not come within the timeout; return them."""
         now = self._clock() if now is None else now
         with self.lock:
-            late = [s for s, since in self.awaiting.items() if now - since >= self.handoff_timeout_s]
+            late = [
+                s for s, since in self.awaiting.items() if now - since >= self.handoff_timeout_s
+            ]
             for name in late:
                 self._log(REC_FRESH, json.dumps({"stream": name}).encode())
                 self._start_fresh(name)
@@ -506,14 +596,19 @@ class ShardWorker:
                     "Its previous window is lost. Check that the previous owner is running "
                     "(its /status lists outgoing handoffs) and raise "
                     "DRIFTWARDEN_WORKER__HANDOFF_TIMEOUT_S if shards take longer to start.",
-                    self.ordinal, name, self.handoff_timeout_s, self.epoch,
+                    self.ordinal,
+                    name,
+                    self.handoff_timeout_s,
+                    self.epoch,
                 )
             return late
 
     def _start_fresh(self, name: str) -> None:
         self.awaiting.pop(name, None)
         if name not in self.streams and name in self.plan.streams:
-            self.streams[name] = StreamState.fresh(self.plan.streams[name], self.plan.factory, self.plan.join)
+            self.streams[name] = StreamState.fresh(
+                self.plan.streams[name], self.plan.factory, self.plan.join
+            )
 
     # ------------------------------------------------------------------ snapshots
 

@@ -36,7 +36,9 @@ def write_snapshot(directory: Path, lsn: int, state: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"snapshot-{lsn:020d}.json"
     tmp = directory / f".snapshot-{lsn:020d}.json.tmp"
-    data = json.dumps({"format": FORMAT, "lsn": lsn, "state": state}, separators=(",", ":"), allow_nan=False)
+    data = json.dumps(
+        {"format": FORMAT, "lsn": lsn, "state": state}, separators=(",", ":"), allow_nan=False
+    )
     with open(tmp, "wb") as f:
         f.write(data.encode())
         f.flush()

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from driftwarden.drift_worker import wire
+from driftwarden.ingest import wire
 
 log = logging.getLogger("driftwarden.worker")
 
@@ -172,7 +172,9 @@ class LabelJoin:
         ):
             self.predictions.popitem(last=False)
             self.expired_predictions += 1
-        while self.labels and (len(self.labels) > limit or next(iter(self.labels.values()))[1] < horizon):
+        while self.labels and (
+            len(self.labels) > limit or next(iter(self.labels.values()))[1] < horizon
+        ):
             self.labels.popitem(last=False)
             self.unmatched_labels += 1
 
@@ -245,13 +247,19 @@ class StreamState:
         where = f"stream {self.spec.name!r} (seq {seg.seq})"
         if kind == "performance":
             if seg.kind not in (wire.KIND_PREDICTIONS, wire.KIND_LABELS):
-                raise SegmentError(f"{where}: the performance stream takes 'predictions' or 'labels' segments, got {seg.kind!r}")
+                raise SegmentError(
+                    f"{where}: the performance stream takes 'predictions' or 'labels' segments, got {seg.kind!r}"
+                )
             if self.spec.task == "regression" and not isinstance(v, np.ndarray):
-                raise SegmentError(f"{where}: a regression model's predictions and labels must be numbers")
+                raise SegmentError(
+                    f"{where}: a regression model's predictions and labels must be numbers"
+                )
             return
         expected = wire.KIND_EMBEDDING if kind == "embedding" else wire.KIND_VALUES
         if seg.kind != expected:
-            raise SegmentError(f"{where}: a {kind} stream takes {expected!r} segments, got {seg.kind!r}")
+            raise SegmentError(
+                f"{where}: a {kind} stream takes {expected!r} segments, got {seg.kind!r}"
+            )
         if kind == "numeric" and not isinstance(v, np.ndarray):
             raise SegmentError(f"{where}: a numeric stream takes numbers, got strings")
         if kind == "categorical" and isinstance(v, np.ndarray):
@@ -259,7 +267,9 @@ class StreamState:
                 return  # integer-coded categories may arrive as numbers
             raise SegmentError(f"{where}: a categorical stream takes strings, got numbers")
         if kind == "embedding" and self.spec.dim is not None and v.shape[1] != self.spec.dim:
-            raise SegmentError(f"{where}: embedding rows have {v.shape[1]} columns, the stream expects {self.spec.dim}")
+            raise SegmentError(
+                f"{where}: embedding rows have {v.shape[1]} columns, the stream expects {self.spec.dim}"
+            )
 
     def is_duplicate(self, sender: str, seq: int) -> bool:
         """Return True if ``(sender, seq)`` was already applied to this stream."""
@@ -292,7 +302,12 @@ class StreamState:
             count = len(v)  # rows: one value per row, an embedding row counts once
             if self.spec.kind == "categorical" and isinstance(v, np.ndarray):
                 v = [_label_key(x) for x in v.tolist()]
-            if self._edges is not None and self.hist is not None and isinstance(v, np.ndarray) and v.ndim == 1:
+            if (
+                self._edges is not None
+                and self.hist is not None
+                and isinstance(v, np.ndarray)
+                and v.ndim == 1
+            ):
                 self.hist += bucket_counts(self._edges, v)
                 self.hist_sum += float(v.sum())
             self._feed(v, seg.ts)
@@ -309,7 +324,13 @@ class StreamState:
                 # Checked up front where possible; what a detector still refuses is
                 # counted (deterministically, so a replay counts the same) not fatal.
                 self.rejected_values += len(values)
-                log.warning("stream %s detector %s refused %d values: %s", self.spec.name, name, len(values), exc)
+                log.warning(
+                    "stream %s detector %s refused %d values: %s",
+                    self.spec.name,
+                    name,
+                    len(values),
+                    exc,
+                )
                 continue
             drift = getattr(evaluations, "drift", None)
             if drift is not None and len(drift) and bool(np.any(drift)):
@@ -363,7 +384,11 @@ class StreamState:
         out.high_water = OrderedDict((k, int(v)) for k, v in state["high_water"])
         if state["join"] is not None:
             out.join = LabelJoin.from_state(state["join"], join)
-        if out.hist is not None and state.get("hist") is not None and len(state["hist"]) == out.hist.size:
+        if (
+            out.hist is not None
+            and state.get("hist") is not None
+            and len(state["hist"]) == out.hist.size
+        ):
             out.hist = np.asarray(state["hist"], dtype=np.int64)
             out.hist_sum = float(state.get("hist_sum", 0.0))
         return out

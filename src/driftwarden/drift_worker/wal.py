@@ -99,7 +99,9 @@ class WriteAheadLog:
             log.warning(
                 "WAL segment %s: %d bytes after the last valid record at offset %d are a torn "
                 "write from a crash; cutting them off (they were never acknowledged)",
-                last, size - end, end,
+                last,
+                size - end,
+                end,
             )
             with open(last, "r+b") as f:
                 f.truncate(end)
@@ -255,7 +257,7 @@ def _frames(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
 
 def _scan_valid(path: Path) -> tuple[int, int]:
     end, lsn = 0, 0
-    for end, lsn, _, _ in _frames(path.read_bytes()):
+    for end, lsn, _, _ in _frames(path.read_bytes()):  # noqa: B007 (the last frame is the answer)
         pass
     return end, lsn
 
@@ -263,7 +265,7 @@ def _scan_valid(path: Path) -> tuple[int, int]:
 def _read_segment(path: Path, after_lsn: int, *, last: bool) -> Iterator[tuple[int, int, bytes]]:
     data = path.read_bytes()
     end = 0
-    for end, lsn, rtype, payload in _frames(data):
+    for end, lsn, rtype, payload in _frames(data):  # noqa: B007 (end: where the valid frames stop)
         if lsn > after_lsn:
             yield lsn, rtype, payload
     if end != len(data) and not last:

@@ -1,7 +1,7 @@
 """Where served features, predictions, labels and embeddings go: the drift workers.
 
 The server depends on :class:`Emitter`, the shape of
-:class:`driftwarden.drift_worker.sender.Sender` (non-blocking, never raises), so a
+:class:`driftwarden.ingest.sender.Sender` (non-blocking, never raises), so a
 server with no worker configured uses :class:`NullEmitter` and tests can record.
 """
 
@@ -69,7 +69,7 @@ def build_emitter(
             f"shard map {settings.shard_map} does not exist; mount the '<monitor>-driftwarden' "
             "ConfigMap there or unset DRIFTWARDEN_SHARD_MAP to serve without drift workers"
         )
-    from driftwarden.drift_worker.sender import Sender
+    from driftwarden.ingest.sender import Sender
 
     monitor, _ = settings.monitor()
     if monitor is None:

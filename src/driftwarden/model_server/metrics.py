@@ -129,7 +129,7 @@ class ServerMetrics:
                 self.predictions.observe(float(value))
             return
         labels, counts = np.unique(np.asarray(predictions, dtype=str), return_counts=True)
-        for label, count in zip(labels.tolist(), counts.tolist()):
+        for label, count in zip(labels.tolist(), counts.tolist(), strict=False):
             self.classes.labels(label).inc(count)
             index = float(self._classes.get(label, len(self._classes)))
             for _ in range(count):

@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from driftwarden.drift_worker.sender import SenderSettings
+from driftwarden.ingest.sender import SenderSettings
 
 
 class ConfigError(ValueError):

@@ -103,7 +103,7 @@ def _alias_names(manifest: BundleManifest) -> dict[str, str]:
 def record_model(manifest: BundleManifest) -> type[BaseModel]:
     """Return the pydantic model of one input record of ``manifest``'s bundle."""
     fields: dict[str, Any] = {}
-    for attr, spec in zip(_alias_names(manifest), manifest.features):
+    for attr, spec in zip(_alias_names(manifest), manifest.features, strict=False):
         description = spec.description or spec.name
         if spec.type == "numeric":
             extra = {}
@@ -243,7 +243,7 @@ class RequestParser:
         records, batch = self._validate(body, self._one, self._many, feedback=False)
         columns = {
             name: [getattr(r, attr) for r in records]
-            for attr, name in zip(self._attrs, self._names)
+            for attr, name in zip(self._attrs, self._names, strict=False)
         }
         return columns, len(records), batch
 

@@ -15,15 +15,25 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="driftwarden operator",
         description="Reconcile DriftMonitor resources into model servers, drift workers, "
-                    "alerts and dashboards. Settings come from DRIFTWARDEN_OPERATOR__* "
-                    "variables (docs/operator.md).")
+        "alerts and dashboards. Settings come from DRIFTWARDEN_OPERATOR__* "
+        "variables (docs/operator.md).",
+    )
     scope = parser.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", action="append", default=[],
-                       help="watch only this namespace (repeatable; glob patterns allowed)")
-    scope.add_argument("-A", "--all-namespaces", action="store_true",
-                       help="watch every namespace (the default)")
-    parser.add_argument("--standalone", action="store_true",
-                        help="ignore peering even if DRIFTWARDEN_OPERATOR__PEERING_NAME is set")
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable; glob patterns allowed)",
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)"
+    )
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="ignore peering even if DRIFTWARDEN_OPERATOR__PEERING_NAME is set",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -43,12 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     import driftwarden.operator.handlers  # noqa: F401
 
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
-    asyncio.run(kopf.operator(
-        clusterwide=not args.namespace,
-        namespaces=tuple(args.namespace),
-        standalone=True if args.standalone else None,
-        liveness_endpoint=liveness,
-    ))
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=tuple(args.namespace),
+            standalone=True if args.standalone else None,
+            liveness_endpoint=liveness,
+        )
+    )
     return 0
 
 

@@ -181,8 +181,11 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
 
 
 def _pod_spec(
-    settings: OperatorSettings, container: dict[str, Any], volumes: list[dict[str, Any]],
-    *, grace_seconds: int,
+    settings: OperatorSettings,
+    container: dict[str, Any],
+    volumes: list[dict[str, Any]],
+    *,
+    grace_seconds: int,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         # The pods never call the Kubernetes API.
@@ -211,8 +214,11 @@ def _volumes() -> list[dict[str, Any]]:
 
 
 def _meta(monitor: Monitor, name: str, component: str) -> dict[str, Any]:
-    return {"name": name, "namespace": monitor.namespace,
-            "labels": standard_labels(monitor.name, component)}
+    return {
+        "name": name,
+        "namespace": monitor.namespace,
+        "labels": standard_labels(monitor.name, component),
+    }
 
 
 def build_model_deployment(monitor: Monitor, settings: OperatorSettings) -> dict[str, Any]:
@@ -267,8 +273,9 @@ def build_model_service(monitor: Monitor, settings: OperatorSettings) -> dict[st
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(monitor.name, COMPONENT_MODEL),
-            "ports": [{"name": "http", "port": MODEL_PORT, "targetPort": "http",
-                       "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": MODEL_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
         },
     }
 
@@ -286,9 +293,15 @@ def build_worker_statefulset(monitor: Monitor, settings: OperatorSettings) -> di
         "env": [
             *_config_env(),
             # The StatefulSet controller labels every pod with its ordinal.
-            {"name": "DRIFTWARDEN_WORKER__ORDINAL", "valueFrom": {"fieldRef": {
-                "apiVersion": "v1",
-                "fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']"}}},
+            {
+                "name": "DRIFTWARDEN_WORKER__ORDINAL",
+                "valueFrom": {
+                    "fieldRef": {
+                        "apiVersion": "v1",
+                        "fieldPath": "metadata.labels['apps.kubernetes.io/pod-index']",
+                    }
+                },
+            },
             {"name": "DRIFTWARDEN_WORKER__DATA_DIR", "value": DATA_MOUNT},
         ],
         "ports": [{"name": "http", "containerPort": WORKER_PORT, "protocol": "TCP"}],
@@ -329,7 +342,8 @@ def build_worker_statefulset(monitor: Monitor, settings: OperatorSettings) -> di
             # Scale-down keeps a shard's volume so scaling back up finds it; deleting
             # the monitor deletes them.
             "persistentVolumeClaimRetentionPolicy": {
-                "whenDeleted": "Delete", "whenScaled": "Retain",
+                "whenDeleted": "Delete",
+                "whenScaled": "Retain",
             },
             "selector": {"matchLabels": selector_labels(monitor.name, COMPONENT_WORKER)},
             "template": {
@@ -356,25 +370,26 @@ def build_worker_service(monitor: Monitor, settings: OperatorSettings) -> dict[s
             # Shards reach each other for handoff before they are Ready.
             "publishNotReadyAddresses": True,
             "selector": selector_labels(monitor.name, COMPONENT_WORKER),
-            "ports": [{"name": "http", "port": WORKER_PORT, "targetPort": "http",
-                       "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": WORKER_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
         },
     }
 
 
-def build_config_map(monitor: Monitor, settings: OperatorSettings,
-                     shard_map: ShardMap) -> dict[str, Any]:
+def build_config_map(
+    monitor: Monitor, settings: OperatorSettings, shard_map: ShardMap
+) -> dict[str, Any]:
     """Return the monitor ConfigMap: monitor.json and shardmap.json (contracts.md)."""
-    config = {"name": monitor.name, "namespace": monitor.namespace,
-              "spec": spec_dump(monitor.spec)}
+    config = {"name": monitor.name, "namespace": monitor.namespace, "spec": spec_dump(monitor.spec)}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta(monitor, config_name(monitor.name), COMPONENT_CONFIG),
         "data": {
             MONITOR_FILE: json.dumps(config, sort_keys=True, indent=2) + "\n",
-            SHARDMAP_FILE: json.dumps(shard_map.model_dump(mode="json"), sort_keys=True,
-                                      indent=2) + "\n",
+            SHARDMAP_FILE: json.dumps(shard_map.model_dump(mode="json"), sort_keys=True, indent=2)
+            + "\n",
         },
     }
 
@@ -392,8 +407,9 @@ def read_shard_map(config_map: dict[str, Any] | None) -> ShardMap | None:
         return None
 
 
-def next_shard_map(previous: ShardMap | None, status_epoch: int | None, monitor: Monitor
-                   ) -> ShardMap:
+def next_shard_map(
+    previous: ShardMap | None, status_epoch: int | None, monitor: Monitor
+) -> ShardMap:
     """Return the shard map to publish: the same one, or the next epoch on a reshard.
 
     The ConfigMap is what workers read; the status remembers the epoch in case
@@ -408,13 +424,15 @@ def next_shard_map(previous: ShardMap | None, status_epoch: int | None, monitor:
         advanced = previous.advance(shards)
         if advanced.epoch > last:
             return advanced
-        return ShardMap(monitor=monitor.key, epoch=last + 1, shards=shards,
-                        history=advanced.history)
+        return ShardMap(
+            monitor=monitor.key, epoch=last + 1, shards=shards, history=advanced.history
+        )
     return ShardMap(monitor=monitor.key, epoch=last + 1, shards=shards)
 
 
-def _service_monitor(monitor: Monitor, settings: OperatorSettings, name: str,
-                     component: str) -> dict[str, Any]:
+def _service_monitor(
+    monitor: Monitor, settings: OperatorSettings, name: str, component: str
+) -> dict[str, Any]:
     meta = _meta(monitor, name, component)
     meta["labels"] = {**settings.monitoring_labels, **meta["labels"]}
     return {
@@ -423,8 +441,9 @@ def _service_monitor(monitor: Monitor, settings: OperatorSettings, name: str,
         "metadata": meta,
         "spec": {
             "selector": {"matchLabels": selector_labels(monitor.name, component)},
-            "endpoints": [{"port": "http", "path": "/metrics",
-                           "interval": settings.scrape_interval}],
+            "endpoints": [
+                {"port": "http", "path": "/metrics", "interval": settings.scrape_interval}
+            ],
         },
     }
 
@@ -439,8 +458,9 @@ def build_worker_service_monitor(monitor: Monitor, settings: OperatorSettings) -
     return _service_monitor(monitor, settings, workers_name(monitor.name), COMPONENT_WORKER)
 
 
-def build_prometheus_rule(monitor: Monitor, settings: OperatorSettings,
-                          renderers: Renderers) -> dict[str, Any]:
+def build_prometheus_rule(
+    monitor: Monitor, settings: OperatorSettings, renderers: Renderers
+) -> dict[str, Any]:
     """Return the PrometheusRule with this monitor's recording and alerting groups."""
     meta = _meta(monitor, config_name(monitor.name), COMPONENT_ALERTS)
     meta["labels"] = {**settings.monitoring_labels, **meta["labels"]}
@@ -453,8 +473,9 @@ def build_prometheus_rule(monitor: Monitor, settings: OperatorSettings,
     }
 
 
-def build_alertmanager_config(monitor: Monitor, settings: OperatorSettings,
-                              renderers: Renderers) -> dict[str, Any] | None:
+def build_alertmanager_config(
+    monitor: Monitor, settings: OperatorSettings, renderers: Renderers
+) -> dict[str, Any] | None:
     """Return the AlertmanagerConfig routing this monitor's alerts, or None without receivers."""
     if not monitor.spec.alerts.receivers:
         return None
@@ -468,8 +489,9 @@ def build_alertmanager_config(monitor: Monitor, settings: OperatorSettings,
     }
 
 
-def build_dashboard_config_map(monitor: Monitor, settings: OperatorSettings,
-                               renderers: Renderers) -> dict[str, Any] | None:
+def build_dashboard_config_map(
+    monitor: Monitor, settings: OperatorSettings, renderers: Renderers
+) -> dict[str, Any] | None:
     """Return the Grafana dashboard ConfigMap, or None when dashboards are off."""
     if not (settings.dashboards_enabled and monitor.spec.dashboard.enabled):
         return None
@@ -487,8 +509,12 @@ def build_dashboard_config_map(monitor: Monitor, settings: OperatorSettings,
         "metadata": meta,
         # Compact: with indent, json uses its pure-Python encoder, which made this one
         # call most of the operator's CPU per monitor (Grafana does not care).
-        "data": {f"driftwarden-{monitor.namespace}-{monitor.name}.json":
-                 json.dumps(dashboard, sort_keys=True, separators=(",", ":")) + "\n"},
+        "data": {
+            f"driftwarden-{monitor.namespace}-{monitor.name}.json": json.dumps(
+                dashboard, sort_keys=True, separators=(",", ":")
+            )
+            + "\n"
+        },
     }
 
 
@@ -514,7 +540,11 @@ def finalize(child: dict[str, Any], monitor: Monitor) -> dict[str, Any]:
 
 
 def build_children(
-    monitor: Monitor, settings: OperatorSettings, *, shard_map: ShardMap, renderers: Renderers,
+    monitor: Monitor,
+    settings: OperatorSettings,
+    *,
+    shard_map: ShardMap,
+    renderers: Renderers,
 ) -> list[dict[str, Any]]:
     """Return every child of ``monitor``, adopted and hashed, in apply order.
 

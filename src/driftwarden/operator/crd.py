@@ -147,25 +147,60 @@ _NAME_RULE = {
 }
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
-    {"name": "Ready", "type": "string",
-     "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
-     "description": "Ready: every child applied and every pod ready."},
-    {"name": "Shards", "type": "integer", "jsonPath": ".spec.workers.shards",
-     "description": "Shards: drift-worker shards requested."},
-    {"name": "Drifting", "type": "integer", "jsonPath": ".status.driftingStreams",
-     "description": "Drifting: streams currently drifting."},
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+        "description": "Ready: every child applied and every pod ready.",
+    },
+    {
+        "name": "Shards",
+        "type": "integer",
+        "jsonPath": ".spec.workers.shards",
+        "description": "Shards: drift-worker shards requested.",
+    },
+    {
+        "name": "Drifting",
+        "type": "integer",
+        "jsonPath": ".status.driftingStreams",
+        "description": "Drifting: streams currently drifting.",
+    },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    {"name": "Bundle", "type": "string", "jsonPath": ".spec.model.bundle", "priority": 1,
-     "description": "Bundle: the model bundle under watch."},
-    {"name": "Ready-Shards", "type": "integer", "jsonPath": ".status.readyShards",
-     "priority": 1, "description": "Ready-Shards: drift-worker pods ready."},
-    {"name": "Epoch", "type": "integer", "jsonPath": ".status.shardEpoch", "priority": 1,
-     "description": "Epoch: shard-map epoch."},
-    {"name": "Last-Drift", "type": "date", "jsonPath": ".status.lastDriftTime", "priority": 1,
-     "description": "Last-Drift: when a stream last started drifting."},
-    {"name": "Reason", "type": "string",
-     "jsonPath": '.status.conditions[?(@.type=="Ready")].reason', "priority": 1,
-     "description": "Reason: why the monitor is (not) ready."},
+    {
+        "name": "Bundle",
+        "type": "string",
+        "jsonPath": ".spec.model.bundle",
+        "priority": 1,
+        "description": "Bundle: the model bundle under watch.",
+    },
+    {
+        "name": "Ready-Shards",
+        "type": "integer",
+        "jsonPath": ".status.readyShards",
+        "priority": 1,
+        "description": "Ready-Shards: drift-worker pods ready.",
+    },
+    {
+        "name": "Epoch",
+        "type": "integer",
+        "jsonPath": ".status.shardEpoch",
+        "priority": 1,
+        "description": "Epoch: shard-map epoch.",
+    },
+    {
+        "name": "Last-Drift",
+        "type": "date",
+        "jsonPath": ".status.lastDriftTime",
+        "priority": 1,
+        "description": "Last-Drift: when a stream last started drifting.",
+    },
+    {
+        "name": "Reason",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        "priority": 1,
+        "description": "Reason: why the monitor is (not) ready.",
+    },
 ]
 
 

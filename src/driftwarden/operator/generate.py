@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from driftwarden.common.paths import source_root
 from driftwarden.dashboards import build_overview_dashboard
 from driftwarden.operator.crd import CRD_NAME, PRINTER_COLUMNS, build_crd
 from driftwarden.operator.examples import examples
@@ -100,8 +101,12 @@ def _field_rows(schema: Mapping[str, Any], prefix: str) -> list[str]:
                 exclusive = prop.get(f"exclusive{key[:3].title()}imum")
                 sym = {"≥": ">", "≤": "<"}[label] if exclusive else label
                 constraints.append(f"{sym} {prop[key]}")
-        for key, label in (("minLength", "min length"), ("maxLength", "max length"),
-                           ("maxItems", "max items"), ("pattern", "pattern")):
+        for key, label in (
+            ("minLength", "min length"),
+            ("maxLength", "max length"),
+            ("maxItems", "max items"),
+            ("pattern", "pattern"),
+        ):
             if key in prop:
                 value = f"`{prop[key]}`" if key == "pattern" else prop[key]
                 constraints.append(f"{label} {value}")
@@ -131,12 +136,24 @@ def _inline(value: Any) -> str:
 def field_reference(crd: Mapping[str, Any]) -> str:
     """Return the Markdown field reference of spec and status."""
     root = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    out = [DOC_BEGIN, "", "### Spec", "",
-           "| field | type | default | validation | description |", "|---|---|---|---|---|"]
+    out = [
+        DOC_BEGIN,
+        "",
+        "### Spec",
+        "",
+        "| field | type | default | validation | description |",
+        "|---|---|---|---|---|",
+    ]
     out += _field_rows(root["properties"]["spec"], "spec")
-    out += ["", "Whole-object rule (CEL): " + root["x-kubernetes-validations"][0]["message"] + ".",
-            "", "### Status", "", "| field | type | default | validation | description |",
-            "|---|---|---|---|---|"]
+    out += [
+        "",
+        "Whole-object rule (CEL): " + root["x-kubernetes-validations"][0]["message"] + ".",
+        "",
+        "### Status",
+        "",
+        "| field | type | default | validation | description |",
+        "|---|---|---|---|---|",
+    ]
     out += _field_rows(root["properties"]["status"], "status")
     out += ["", "### Printer columns", "", "| column | JSONPath | shown |", "|---|---|---|"]
     for col in PRINTER_COLUMNS:
@@ -193,8 +210,7 @@ def _wrap(text: str, width: int = 88) -> list[str]:
 
 
 def _default_root() -> Path:
-    here = Path(__file__).resolve().parents[3]
-    return here if (here / "pyproject.toml").exists() else Path.cwd()
+    return source_root() or Path.cwd()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,31 +218,49 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="driftwarden generate",
         description="Regenerate the DriftMonitor CRD, chart CRD, RBAC rules, examples and "
-                    "the docs field reference from the pydantic spec.")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 if a generated file is stale or missing")
-    parser.add_argument("--root", type=Path, default=None,
-                        help="repository root (default: the checkout this package is in)")
+        "the docs field reference from the pydantic spec.",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 if a generated file is stale or missing",
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="repository root (default: the checkout this package is in)",
+    )
     args = parser.parse_args(argv)
     root = (args.root or _default_root()).resolve()
     files = outputs(root)
     if not (root / DOC_PATH).exists() or (root / DOC_PATH) not in files:
-        print(f"driftwarden generate: {root / DOC_PATH} lacks the {DOC_BEGIN!r} / {DOC_END!r} "
-              "markers; add them where the field reference belongs.", file=sys.stderr)
+        print(
+            f"driftwarden generate: {root / DOC_PATH} lacks the {DOC_BEGIN!r} / {DOC_END!r} "
+            "markers; add them where the field reference belongs.",
+            file=sys.stderr,
+        )
         return 1
     stale = [p for p, text in files.items() if not p.exists() or p.read_text() != text]
     expected_examples = {p.name for p in files if p.parent == root / EXAMPLES_DIR}
-    extra = sorted(p for p in (root / EXAMPLES_DIR).glob("*.yaml")
-                   if p.name not in expected_examples) if (root / EXAMPLES_DIR).exists() else []
+    extra = (
+        sorted(p for p in (root / EXAMPLES_DIR).glob("*.yaml") if p.name not in expected_examples)
+        if (root / EXAMPLES_DIR).exists()
+        else []
+    )
     if args.check:
         if stale or extra:
             for p in stale:
                 print(f"stale: {p.relative_to(root)}", file=sys.stderr)
             for p in extra:
-                print(f"not generated (delete it or add it to driftwarden.operator.examples): "
-                      f"{p.relative_to(root)}", file=sys.stderr)
-            print("run `make generate` (driftwarden generate) and commit the result.",
-                  file=sys.stderr)
+                print(
+                    f"not generated (delete it or add it to driftwarden.operator.examples): "
+                    f"{p.relative_to(root)}",
+                    file=sys.stderr,
+                )
+            print(
+                "run `make generate` (driftwarden generate) and commit the result.", file=sys.stderr
+            )
             return 1
         print(f"{len(files)} generated files are up to date")
         return 0
@@ -235,8 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(files[path])
         print(f"wrote {path.relative_to(root)}")
     for path in extra:
-        print(f"warning: {path.relative_to(root)} is not generated; delete it or add it to "
-              "driftwarden.operator.examples", file=sys.stderr)
+        print(
+            f"warning: {path.relative_to(root)} is not generated; delete it or add it to "
+            "driftwarden.operator.examples",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -78,14 +78,16 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
-                    logger: logging.Logger, **_: Any) -> None:
+async def configure(
+    settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any
+) -> None:
     """Set kopf's settings once and create the shared clients."""
     ours = load_settings()
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration")
+        prefix=PREFIX, key="last-handled-configuration"
+    )
     # Only problems become Kubernetes Events: an Event per pass would be a write per pass.
     settings.posting.level = logging.WARNING
     if ours.peering_name:
@@ -117,8 +119,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo,
     metrics.bind(api, memo.cache)
     if ours.metrics_port:
         metrics.serve(ours.metrics_port)
-    logger.info("driftwarden operator configured: resync %.0fs, peering %s",
-                ours.resync_seconds, ours.peering_name or "standalone")
+    logger.info(
+        "driftwarden operator configured: resync %.0fs, peering %s",
+        ours.resync_seconds,
+        ours.peering_name or "standalone",
+    )
 
 
 @kopf.on.cleanup()
@@ -131,10 +136,22 @@ async def close_clients(memo: kopf.Memo, **_: Any) -> None:
 
 # The daemon exits by itself when stopped (see _sleep); cancellation is the fallback
 # for a pass stuck in I/O.
-@kopf.daemon(names.API_GROUP, names.API_VERSION, names.PLURAL, id="reconcile",
-             cancellation_backoff=5.0, cancellation_timeout=10.0)
-async def run_monitor(body: kopf.Body, meta: kopf.Meta, stopped: kopf.DaemonStopped,
-                      memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+@kopf.daemon(
+    names.API_GROUP,
+    names.API_VERSION,
+    names.PLURAL,
+    id="reconcile",
+    cancellation_backoff=5.0,
+    cancellation_timeout=10.0,
+)
+async def run_monitor(
+    body: kopf.Body,
+    meta: kopf.Meta,
+    stopped: kopf.DaemonStopped,
+    memo: kopf.Memo,
+    logger: logging.Logger,
+    **_: Any,
+) -> None:
     """Reconcile one monitor until it is deleted or the operator stops."""
     uid = meta["uid"]
     wake = memo.wakers.register(uid)
@@ -148,7 +165,7 @@ async def run_monitor(body: kopf.Body, meta: kopf.Meta, stopped: kopf.DaemonStop
                     await memo.reconciler.reconcile(body, state, logger)
                     metrics.RECONCILES.labels(result="ok").inc()
                     delay, backoff = memo.settings.resync_seconds, 1.0
-                except Exception as exc:  # noqa: BLE001 - a daemon must survive any pass
+                except Exception as exc:
                     metrics.RECONCILES.labels(result="error").inc()
                     logger.warning("reconcile failed, retrying in %.0fs: %s", backoff, exc)
                     delay, backoff = backoff, min(backoff * 2, MAX_BACKOFF_SECONDS)
@@ -175,8 +192,7 @@ async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, timeout: floa
     return wake.is_set() and not stopped
 
 
-async def _delete_unowned(body: Mapping[str, Any], memo: kopf.Memo,
-                          logger: logging.Logger) -> None:
+async def _delete_unowned(body: Mapping[str, Any], memo: kopf.Memo, logger: logging.Logger) -> None:
     from driftwarden.operator.monitor import InvalidMonitor, Monitor
 
     try:
@@ -199,10 +215,16 @@ def on_monitor_event(body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any
 def _register_child_watch(api_version: str, plural: str) -> None:
     group, _, version = api_version.rpartition("/")
 
-    @kopf.on.event(group, version, plural, id=f"child-{plural}",
-                   labels={"app.kubernetes.io/managed-by": builders.MANAGED_BY})
-    def on_child_event(event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo,
-                       **_: Any) -> None:
+    @kopf.on.event(
+        group,
+        version,
+        plural,
+        id=f"child-{plural}",
+        labels={"app.kubernetes.io/managed-by": builders.MANAGED_BY},
+    )
+    def on_child_event(
+        event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo, **_: Any
+    ) -> None:
         """Keep the child cache current and wake the owner when its child changed."""
         obj = event.get("object") or dict(body)
         if event.get("type") == "DELETED":

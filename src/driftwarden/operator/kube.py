@@ -95,8 +95,9 @@ def load_configuration() -> Any:
     try:
         config.load_incluster_config(client_configuration=cfg)
     except config.ConfigException:
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,
-                                client_configuration=cfg)
+        config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG") or None, client_configuration=cfg
+        )
     return cfg
 
 
@@ -107,8 +108,11 @@ def authorization_header(cfg: Any) -> str | None:
     ``auth_settings()`` names the header either way.
     """
     for setting in (cfg.auth_settings() or {}).values():
-        if (setting.get("in") == "header" and setting.get("value")
-                and setting.get("key", "").lower() == "authorization"):
+        if (
+            setting.get("in") == "header"
+            and setting.get("value")
+            and setting.get("key", "").lower() == "authorization"
+        ):
             return str(setting["value"])
     return cfg.get_api_key_with_prefix("authorization") or None
 
@@ -146,8 +150,9 @@ class KubeApi:
             base_url=self._creds.host,
             verify=self._creds.ssl_context,
             timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections,
-                                max_keepalive_connections=max_connections),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
         )
         self._token_checked = time.monotonic()
         # (verb, kind) -> count; "an idle resync writes nothing" is read from here.
@@ -181,7 +186,8 @@ class KubeApi:
         meta = obj["metadata"]
         path = kind.path(meta["namespace"], meta["name"])
         resp = await self._request(
-            "PATCH", path,
+            "PATCH",
+            path,
             params={"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"},
             headers={"Content-Type": "application/apply-patch+yaml"},
             # JSON is YAML; no YAML serialiser on the hot path.
@@ -197,9 +203,13 @@ class KubeApi:
         kind = kind_of(obj)
         meta = obj["metadata"]
         path = kind.path(meta["namespace"], meta["name"])
-        resp = await self._request("PUT", path, params={"fieldManager": FIELD_MANAGER},
-                                   content=json.dumps(obj).encode(),
-                                   headers={"Content-Type": "application/json"})
+        resp = await self._request(
+            "PUT",
+            path,
+            params={"fieldManager": FIELD_MANAGER},
+            content=json.dumps(obj).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         self.writes[("replace", kind.kind)] += 1
         if resp.status_code >= 400:
             raise ApiError("PUT", path, resp.status_code, resp.text)
@@ -210,7 +220,9 @@ class KubeApi:
         k = CHILD_KINDS[(api_version, kind)]
         path = k.path(namespace, name)
         resp = await self._request(
-            "DELETE", path, json={"propagationPolicy": "Background"},
+            "DELETE",
+            path,
+            json={"propagationPolicy": "Background"},
         )
         self.writes[("delete", kind)] += 1
         if resp.status_code == 404:
@@ -219,12 +231,19 @@ class KubeApi:
             raise ApiError("DELETE", path, resp.status_code, resp.text)
         return True
 
-    async def patch_status(self, group_version: str, plural: str, namespace: str, name: str,
-                           status_patch: dict[str, Any]) -> dict[str, Any] | None:
+    async def patch_status(
+        self,
+        group_version: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        status_patch: dict[str, Any],
+    ) -> dict[str, Any] | None:
         """Merge-patch the status subresource; None if the object is gone."""
         path = f"/apis/{group_version}/namespaces/{namespace}/{plural}/{name}/status"
         resp = await self._request(
-            "PATCH", path,
+            "PATCH",
+            path,
             headers={"Content-Type": "application/merge-patch+json"},
             content=json.dumps({"status": status_patch}).encode(),
         )

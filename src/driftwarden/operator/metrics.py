@@ -9,11 +9,12 @@ from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-RECONCILES = Counter(
-    "driftwarden_operator_reconciles", "Reconcile passes by result.", ["result"])
+RECONCILES = Counter("driftwarden_operator_reconciles", "Reconcile passes by result.", ["result"])
 RECONCILE_SECONDS = Histogram(
-    "driftwarden_operator_reconcile_duration_seconds", "Duration of one reconcile pass.",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+    "driftwarden_operator_reconcile_duration_seconds",
+    "Duration of one reconcile pass.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 
 
 class _ApiCollector(Collector):
@@ -25,14 +26,17 @@ class _ApiCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         writes = CounterMetricFamily(
-            "driftwarden_operator_api_writes", "API writes by verb and kind.",
-            labels=["verb", "kind"])
+            "driftwarden_operator_api_writes",
+            "API writes by verb and kind.",
+            labels=["verb", "kind"],
+        )
         if self.api is not None:
             for (verb, kind), count in sorted(self.api.writes.items()):
                 writes.add_metric([verb, kind], count)
         yield writes
-        cached = GaugeMetricFamily("driftwarden_operator_cached_children",
-                                   "Children held in the operator's cache.")
+        cached = GaugeMetricFamily(
+            "driftwarden_operator_cached_children", "Children held in the operator's cache."
+        )
         cached.add_metric([], len(self.cache) if self.cache is not None else 0)
         yield cached
 

@@ -53,8 +53,7 @@ class Monitor:
             spec = DriftMonitorSpec.model_validate(dict(body.get("spec") or {}))
         except ValidationError as exc:
             problems = "; ".join(
-                f"spec.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-                for err in exc.errors()
+                f"spec.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
             )
             raise InvalidMonitor(
                 f"{where}: {problems}. Fix the resource (kubectl edit driftmonitor "

@@ -37,21 +37,33 @@ def operator_rules() -> list[dict[str, Any]]:
     """Return the ClusterRole rules the operator needs, in a stable order."""
     return [
         # kopf watches monitors and patches its finalizer onto them.
-        {"apiGroups": [names.API_GROUP], "resources": [names.PLURAL],
-         "verbs": ["get", "list", "watch", "patch"]},
+        {
+            "apiGroups": [names.API_GROUP],
+            "resources": [names.PLURAL],
+            "verbs": ["get", "list", "watch", "patch"],
+        },
         # The reconciler writes status through the status subresource only.
-        {"apiGroups": [names.API_GROUP], "resources": [f"{names.PLURAL}/status"],
-         "verbs": ["get", "patch"]},
+        {
+            "apiGroups": [names.API_GROUP],
+            "resources": [f"{names.PLURAL}/status"],
+            "verbs": ["get", "patch"],
+        },
         *_child_rules(),
         # kopf posts warnings and errors about a monitor as Kubernetes Events.
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
         # kopf discovers resources and notices CRDs installed later (prometheus-operator).
-        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
-         "verbs": ["list", "watch"]},
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "verbs": ["list", "watch"],
+        },
         # kopf lists namespaces when the operator is limited to namespace patterns.
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
         # kopf peering (a standby replica pauses while a higher-priority one runs).
-        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings", "kopfpeerings"],
-         "verbs": ["get", "list", "watch", "patch"]},
+        {
+            "apiGroups": ["kopf.dev"],
+            "resources": ["clusterkopfpeerings", "kopfpeerings"],
+            "verbs": ["get", "list", "watch", "patch"],
+        },
     ]

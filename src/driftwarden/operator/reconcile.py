@@ -41,9 +41,22 @@ ChildKey = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 
 _QUANTITY_KEYS = frozenset({"requests", "limits"})
 _SUFFIXES = {
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": 1,
-    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
 }
 
 
@@ -76,13 +89,19 @@ def is_subset(desired: Any, actual: Any, *, quantities: bool = False) -> bool:
         if not isinstance(actual, Mapping):
             return False
         return all(
-            key in actual and is_subset(value, actual[key],
-                                        quantities=key in _QUANTITY_KEYS or quantities)
+            key in actual
+            and is_subset(value, actual[key], quantities=key in _QUANTITY_KEYS or quantities)
             for key, value in desired.items()
         )
     if isinstance(desired, list):
-        return (isinstance(actual, list) and len(desired) == len(actual)
-                and all(is_subset(d, a, quantities=quantities) for d, a in zip(desired, actual)))
+        return (
+            isinstance(actual, list)
+            and len(desired) == len(actual)
+            and all(
+                is_subset(d, a, quantities=quantities)
+                for d, a in zip(desired, actual, strict=False)
+            )
+        )
     if quantities and isinstance(desired, str) and isinstance(actual, str) and desired != actual:
         dq, aq = _quantity(desired), _quantity(actual)
         return dq is not None and dq == aq
@@ -176,7 +195,8 @@ class ChildCache:
 
     def labelled(self, labels: Mapping[str, str]) -> list[ChildKey]:
         return sorted(
-            key for key, obj in self._objects.items()
+            key
+            for key, obj in self._objects.items()
             if all((obj["metadata"].get("labels") or {}).get(k) == v for k, v in labels.items())
         )
 
@@ -198,8 +218,14 @@ class MonitorState:
 class Reconciler:
     """Reconciles monitors against the API with shared client, cache and settings."""
 
-    def __init__(self, api: KubeApi, cache: ChildCache, settings: OperatorSettings,
-                 renderers: builders.Renderers, http: httpx.AsyncClient | None) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        cache: ChildCache,
+        settings: OperatorSettings,
+        renderers: builders.Renderers,
+        http: httpx.AsyncClient | None,
+    ) -> None:
         self.api = api
         self.cache = cache
         self.settings = settings
@@ -243,8 +269,9 @@ class Reconciler:
         # Re-probe now and then: the CRD may be installed later.
         return since is not None and time.monotonic() - since < 300
 
-    async def _apply_one(self, child: dict[str, Any], logger: logging.Logger,
-                         fresh: bool = False) -> str | None:
+    async def _apply_one(
+        self, child: dict[str, Any], logger: logging.Logger, fresh: bool = False
+    ) -> str | None:
         """Apply ``child`` if it differs; return the kind when its CRD is missing."""
         kind = child["kind"]
         if self._kind_missing(kind):
@@ -259,8 +286,11 @@ class Reconciler:
                 if exc.status == 422 and actual is not None:
                     logger.warning(
                         "%s %s: server-side apply refused (%s); replacing the hand-edited "
-                        "object with the desired fields", kind, child["metadata"]["name"],
-                        exc.message)
+                        "object with the desired fields",
+                        kind,
+                        child["metadata"]["name"],
+                        exc.message,
+                    )
                     result = await self.api.replace(overlay(actual, child))
                     self.cache.put(result)
                     return None
@@ -269,17 +299,21 @@ class Reconciler:
                     logger.warning(
                         "%s not applied: the %s CRD is not installed (install the Prometheus "
                         "Operator CRDs, e.g. kube-prometheus-stack); retrying in 5 minutes",
-                        child["metadata"]["name"], kind)
+                        child["metadata"]["name"],
+                        kind,
+                    )
                     return kind
                 raise
         self.missing_kinds.pop(kind, None)
         self.cache.put(result)
-        logger.info("applied %s %s/%s", kind, child["metadata"]["namespace"],
-                    child["metadata"]["name"])
+        logger.info(
+            "applied %s %s/%s", kind, child["metadata"]["namespace"], child["metadata"]["name"]
+        )
         return None
 
-    async def apply_children(self, children: list[dict[str, Any]], logger: logging.Logger,
-                             *, fresh: bool = False) -> list[str]:
+    async def apply_children(
+        self, children: list[dict[str, Any]], logger: logging.Logger, *, fresh: bool = False
+    ) -> list[str]:
         """Apply every child that differs; return the kinds skipped for missing CRDs."""
         # The ConfigMap first: pods must never start without their config.
         first, rest = children[0], children[1:]
@@ -287,17 +321,22 @@ class Reconciler:
         skipped += await asyncio.gather(*(self._apply_one(c, logger, fresh) for c in rest))
         return sorted({k for k in skipped if k})
 
-    async def prune(self, monitor: Monitor, children: list[dict[str, Any]],
-                    logger: logging.Logger) -> None:
+    async def prune(
+        self, monitor: Monitor, children: list[dict[str, Any]], logger: logging.Logger
+    ) -> None:
         """Delete children this monitor owns that the spec no longer asks for."""
         wanted = {child_key(c) for c in children}
         owned = set(self.cache.owned_by(monitor.uid))
         if self.settings.dashboard_namespace:
-            owned.update(self.cache.labelled({
-                "app.kubernetes.io/instance": monitor.name,
-                builders.MONITOR_NAMESPACE_LABEL: monitor.namespace,
-                "app.kubernetes.io/managed-by": builders.MANAGED_BY,
-            }))
+            owned.update(
+                self.cache.labelled(
+                    {
+                        "app.kubernetes.io/instance": monitor.name,
+                        builders.MONITOR_NAMESPACE_LABEL: monitor.namespace,
+                        "app.kubernetes.io/managed-by": builders.MANAGED_BY,
+                    }
+                )
+            )
         for key in sorted(owned - wanted):
             api_version, kind, namespace, name = key
             await self.api.delete(api_version, kind, namespace, name)
@@ -308,11 +347,13 @@ class Reconciler:
         """Delete children garbage collection cannot reach (other-namespace dashboards)."""
         if not self.settings.dashboard_namespace:
             return
-        for key in self.cache.labelled({
-            "app.kubernetes.io/instance": monitor.name,
-            builders.MONITOR_NAMESPACE_LABEL: monitor.namespace,
-            "app.kubernetes.io/managed-by": builders.MANAGED_BY,
-        }):
+        for key in self.cache.labelled(
+            {
+                "app.kubernetes.io/instance": monitor.name,
+                builders.MONITOR_NAMESPACE_LABEL: monitor.namespace,
+                "app.kubernetes.io/managed-by": builders.MANAGED_BY,
+            }
+        ):
             api_version, kind, namespace, name = key
             await self.api.delete(api_version, kind, namespace, name)
             self.cache.remove(key)
@@ -320,45 +361,74 @@ class Reconciler:
 
     # ------------------------------------------------------------------ status
 
-    async def _push_shard_map(self, monitor: Monitor, shard_map: ShardMap, shards: int,
-                              logger: Any) -> None:
+    async def _push_shard_map(
+        self, monitor: Monitor, shard_map: ShardMap, shards: int, logger: Any
+    ) -> None:
         """Tell every old and new shard about a new epoch now, not at the kubelet's next sync."""
         if not self.settings.worker_status_url or self.http is None:
             return
         errors = await push_shard_map(
-            self.http, self.settings.worker_status_url, shard_map, monitor=monitor.name,
-            namespace=monitor.namespace, shards=shards,
-            timeout=self.settings.worker_status_timeout_seconds)
+            self.http,
+            self.settings.worker_status_url,
+            shard_map,
+            monitor=monitor.name,
+            namespace=monitor.namespace,
+            shards=shards,
+            timeout=self.settings.worker_status_timeout_seconds,
+        )
         if errors:
-            logger.warning("epoch %d of %s reaches %d shard(s) through the ConfigMap only: %s",
-                           shard_map.epoch, monitor.key, len(errors), "; ".join(errors[:3]))
+            logger.warning(
+                "epoch %d of %s reaches %d shard(s) through the ConfigMap only: %s",
+                shard_map.epoch,
+                monitor.key,
+                len(errors),
+                "; ".join(errors[:3]),
+            )
 
     async def _probe(self, monitor: Monitor, state: MonitorState, shards: int) -> None:
         if not self.settings.worker_status_url or self.http is None:
             state.drift = DriftObservation(
-                shards_asked=shards, shards_answered=0,
-                errors=(("worker status probing is disabled "
-                        "(DRIFTWARDEN_OPERATOR__WORKER_STATUS_URL is empty)"),))
+                shards_asked=shards,
+                shards_answered=0,
+                errors=(
+                    (
+                        "worker status probing is disabled "
+                        "(DRIFTWARDEN_OPERATOR__WORKER_STATUS_URL is empty)"
+                    ),
+                ),
+            )
             return
         due = time.monotonic() - state.probed_at >= self.settings.worker_status_interval_seconds
         if not due and state.probe_shards == shards:
             return
         state.drift = await probe_workers(
-            self.http, self.settings.worker_status_url, monitor=monitor.name,
-            namespace=monitor.namespace, shards=shards,
-            timeout=self.settings.worker_status_timeout_seconds)
+            self.http,
+            self.settings.worker_status_url,
+            monitor=monitor.name,
+            namespace=monitor.namespace,
+            shards=shards,
+            timeout=self.settings.worker_status_timeout_seconds,
+        )
         state.probed_at, state.probe_shards = time.monotonic(), shards
 
-    async def publish_status(self, namespace: str, name: str, previous: Mapping[str, Any],
-                             new: Mapping[str, Any], state: MonitorState | None = None) -> bool:
+    async def publish_status(
+        self,
+        namespace: str,
+        name: str,
+        previous: Mapping[str, Any],
+        new: Mapping[str, Any],
+        state: MonitorState | None = None,
+    ) -> bool:
         """Patch status when it changed; return whether a write happened."""
         patch = status_patch(previous, new)
         if not patch:
             return False
-        logging.getLogger(__name__).debug("status of %s/%s changes: %s", namespace, name,
-                                          sorted(patch))
-        result = await self.api.patch_status(f"{names.API_GROUP}/{names.API_VERSION}",
-                                             names.PLURAL, namespace, name, patch)
+        logging.getLogger(__name__).debug(
+            "status of %s/%s changes: %s", namespace, name, sorted(patch)
+        )
+        result = await self.api.patch_status(
+            f"{names.API_GROUP}/{names.API_VERSION}", names.PLURAL, namespace, name, patch
+        )
         if state is not None and result is not None:
             state.written_version = result["metadata"].get("resourceVersion")
             state.written_status = dict(result.get("status") or {})
@@ -367,27 +437,35 @@ class Reconciler:
     @staticmethod
     def _previous_status(body: Mapping[str, Any], state: MonitorState) -> dict[str, Any]:
         version = body["metadata"].get("resourceVersion")
-        if state.written_status is not None and not newer_or_same(version,
-                                                                  state.written_version):
+        if state.written_status is not None and not newer_or_same(version, state.written_version):
             return dict(state.written_status)  # our own write is newer than the body
         return dict(body.get("status") or {})
 
     # ------------------------------------------------------------------ one pass
 
-    def desired_children(self, monitor: Monitor, state: MonitorState,
-                         shard_map: ShardMap) -> list[dict[str, Any]]:
+    def desired_children(
+        self, monitor: Monitor, state: MonitorState, shard_map: ShardMap
+    ) -> list[dict[str, Any]]:
         """Return the rendered children, re-rendering only when an input changed."""
-        key = builders.digest([monitor.uid, monitor.generation, dict(monitor.labels),
-                               builders.spec_dump(monitor.spec),
-                               shard_map.model_dump(mode="json")])
+        key = builders.digest(
+            [
+                monitor.uid,
+                monitor.generation,
+                dict(monitor.labels),
+                builders.spec_dump(monitor.spec),
+                shard_map.model_dump(mode="json"),
+            ]
+        )
         if key != state.desired_key:
             state.desired = builders.build_children(
-                monitor, self.settings, shard_map=shard_map, renderers=self.renderers)
+                monitor, self.settings, shard_map=shard_map, renderers=self.renderers
+            )
             state.desired_key = key
         return state.desired
 
-    async def reconcile(self, body: Mapping[str, Any], state: MonitorState,
-                        logger: logging.Logger) -> None:
+    async def reconcile(
+        self, body: Mapping[str, Any], state: MonitorState, logger: logging.Logger
+    ) -> None:
         """Bring one monitor's children and status in line with its spec."""
         meta = body["metadata"]
         previous = self._previous_status(body, state)
@@ -399,12 +477,20 @@ class Reconciler:
             logger.error("%s", exc)
             conditions = merge_conditions(
                 previous.get("conditions") or [],
-                [("Ready", "False", "InvalidSpec", str(exc)),
-                 ("Degraded", "True", "InvalidSpec", str(exc))],
+                [
+                    ("Ready", "False", "InvalidSpec", str(exc)),
+                    ("Degraded", "True", "InvalidSpec", str(exc)),
+                ],
                 generation=int(meta.get("generation") or 0),
-                now=_now_text())
-            await self.publish_status(meta["namespace"], meta["name"], previous,
-                                      {**previous, "conditions": conditions}, state)
+                now=_now_text(),
+            )
+            await self.publish_status(
+                meta["namespace"],
+                meta["name"],
+                previous,
+                {**previous, "conditions": conditions},
+                state,
+            )
             return
 
         shards = monitor.spec.workers.shards
@@ -415,8 +501,14 @@ class Reconciler:
         shard_map = builders.next_shard_map(published, previous.get("shardEpoch"), monitor)
         epoch = shard_map.epoch
         if published is not None and published.epoch != epoch:
-            logger.info("resharding %s: %d -> %d shards, epoch %d -> %d", monitor.key,
-                        published.shards, shards, published.epoch, epoch)
+            logger.info(
+                "resharding %s: %d -> %d shards, epoch %d -> %d",
+                monitor.key,
+                published.shards,
+                shards,
+                published.epoch,
+                epoch,
+            )
 
         children = self.desired_children(monitor, state, shard_map)
         apply_error: str | None = None
@@ -431,12 +523,21 @@ class Reconciler:
         if published is not None and published.epoch != epoch and apply_error is None:
             await self._push_shard_map(monitor, shard_map, max(published.shards, shards), logger)
         await self._probe(monitor, state, shards)
-        dep = self.cache.get(("apps/v1", "Deployment", monitor.namespace,
-                              builders.model_name(monitor.name)))
-        sts = self.cache.get(("apps/v1", "StatefulSet", monitor.namespace,
-                              builders.workers_name(monitor.name)))
-        obs = Observation(shards=shards, epoch=epoch, apply_error=apply_error, deployment=dep,
-                          statefulset=sts, drift=state.drift, skipped_kinds=tuple(skipped))
+        dep = self.cache.get(
+            ("apps/v1", "Deployment", monitor.namespace, builders.model_name(monitor.name))
+        )
+        sts = self.cache.get(
+            ("apps/v1", "StatefulSet", monitor.namespace, builders.workers_name(monitor.name))
+        )
+        obs = Observation(
+            shards=shards,
+            epoch=epoch,
+            apply_error=apply_error,
+            deployment=dep,
+            statefulset=sts,
+            drift=state.drift,
+            skipped_kinds=tuple(skipped),
+        )
         new = compute_status(monitor, previous, obs, dt.datetime.now(dt.UTC))
         await self.publish_status(monitor.namespace, monitor.name, previous, new, state)
         if apply_error:

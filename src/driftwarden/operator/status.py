@@ -81,8 +81,11 @@ def _deployment_failure(dep: Mapping[str, Any] | None) -> str | None:
     for cond in (dep or {}).get("status", {}).get("conditions") or []:
         if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
             return f"model server: {cond.get('reason')}: {cond.get('message')}"
-        if (cond.get("type") == "Progressing" and cond.get("status") == "False"
-                and cond.get("reason") == "ProgressDeadlineExceeded"):
+        if (
+            cond.get("type") == "Progressing"
+            and cond.get("status") == "False"
+            and cond.get("reason") == "ProgressDeadlineExceeded"
+        ):
             return f"model server: {cond.get('message')}"
     return None
 
@@ -93,13 +96,15 @@ def _is_concept(stream: str) -> bool:
 
 def _conditions(monitor: Monitor, obs: Observation) -> list[tuple[str, str, str, str]]:
     """Return (type, status, reason, message) for every condition type, in order."""
-    model_done, _, model_msg = _rollout(obs.deployment, monitor.spec.model.replicas,
-                                        "model server")
+    model_done, _, model_msg = _rollout(obs.deployment, monitor.spec.model.replicas, "model server")
     workers_done, _, workers_msg = _rollout(obs.statefulset, obs.shards, "drift workers")
     failure = _deployment_failure(obs.deployment)
     out: list[tuple[str, str, str, str]] = []
-    skipped = (f" (not rendered: {', '.join(obs.skipped_kinds)} CRDs are not installed)"
-               if obs.skipped_kinds else "")
+    skipped = (
+        f" (not rendered: {', '.join(obs.skipped_kinds)} CRDs are not installed)"
+        if obs.skipped_kinds
+        else ""
+    )
 
     if obs.apply_error:
         out.append((READY, "False", "ApplyFailed", obs.apply_error))
@@ -107,14 +112,20 @@ def _conditions(monitor: Monitor, obs: Observation) -> list[tuple[str, str, str,
         out.append((DEGRADED, "True", "ApplyFailed", obs.apply_error))
     else:
         if model_done and workers_done:
-            out.append((READY, "True", "AllReplicasReady",
-                        f"{model_msg}; {workers_msg}{skipped}"))
-            out.append((PROGRESSING, "False", "Reconciled",
-                        f"every child matches generation {monitor.generation}"))
+            out.append((READY, "True", "AllReplicasReady", f"{model_msg}; {workers_msg}{skipped}"))
+            out.append(
+                (
+                    PROGRESSING,
+                    "False",
+                    "Reconciled",
+                    f"every child matches generation {monitor.generation}",
+                )
+            )
         else:
             reason = "WorkersNotReady" if model_done else "ModelServerNotReady"
-            pending = "; ".join(m for done, m in ((model_done, model_msg),
-                                                  (workers_done, workers_msg)) if not done)
+            pending = "; ".join(
+                m for done, m in ((model_done, model_msg), (workers_done, workers_msg)) if not done
+            )
             out.append((READY, "False", reason, pending))
             out.append((PROGRESSING, "True", "RollingOut", pending))
         if failure:
@@ -128,24 +139,42 @@ def _conditions(monitor: Monitor, obs: Observation) -> list[tuple[str, str, str,
     for ctype, streams, what in ((DATA_DRIFT, data, "data"), (CONCEPT_DRIFT, concept, "concept")):
         if drift is None or drift.shards_answered == 0:
             why = "; ".join(drift.errors[:3]) if drift and drift.errors else "no shard answered yet"
-            out.append((ctype, "Unknown", "WorkerStatusUnavailable",
-                        f"cannot read the drift workers' /status: {why}"))
+            out.append(
+                (
+                    ctype,
+                    "Unknown",
+                    "WorkerStatusUnavailable",
+                    f"cannot read the drift workers' /status: {why}",
+                )
+            )
         elif streams:
             listed = ", ".join(streams[:10]) + (" ..." if len(streams) > 10 else "")
-            out.append((ctype, "True", "DriftDetected",
-                        f"{len(streams)} stream(s) drifting: {listed}"))
+            out.append(
+                (ctype, "True", "DriftDetected", f"{len(streams)} stream(s) drifting: {listed}")
+            )
         elif not drift.complete:
-            out.append((ctype, "Unknown", "PartialWorkerStatus",
-                        (f"{drift.shards_answered}/{drift.shards_asked} shards answered, none "
-                        f"reports {what} drift; the rest are unreachable")))
+            out.append(
+                (
+                    ctype,
+                    "Unknown",
+                    "PartialWorkerStatus",
+                    (
+                        f"{drift.shards_answered}/{drift.shards_asked} shards answered, none "
+                        f"reports {what} drift; the rest are unreachable"
+                    ),
+                )
+            )
         else:
             out.append((ctype, "False", "NoDrift", f"no {what} drift on any shard"))
     return out
 
 
 def merge_conditions(
-    previous: Sequence[Mapping[str, Any]], fresh: Sequence[tuple[str, str, str, str]],
-    *, generation: int, now: str,
+    previous: Sequence[Mapping[str, Any]],
+    fresh: Sequence[tuple[str, str, str, str]],
+    *,
+    generation: int,
+    now: str,
 ) -> list[dict[str, Any]]:
     """Return the new condition list; transition times move only on a status change."""
     old = {c.get("type"): c for c in previous}
@@ -153,31 +182,39 @@ def merge_conditions(
     for ctype, status, reason, message in fresh:
         before = old.get(ctype)
         changed = before is None or before.get("status") != status
-        out.append({
-            "type": ctype,
-            "status": status,
-            "reason": reason,
-            "message": message[:32768],
-            "lastTransitionTime": now if changed else before["lastTransitionTime"],
-            "observedGeneration": generation,
-        })
+        out.append(
+            {
+                "type": ctype,
+                "status": status,
+                "reason": reason,
+                "message": message[:32768],
+                "lastTransitionTime": now if changed else before["lastTransitionTime"],
+                "observedGeneration": generation,
+            }
+        )
     return out
 
 
 def compute_status(
-    monitor: Monitor, previous: Mapping[str, Any], obs: Observation, now: dt.datetime,
+    monitor: Monitor,
+    previous: Mapping[str, Any],
+    obs: Observation,
+    now: dt.datetime,
 ) -> dict[str, Any]:
     """Return the complete status to publish for ``monitor``."""
     stamp = format_time(now)
     conditions = merge_conditions(
-        previous.get("conditions") or [], _conditions(monitor, obs),
-        generation=monitor.generation, now=stamp,
+        previous.get("conditions") or [],
+        _conditions(monitor, obs),
+        generation=monitor.generation,
+        now=stamp,
     )
     sts_status = (obs.statefulset or {}).get("status") or {}
     dep_status = (obs.deployment or {}).get("status") or {}
     status: dict[str, Any] = {
-        "observedGeneration": (monitor.generation if not obs.apply_error
-                               else previous.get("observedGeneration")),
+        "observedGeneration": (
+            monitor.generation if not obs.apply_error else previous.get("observedGeneration")
+        ),
         "conditions": conditions,
         "shards": obs.shards,
         "readyShards": int(sts_status.get("readyReplicas") or 0),
@@ -218,7 +255,17 @@ def status_patch(previous: Mapping[str, Any], new: Mapping[str, Any]) -> dict[st
     return patch
 
 
-_OWN_KEYS = frozenset({
-    "observedGeneration", "conditions", "shards", "readyShards", "shardEpoch", "selector",
-    "modelReplicas", "driftingStreams", "driftingStreamNames", "lastDriftTime",
-})
+_OWN_KEYS = frozenset(
+    {
+        "observedGeneration",
+        "conditions",
+        "shards",
+        "readyShards",
+        "shardEpoch",
+        "selector",
+        "modelReplicas",
+        "driftingStreams",
+        "driftingStreamNames",
+        "lastDriftTime",
+    }
+)

@@ -63,8 +63,13 @@ def parse_status(payload: Any) -> tuple[list[str], str | None]:
 
 
 async def probe_workers(
-    client: httpx.AsyncClient, url_template: str, *, monitor: str, namespace: str,
-    shards: int, timeout: float,
+    client: httpx.AsyncClient,
+    url_template: str,
+    *,
+    monitor: str,
+    namespace: str,
+    shards: int,
+    timeout: float,
 ) -> DriftObservation:
     """Return the drift state merged over every shard that answered."""
 
@@ -91,8 +96,11 @@ async def probe_workers(
         if result[1] and (latest is None or result[1] > latest):
             latest = result[1]
     return DriftObservation(
-        shards_asked=shards, shards_answered=answered, drifting=tuple(sorted(drifting)),
-        last_drift_time=latest, errors=tuple(errors),
+        shards_asked=shards,
+        shards_answered=answered,
+        drifting=tuple(sorted(drifting)),
+        last_drift_time=latest,
+        errors=tuple(errors),
     )
 
 
@@ -103,8 +111,14 @@ def shard_map_url(status_url_template: str) -> str:
 
 
 async def push_shard_map(
-    client: httpx.AsyncClient, status_url_template: str, shard_map: ShardMap, *,
-    monitor: str, namespace: str, shards: int, timeout: float,
+    client: httpx.AsyncClient,
+    status_url_template: str,
+    shard_map: ShardMap,
+    *,
+    monitor: str,
+    namespace: str,
+    shards: int,
+    timeout: float,
 ) -> list[str]:
     """PUT the new shard map to shards ``0..shards-1``; return one error line per failure.
 
@@ -118,8 +132,9 @@ async def push_shard_map(
     async def one(ordinal: int) -> str | None:
         url = template.format(monitor=monitor, namespace=namespace, ordinal=ordinal)
         try:
-            resp = await client.put(url, content=body, timeout=timeout,
-                                    headers={"content-type": "application/json"})
+            resp = await client.put(
+                url, content=body, timeout=timeout, headers={"content-type": "application/json"}
+            )
             resp.raise_for_status()
             return None
         except httpx.HTTPError as exc:

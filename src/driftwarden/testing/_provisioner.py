@@ -83,7 +83,7 @@ class HostPathProvisioner:
             try:
                 resource_version = self.resync()
                 self._watch(resource_version)
-            except Exception as exc:  # noqa: BLE001 - keep provisioning through API hiccups (410 Gone, restarts)
+            except Exception as exc:
                 if self._stopping.is_set():
                     return
                 log.warning("PV provisioner: %s; retrying in 1 s", exc)

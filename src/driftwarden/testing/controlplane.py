@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -143,10 +144,8 @@ class _Component:
         if self.popen is None or self.popen.poll() is not None:
             return
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                pass
             try:
                 self.popen.wait(wait)
                 return
@@ -516,7 +515,7 @@ class ControlPlane:
             try:
                 if probe():
                     return
-            except Exception as exc:  # noqa: BLE001 - probe errors are expected until the server is up
+            except Exception as exc:
                 last_error = exc
             if time.monotonic() > deadline:
                 logs = self._require_workdir() / "logs"

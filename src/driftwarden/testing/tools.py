@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from driftwarden.common.paths import source_root
+
 __all__ = [
     "TOOLS",
     "Tool",
@@ -76,8 +78,13 @@ def versions_file() -> Path:
     override = os.environ.get("DRIFTWARDEN_VERSIONS_FILE")
     if override:
         return Path(override)
-    # src/driftwarden/testing/tools.py -> repository root (editable install from src/).
-    return Path(__file__).resolve().parents[3] / "versions.env"
+    root = source_root()
+    if root is None:
+        raise ToolNotInstalledError(
+            "versions.env not found: driftwarden is not installed from a source checkout; "
+            "set DRIFTWARDEN_VERSIONS_FILE to the path of versions.env"
+        )
+    return root / "versions.env"
 
 
 def parse_versions(text: str, *, source: str = "versions.env") -> dict[str, str]:

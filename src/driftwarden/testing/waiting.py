@@ -33,7 +33,7 @@ def wait_until(
     while True:
         try:
             result = probe()
-        except Exception as exc:  # noqa: BLE001 - the object may not exist yet
+        except Exception as exc:
             last = exc
         else:
             if result:
@@ -44,7 +44,7 @@ def wait_until(
             if describe is not None:
                 try:
                     detail = f"; current state: {describe()}"
-                except Exception as exc:  # noqa: BLE001 - a diagnostic must not mask the timeout
+                except Exception as exc:
                     detail = f"; describing the state failed: {exc!r}"
             raise WaitTimeout(
                 f"{what} did not hold within {timeout:.0f} s (last: {last!r}){detail}"

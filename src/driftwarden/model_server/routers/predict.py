@@ -48,13 +48,13 @@ async def predict(request: Request, state: StateDep) -> Response:
                 return not_ready(state)
             log.error("prediction failed: %s", exc)
             return json_response({"detail": f"model call failed: {exc}"}, 500)
-        except Exception as exc:  # noqa: BLE001 - the model raised; say so, keep serving
+        except Exception as exc:
             return json_response({"detail": f"model call failed: {type(exc).__name__}: {exc}"}, 500)
         values = predictions.tolist()
         if not batch:
             return json_response({"id": ids[0], "prediction": values[0]})
         return json_response(
-            {"predictions": [{"id": i, "prediction": v} for i, v in zip(ids, values)]}
+            {"predictions": [{"id": i, "prediction": v} for i, v in zip(ids, values, strict=False)]}
         )
     finally:
         state.metrics.inflight.dec()

@@ -256,7 +256,9 @@ def decode(body: bytes) -> Batch:
             columns[name] = _decode_column(data, dtype, shape, f"{where} column {name!r}")
         expected = KINDS[kind]
         if sorted(columns) != sorted(expected):
-            raise WireError(f"{where}: kind {kind!r} needs columns {list(expected)}, got {sorted(columns)}")
+            raise WireError(
+                f"{where}: kind {kind!r} needs columns {list(expected)}, got {sorted(columns)}"
+            )
         segments.append(_check_segment(Segment(stream, seq, kind, ts, columns), where))
     if offset != len(view):
         raise WireError(f"{len(view) - offset} trailing bytes after the last column")
@@ -264,7 +266,9 @@ def decode(body: bytes) -> Batch:
 
 
 def _decode_column(data: memoryview, dtype: str, shape: list[Any], where: str) -> Column:
-    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+    if not shape or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise WireError(f"{where}: shape must be a list of non-negative integers, got {shape}")
     if dtype == "str":
         if len(shape) != 1:
@@ -275,8 +279,14 @@ def _decode_column(data: memoryview, dtype: str, shape: list[Any], where: str) -
             raise WireError(f"{where}: {len(data)} bytes cannot hold {n + 1} offsets")
         offsets = np.frombuffer(data[:head], dtype="<u4")
         blob = bytes(data[head:])
-        if offsets[0] != 0 or offsets[-1] != len(blob) or (np.diff(offsets.astype(np.int64)) < 0).any():
-            raise WireError(f"{where}: string offsets are inconsistent with the {len(blob)}-byte blob")
+        if (
+            offsets[0] != 0
+            or offsets[-1] != len(blob)
+            or (np.diff(offsets.astype(np.int64)) < 0).any()
+        ):
+            raise WireError(
+                f"{where}: string offsets are inconsistent with the {len(blob)}-byte blob"
+            )
         try:
             text = blob.decode()
         except UnicodeDecodeError:
@@ -289,7 +299,9 @@ def _decode_column(data: memoryview, dtype: str, shape: list[Any], where: str) -
     dt = _DTYPES[dtype]
     count = int(np.prod(shape))
     if count * dt.itemsize != len(data):
-        raise WireError(f"{where}: shape {shape} of {dtype} needs {count * dt.itemsize} bytes, got {len(data)}")
+        raise WireError(
+            f"{where}: shape {shape} of {dtype} needs {count * dt.itemsize} bytes, got {len(data)}"
+        )
     return np.frombuffer(data, dtype=dt).reshape(shape)
 
 
@@ -308,7 +320,9 @@ def from_json(obj: Any) -> Batch:
         cols = _require(raw, "columns", dict, where)
         expected = KINDS[kind]
         if sorted(cols) != sorted(expected):
-            raise WireError(f"{where}: kind {kind!r} needs columns {list(expected)}, got {sorted(cols)}")
+            raise WireError(
+                f"{where}: kind {kind!r} needs columns {list(expected)}, got {sorted(cols)}"
+            )
         columns: dict[str, Column] = {}
         for name, values in cols.items():
             if not isinstance(values, list):
@@ -346,7 +360,9 @@ def values_column(values: Sequence[Any] | np.ndarray) -> Column:
         return np.empty(0, dtype="<f8")
     if all(type(x) in _NUMBER_TYPES for x in seq):  # exact types: fast, and bool/str stay out
         return np.array(seq, dtype="<f8")
-    if all(isinstance(x, (int, float, np.number)) and not isinstance(x, (bool, np.bool_)) for x in seq):
+    if all(
+        isinstance(x, (int, float, np.number)) and not isinstance(x, (bool, np.bool_)) for x in seq
+    ):
         return np.array(seq, dtype="<f8")
     return [x if type(x) is str else str(x) for x in seq]
 

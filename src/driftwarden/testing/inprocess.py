@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from driftwarden.common.sharding import ShardMap
-from driftwarden.drift_worker import wire
 from driftwarden.drift_worker.plan import MonitorPlan
 from driftwarden.drift_worker.shard import LIVE, Refusal, ShardWorker
 from driftwarden.drift_worker.wal import FsyncPolicy
+from driftwarden.ingest import wire
 
 
 class InProcessCluster:
@@ -39,14 +39,19 @@ class InProcessCluster:
 
     def _start(self, ordinal: int) -> ShardWorker:
         data_dir = None if self.data_root is None else self.data_root / f"shard-{ordinal}"
-        return ShardWorker(self.plan, ordinal, shard_map=self.map, data_dir=data_dir, fsync=self.fsync)
+        return ShardWorker(
+            self.plan, ordinal, shard_map=self.map, data_dir=data_dir, fsync=self.fsync
+        )
 
     def route(self, batch: wire.Batch) -> dict[int, wire.Batch]:
         """Split ``batch`` by owner shard under the current map."""
         parts: dict[int, list[wire.Segment]] = {}
         for seg in batch.segments:
             parts.setdefault(self.map.owner(seg.stream), []).append(seg)
-        return {k: wire.Batch(batch.sender, self.map.epoch, segs, batch.monitor) for k, segs in parts.items()}
+        return {
+            k: wire.Batch(batch.sender, self.map.epoch, segs, batch.monitor)
+            for k, segs in parts.items()
+        }
 
     def deliver(self, batch: wire.Batch) -> int:
         """Route and ingest ``batch``, pumping handoffs until every part is accepted."""

@@ -107,9 +107,9 @@ def decide(
     tested = [n for n in names if results[n].p_value is not None and results[n].evaluated]
     pvals = np.array([results[n].p_value for n in tested], dtype=float)
     if method == "benjaminiHochberg":
-        rejected = dict(zip(tested, benjamini_hochberg(pvals, fdr).tolist()))
+        rejected = dict(zip(tested, benjamini_hochberg(pvals, fdr).tolist(), strict=False))
     elif method == "bonferroni":
-        rejected = dict(zip(tested, bonferroni(pvals, fdr).tolist()))
+        rejected = dict(zip(tested, bonferroni(pvals, fdr).tolist(), strict=False))
     else:
         rejected = {n: results[n].drift for n in tested}
     out: dict[str, StreamDecision] = {}

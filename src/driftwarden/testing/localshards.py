@@ -101,16 +101,33 @@ class LocalShards:
         """Start (or restart) shard ``ordinal``."""
         log = open(self.root / f"shard-{ordinal}.log", "ab")  # noqa: SIM115 - owned by the process
         cmd = [
-            sys.executable, "-m", "driftwarden.drift_worker",
-            "--ordinal", str(ordinal), "--host", "127.0.0.1", "--port", str(self.base_port + ordinal),
-            "--data-dir", str(self.root / f"data-{ordinal}"),
-            "--monitor-config", str(self.root / "monitor.json"),
-            "--shard-map", str(self.root / "shardmap.json"),
-            "--streams-file", str(self.root / "streams.json"),
-            "--fsync", self.fsync,
-            "--peer-url-template", self.url_template, "--base-port", str(self.base_port),
-            "--snapshot-every-values", str(self.snapshot_every_values),
-            "--log-level", "INFO",
+            sys.executable,
+            "-m",
+            "driftwarden.drift_worker",
+            "--ordinal",
+            str(ordinal),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.base_port + ordinal),
+            "--data-dir",
+            str(self.root / f"data-{ordinal}"),
+            "--monitor-config",
+            str(self.root / "monitor.json"),
+            "--shard-map",
+            str(self.root / "shardmap.json"),
+            "--streams-file",
+            str(self.root / "streams.json"),
+            "--fsync",
+            self.fsync,
+            "--peer-url-template",
+            self.url_template,
+            "--base-port",
+            str(self.base_port),
+            "--snapshot-every-values",
+            str(self.snapshot_every_values),
+            "--log-level",
+            "INFO",
         ]
         if not self.wal:
             cmd.append("--no-wal")
@@ -151,7 +168,9 @@ class LocalShards:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise TimeoutError(f"shard {ordinal} not healthy after {timeout}s; log:\n{self.log(ordinal)[-3000:]}")
+        raise TimeoutError(
+            f"shard {ordinal} not healthy after {timeout}s; log:\n{self.log(ordinal)[-3000:]}"
+        )
 
     def log(self, ordinal: int) -> str:
         path = self.root / f"shard-{ordinal}.log"

@@ -197,7 +197,7 @@ def _receiver(receiver: Mapping[str, Any], prefix: str, secrets: LocalSecrets) -
                 else:
                     raise ValueError(
                         f"receiver {receiver['name']!r}: {camel} field {key!r} has no local "
-                        "translation; add it to driftwarden.local.config"
+                        "translation; add it to driftwarden.testing.local.config"
                     )
             out.setdefault(snake, []).append(rendered)
     return out

@@ -237,11 +237,17 @@ def _hddma_decr_ratio(zn, zm, hn, hm, log2_conf):
 # Five "sample infos" (EWMA, initialised flag, independent-bound coefficient):
 # total, s1_incr, s2_incr, s1_decr, s2_decr -> state[0:15]; then the two cut
 # points, drift, warning.
-HDDMW_STATE = tuple(
-    f"{name}_{field}"
-    for name in ("total", "s1_incr", "s2_incr", "s1_decr", "s2_decr")
-    for field in ("ewma", "init", "ibc")
-) + ("incr_cutpoint", "decr_cutpoint", "drift", "warning")
+HDDMW_STATE = (
+    *tuple(
+        f"{name}_{field}"
+        for name in ("total", "s1_incr", "s2_incr", "s1_decr", "s2_decr")
+        for field in ("ewma", "init", "ibc")
+    ),
+    "incr_cutpoint",
+    "decr_cutpoint",
+    "drift",
+    "warning",
+)
 HDDMW_INITIAL = np.array([0.0, 0.0, 1.0] * 5 + [np.inf, -np.inf, 0.0, 0.0])
 
 
@@ -510,7 +516,7 @@ def scan_batch(arr, domain):
             n_bad_f += 1
             if first_f < 0:
                 first_f = i
-        elif domain == 1 and x != 0.0 and x != 1.0 or domain == 2 and (x < 0.0 or x > 1.0):
+        elif (domain == 1 and x != 0.0 and x != 1.0) or (domain == 2 and (x < 0.0 or x > 1.0)):
             n_bad_d += 1
             if first_d < 0:
                 first_d = i

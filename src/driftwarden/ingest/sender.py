@@ -27,6 +27,7 @@ Values still buffered when the process dies are lost (the sender is not durable)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -49,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from driftwarden.common import names
 from driftwarden.common.sharding import ShardMap
-from driftwarden.drift_worker import wire
+from driftwarden.ingest import wire
 
 log = logging.getLogger("driftwarden.sender")
 
@@ -82,7 +83,9 @@ class SenderSettings(BaseModel):
     request_timeout: float = Field(10.0, gt=0)
     backoff_initial: float = Field(0.05, gt=0)
     backoff_max: float = Field(5.0, gt=0)
-    map_poll_interval: float = Field(1.0, gt=0, description="Seconds between shard-map file checks.")
+    map_poll_interval: float = Field(
+        1.0, gt=0, description="Seconds between shard-map file checks."
+    )
 
 
 def shard_url(template: str, ordinal: int, base_port: int = 8080) -> str:
@@ -192,7 +195,7 @@ class Sender:
                 for name, values in columns.items()
             ]
             self._enqueue_many(items, ts)
-        except Exception as exc:  # noqa: BLE001 - the request path must never fail because of monitoring
+        except Exception as exc:
             self._shed_invalid("features", exc)
 
     def emit_predictions(self, ids: Sequence[Any], values: Sequence[Any] | np.ndarray) -> None:
@@ -210,7 +213,7 @@ class Sender:
                 ],
                 ts,
             )
-        except Exception as exc:  # noqa: BLE001 - never raise on the request path
+        except Exception as exc:
             self._shed_invalid("predictions", exc)
 
     def emit_labels(self, ids: Sequence[Any], labels: Sequence[Any] | np.ndarray) -> None:
@@ -222,7 +225,7 @@ class Sender:
             if len(id_col) != len(v):
                 raise ValueError(f"{len(id_col)} ids for {len(v)} labels")
             self._enqueue(names.STREAM_PERFORMANCE, wire.KIND_LABELS, ts, {"id": id_col, "v": v})
-        except Exception as exc:  # noqa: BLE001 - never raise on the request path
+        except Exception as exc:
             self._shed_invalid("labels", exc)
 
     def emit_embeddings(self, group: str, matrix: Sequence[Sequence[float]] | np.ndarray) -> None:
@@ -230,10 +233,14 @@ class Sender:
         try:
             arr = np.asarray(matrix)
             if arr.ndim != 2 or arr.dtype.kind not in "fiu":
-                raise ValueError(f"embedding must be a numeric (rows, dim) matrix, got shape {arr.shape}")
+                raise ValueError(
+                    f"embedding must be a numeric (rows, dim) matrix, got shape {arr.shape}"
+                )
             arr = np.array(arr, dtype="<f4" if arr.dtype == np.float32 else "<f8", copy=True)
-            self._enqueue(names.embedding_stream(group), wire.KIND_EMBEDDING, self._clock(), {"v": arr})
-        except Exception as exc:  # noqa: BLE001 - never raise on the request path
+            self._enqueue(
+                names.embedding_stream(group), wire.KIND_EMBEDDING, self._clock(), {"v": arr}
+            )
+        except Exception as exc:
             self._shed_invalid("embeddings", exc)
 
     async def start(self) -> None:
@@ -282,13 +289,14 @@ class Sender:
                 log.warning(
                     "driftwarden sender for monitor %s stopped with %d values unacknowledged after "
                     "a %.1fs drain; they are dropped (last error: %s)",
-                    self.monitor, left, drain_timeout, self._last_error or "none",
+                    self.monitor,
+                    left,
+                    drain_timeout,
+                    self._last_error or "none",
                 )
             if self._registry is not None:
-                try:
+                with contextlib.suppress(KeyError):
                     self._registry.unregister(self._collector)
-                except KeyError:
-                    pass
                 self._registry = None
 
     # ------------------------------------------------------------------ introspection
@@ -319,7 +327,9 @@ class Sender:
         if self._map is None or shard_map.epoch > self._map.epoch:
             log.info(
                 "driftwarden sender for monitor %s: routing by shard map epoch %d (%d shards)",
-                self.monitor, shard_map.epoch, shard_map.shards,
+                self.monitor,
+                shard_map.epoch,
+                shard_map.shards,
             )
             self._map = shard_map
             self._poke()
@@ -329,7 +339,9 @@ class Sender:
     def _enqueue(self, stream: str, kind: str, ts: float, columns: dict[str, wire.Column]) -> None:
         self._enqueue_many([(stream, kind, columns)], ts)
 
-    def _enqueue_many(self, items: list[tuple[str, str, dict[str, wire.Column]]], ts: float) -> None:
+    def _enqueue_many(
+        self, items: list[tuple[str, str, dict[str, wire.Column]]], ts: float
+    ) -> None:
         """Buffer several streams' chunks under one lock acquisition (the request path)."""
         shed: list[tuple[str, int, str]] = []
         wake = False
@@ -401,7 +413,10 @@ class Sender:
         log.warning(
             "driftwarden sender for monitor %s is shedding load: dropped values (%s) since the "
             "last report; %s. Metric %s counts them.",
-            self.monitor, summary, hint, names.M_SENDER_SHED,
+            self.monitor,
+            summary,
+            hint,
+            names.M_SENDER_SHED,
         )
 
     def _shed_invalid(self, what: str, exc: Exception) -> None:
@@ -517,7 +532,9 @@ class Sender:
         outcome: str | int = "retry"
         try:
             body = wire.encode(batch)
-            resp = await self._client.post(url, content=body, headers={"content-type": wire.CONTENT_TYPE})
+            resp = await self._client.post(
+                url, content=body, headers={"content-type": wire.CONTENT_TYPE}
+            )
             outcome = self._handle_response(shard, resp, len(batch.segments))
         except (httpx.HTTPError, OSError) as exc:
             self._last_error = f"shard {shard} ({url}): {type(exc).__name__}: {exc}"
@@ -542,7 +559,10 @@ class Sender:
             self._release(streams, batch, acked=False)
             with self._lock:
                 self._retries += 1
-            delay = min(self.settings.backoff_max, self._backoff.get(shard, self.settings.backoff_initial / 2) * 2)
+            delay = min(
+                self.settings.backoff_max,
+                self._backoff.get(shard, self.settings.backoff_initial / 2) * 2,
+            )
             self._backoff[shard] = delay
             if outcome != "rerouted":
                 self._not_before[shard] = time.monotonic() + delay * (0.5 + random.random() / 2)
@@ -562,23 +582,21 @@ class Sender:
             self._buffered -= size
         log.error(
             "driftwarden sender: a drift worker rejected %d values of stream %s and they are dropped: %s",
-            size, seg.stream, self._last_error,
+            size,
+            seg.stream,
+            self._last_error,
         )
         self._count_shed(SHED_REJECTED, size, seg.stream)
 
     def _handle_response(self, shard: int, resp: httpx.Response, segments: int) -> str | int:
         body: dict[str, Any] = {}
-        try:
+        with contextlib.suppress(ValueError):
             body = resp.json()
-        except ValueError:
-            pass
         shard_map = body.get("shard_map") if isinstance(body, dict) else None
         epoch_before = self._map.epoch if self._map is not None else -1
         if isinstance(shard_map, dict):
-            try:
+            with contextlib.suppress(ValueError):
                 self.set_shard_map(ShardMap.model_validate(shard_map))
-            except ValueError:
-                pass
         newer_map = self._map is not None and self._map.epoch > epoch_before
         if resp.status_code == 200:
             return "acked"
@@ -594,12 +612,15 @@ class Sender:
                 return bad
             log.error(
                 "driftwarden sender: shard %d rejected a batch as malformed and it is dropped: %s",
-                shard, self._last_error,
+                shard,
+                self._last_error,
             )
             return "rejected"
         return "retry"
 
-    def _release(self, streams: list[str], batch: wire.Batch, *, acked: bool, shed: bool = False) -> None:
+    def _release(
+        self, streams: list[str], batch: wire.Batch, *, acked: bool, shed: bool = False
+    ) -> None:
         sent = {id(s) for s in batch.segments}
         dropped = 0
         with self._lock:
@@ -652,15 +673,34 @@ class _SenderCollector:
     def collect(self) -> list[Any]:
         s = self._sender
         labels = [names.LABEL_MONITOR]
-        queue = GaugeMetricFamily(names.M_SENDER_QUEUE, "Values buffered in the sender, not yet acknowledged.", labels=labels)
+        queue = GaugeMetricFamily(
+            names.M_SENDER_QUEUE,
+            "Values buffered in the sender, not yet acknowledged.",
+            labels=labels,
+        )
         queue.add_metric([s.monitor], s.buffered_values)
-        acked = CounterMetricFamily(names.M_SENDER_ACKED, "Values acknowledged by drift workers.", labels=labels)
+        acked = CounterMetricFamily(
+            names.M_SENDER_ACKED, "Values acknowledged by drift workers.", labels=labels
+        )
         acked.add_metric([s.monitor], s.acked_values)
-        retries = CounterMetricFamily(names.M_SENDER_RETRIES, "Batches retried (refusal, error or timeout).", labels=labels)
+        retries = CounterMetricFamily(
+            names.M_SENDER_RETRIES, "Batches retried (refusal, error or timeout).", labels=labels
+        )
         retries.add_metric([s.monitor], s.retries)
-        shed = CounterMetricFamily(names.M_SENDER_SHED, "Values dropped by the sender, by reason.", labels=[*labels, "reason"])
+        shed = CounterMetricFamily(
+            names.M_SENDER_SHED,
+            "Values dropped by the sender, by reason.",
+            labels=[*labels, "reason"],
+        )
         with s._lock:
             counts = dict(s._shed)
-        for reason in (SHED_BUFFER_FULL, SHED_STOPPED, SHED_REJECTED, SHED_INVALID, SHED_UNKNOWN_STREAM, SHED_DRAIN_TIMEOUT):
+        for reason in (
+            SHED_BUFFER_FULL,
+            SHED_STOPPED,
+            SHED_REJECTED,
+            SHED_INVALID,
+            SHED_UNKNOWN_STREAM,
+            SHED_DRAIN_TIMEOUT,
+        ):
             shed.add_metric([s.monitor, reason], counts.get(reason, 0))
         return [queue, acked, retries, shed]

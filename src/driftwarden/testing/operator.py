@@ -23,10 +23,11 @@ from typing import Any, Self
 
 import yaml
 
+from driftwarden.common.paths import source_root
 from driftwarden.operator.crd import CRD_NAME
 from driftwarden.operator.rbac import operator_rules
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = source_root() or Path.cwd()
 CRD_FILE = REPO / "manifests" / "crd" / "driftmonitors.yaml"
 HANDLERS_MODULE = "driftwarden.operator.handlers"
 
@@ -56,33 +57,59 @@ def install_crd(api_client: Any, *, timeout: float = 60.0) -> None:
     raise TimeoutError(f"CRD {CRD_NAME} not Established within {timeout:.0f} s")
 
 
-def restricted_kubeconfig(api_client: Any, admin_kubeconfig: Path, out: Path, *,
-                          namespace: str, name: str = "driftwarden-operator") -> Path:
+def restricted_kubeconfig(
+    api_client: Any,
+    admin_kubeconfig: Path,
+    out: Path,
+    *,
+    namespace: str,
+    name: str = "driftwarden-operator",
+) -> Path:
     """Write a kubeconfig for a ServiceAccount holding only the operator's RBAC rules."""
     from kubernetes import client, utils
 
     objects = [
-        {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": {"name": name, "namespace": namespace}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": {"name": f"{namespace}-{name}"}, "rules": operator_rules()},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": {"name": f"{namespace}-{name}"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                     "name": f"{namespace}-{name}"},
-         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": namespace},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": f"{namespace}-{name}"},
+            "rules": operator_rules(),
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": f"{namespace}-{name}"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": f"{namespace}-{name}",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
     ]
     for obj in objects:
         utils.create_from_dict(api_client, obj)
-    token = client.CoreV1Api(api_client).create_namespaced_service_account_token(
-        name, namespace,
-        client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=7200)),
-    ).status.token
+    token = (
+        client.CoreV1Api(api_client)
+        .create_namespaced_service_account_token(
+            name,
+            namespace,
+            client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=7200)
+            ),
+        )
+        .status.token
+    )
     admin = yaml.safe_load(admin_kubeconfig.read_text())
     cluster = admin["clusters"][0]
     config = {
-        "apiVersion": "v1", "kind": "Config",
+        "apiVersion": "v1",
+        "kind": "Config",
         "clusters": [cluster],
         "users": [{"name": name, "user": {"token": token}}],
         "contexts": [{"name": name, "context": {"cluster": cluster["name"], "user": name}}],
@@ -127,12 +154,19 @@ class FakeWorkerStatus:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/{{namespace}}/{{monitor}}/{{ordinal}}/status"
 
-    def set_streams(self, namespace: str, monitor: str, shards: int,
-                    drifting: Mapping[int, list[str]] | None = None) -> None:
+    def set_streams(
+        self,
+        namespace: str,
+        monitor: str,
+        shards: int,
+        drifting: Mapping[int, list[str]] | None = None,
+    ) -> None:
         """Make every shard of a monitor answer; ``drifting`` maps ordinal -> streams."""
         for ordinal in range(shards):
-            streams = {s: {"drift": True, "lastDriftTime": "2026-11-23T10:00:00Z"}
-                       for s in (drifting or {}).get(ordinal, [])}
+            streams = {
+                s: {"drift": True, "lastDriftTime": "2026-11-23T10:00:00Z"}
+                for s in (drifting or {}).get(ordinal, [])
+            }
             streams[f"feature:quiet-{ordinal}"] = {"drift": False}
             self.answers[f"{namespace}/{monitor}/{ordinal}"] = {"streams": streams}
 
@@ -147,9 +181,14 @@ class FakeWorkerStatus:
 
 
 @contextlib.contextmanager
-def run_operator(env: Mapping[str, str], *, kubeconfig: Path | None = None,
-                 timeout: float = 60.0, quiet: bool = False,
-                 namespaces: list[str] | None = None) -> Iterator[Any]:
+def run_operator(
+    env: Mapping[str, str],
+    *,
+    kubeconfig: Path | None = None,
+    timeout: float = 60.0,
+    quiet: bool = False,
+    namespaces: list[str] | None = None,
+) -> Iterator[Any]:
     """Run the operator in a KopfRunner thread with ``env`` set; yield the runner.
 
     ``quiet`` keeps kopf to warnings (a log line per handled event costs real time
@@ -164,10 +203,15 @@ def run_operator(env: Mapping[str, str], *, kubeconfig: Path | None = None,
     if kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(kubeconfig)
     try:
-        scope = ([f"--namespace={ns}" for ns in namespaces] if namespaces
-                 else ["--all-namespaces"])
-        args = ["run", *scope, "--standalone", *(["--quiet"] if quiet else []),
-                "-m", HANDLERS_MODULE]
+        scope = [f"--namespace={ns}" for ns in namespaces] if namespaces else ["--all-namespaces"]
+        args = [
+            "run",
+            *scope,
+            "--standalone",
+            *(["--quiet"] if quiet else []),
+            "-m",
+            HANDLERS_MODULE,
+        ]
         with KopfRunner(args, timeout=timeout) as runner:
             yield runner
     finally:
@@ -189,5 +233,6 @@ def reconcile_passes() -> float:
     """Return successful reconcile passes counted in this process."""
     from prometheus_client import REGISTRY
 
-    return REGISTRY.get_sample_value("driftwarden_operator_reconciles_total",
-                                     {"result": "ok"}) or 0.0
+    return (
+        REGISTRY.get_sample_value("driftwarden_operator_reconciles_total", {"result": "ok"}) or 0.0
+    )

@@ -41,17 +41,22 @@ from driftwarden.alerts.rules import build_rule_groups
 from driftwarden.common.sharding import ShardMap
 from driftwarden.common.spec import DriftMonitorSpec
 from driftwarden.dashboards import build_dashboard, build_overview_dashboard
-from driftwarden.local.config import (
+from driftwarden.testing.local.config import (
     LocalSecrets,
     ScrapeTarget,
     SecretNotFoundError,
     render_alertmanager_config,
     render_prometheus_config,
 )
-from driftwarden.local.processes import ManagedProcess, ProcessError, free_port, free_port_block
-from driftwarden.local.receiver import AlertReceiver, Notification
+from driftwarden.testing.local.processes import (
+    ManagedProcess,
+    ProcessError,
+    free_port,
+    free_port_block,
+)
+from driftwarden.testing.local.receiver import AlertReceiver, Notification
 
-log = logging.getLogger("driftwarden.local")
+log = logging.getLogger("driftwarden.testing.local")
 
 MONITOR_FILE = "monitor.json"
 SHARDMAP_FILE = "shardmap.json"
@@ -139,8 +144,10 @@ class LocalStack:
         self.model_command = model_command or default_model_command
         self._secrets = secrets or LocalSecrets()
         self._own_run_dir = run_dir is None
-        self.run_dir = Path(run_dir) if run_dir is not None else Path(
-            tempfile.mkdtemp(prefix=f"driftwarden-{name}-")
+        self.run_dir = (
+            Path(run_dir)
+            if run_dir is not None
+            else Path(tempfile.mkdtemp(prefix=f"driftwarden-{name}-"))
         )
         self.receiver = AlertReceiver()
         self.model_port = free_port()
@@ -214,7 +221,9 @@ class LocalStack:
             (f"dashboard-{self.namespace}-{self.name}.json", self.dashboard()),
             ("dashboard-overview.json", build_overview_dashboard()),
         ):
-            (self.config_dir / file_name).write_text(json.dumps(dashboard, indent=1), encoding="utf-8")
+            (self.config_dir / file_name).write_text(
+                json.dumps(dashboard, indent=1), encoding="utf-8"
+            )
 
     def _config_map_files(self) -> tuple[str, str]:
         # The operator's own ConfigMap builder, so worker and server read exactly what
@@ -226,7 +235,11 @@ class LocalStack:
         from driftwarden.operator.settings import OperatorSettings
 
         monitor = Monitor(
-            name=self.name, namespace=self.namespace, uid="local", generation=1, labels={},
+            name=self.name,
+            namespace=self.namespace,
+            uid="local",
+            generation=1,
+            labels={},
             spec=self.spec,
         )
         data = build_config_map(monitor, OperatorSettings(), self._shard_map)["data"]
@@ -367,7 +380,9 @@ class LocalStack:
             self.render()
             self._launch("alertmanager", self._alertmanager_process())
             for ordinal in range(self.spec.workers.shards):
-                self._workers[ordinal] = self._launch(f"worker-{ordinal}", self._worker_process(ordinal))
+                self._workers[ordinal] = self._launch(
+                    f"worker-{ordinal}", self._worker_process(ordinal)
+                )
             self._launch("model-server", self._model_process())
             for process in list(self._processes.values()):
                 process.wait_healthy(self.start_timeout)
@@ -384,8 +399,13 @@ class LocalStack:
             self.reload_prometheus()
             log.info(
                 "local stack %s/%s up: model %s, prometheus %s, alertmanager %s, %d shards, logs in %s",
-                self.namespace, self.name, self.model_url, self.prometheus_url,
-                self.alertmanager_url, len(self._workers), self.log_dir,
+                self.namespace,
+                self.name,
+                self.model_url,
+                self.prometheus_url,
+                self.alertmanager_url,
+                len(self._workers),
+                self.log_dir,
             )
         except BaseException:
             self.stop()
@@ -422,7 +442,12 @@ class LocalStack:
 
     def stop(self) -> None:
         """Stop every process (model server first, so its sender can drain) and the receiver."""
-        order = ["model-server", *[f"worker-{k}" for k in sorted(self._workers)], "prometheus", "alertmanager"]
+        order = [
+            "model-server",
+            *[f"worker-{k}" for k in sorted(self._workers)],
+            "prometheus",
+            "alertmanager",
+        ]
         for key in order + [k for k in self._processes if k not in order]:
             process = self._processes.get(key)
             if process is not None:
@@ -453,7 +478,10 @@ class LocalStack:
         self._previous_sigterm = signal.signal(signal.SIGTERM, _raise)
 
     def _restore_sigterm_handler(self) -> None:
-        if self._previous_sigterm is not None and threading.current_thread() is threading.main_thread():
+        if (
+            self._previous_sigterm is not None
+            and threading.current_thread() is threading.main_thread()
+        ):
             signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
 
@@ -491,13 +519,18 @@ class LocalStack:
         old = self._shard_map.shards
         if shards < 1:
             raise ValueError(f"shards must be >= 1, got {shards}")
-        if shards > old + SPARE_WORKER_PORTS or shards > self.spec.workers.shards + SPARE_WORKER_PORTS:
+        if (
+            shards > old + SPARE_WORKER_PORTS
+            or shards > self.spec.workers.shards + SPARE_WORKER_PORTS
+        ):
             raise ValueError(
                 f"this stack reserved ports for at most {self.spec.workers.shards + SPARE_WORKER_PORTS} "
                 f"shards; start a new LocalStack for {shards}"
             )
         for ordinal in range(old, shards):
-            self._workers[ordinal] = self._launch(f"worker-{ordinal}", self._worker_process(ordinal))
+            self._workers[ordinal] = self._launch(
+                f"worker-{ordinal}", self._worker_process(ordinal)
+            )
         for ordinal in range(old, shards):
             self._workers[ordinal].wait_healthy(timeout)
         self._shard_map = self._shard_map.advance(shards)
@@ -553,14 +586,22 @@ class LocalStack:
             return [{"metric": {}, "value": data["result"]}]
         return list(data["result"])
 
-    def query_range(self, promql: str, start: float, end: float, step: float = 1.0) -> list[dict[str, Any]]:
+    def query_range(
+        self, promql: str, start: float, end: float, step: float = 1.0
+    ) -> list[dict[str, Any]]:
         """Return the matrix result of ``promql`` between ``start`` and ``end`` (unix seconds)."""
-        data = self._prom_get("/api/v1/query_range", {"query": promql, "start": start, "end": end, "step": step})
+        data = self._prom_get(
+            "/api/v1/query_range", {"query": promql, "start": start, "end": end, "step": step}
+        )
         return list(data["result"])
 
     def _prom_get(self, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
         response = self._http.get(self.prometheus_url + path, params=params)
-        body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+        body = (
+            response.json()
+            if response.headers.get("content-type", "").startswith("application/json")
+            else {}
+        )
         if response.status_code != 200 or body.get("status") != "success":
             raise RuntimeError(
                 f"Prometheus {path} {params.get('query')!r} failed: HTTP {response.status_code} "
@@ -596,7 +637,11 @@ class LocalStack:
         while True:
             seen = self.alerts()
             for alert in seen:
-                if alert.name == alertname and alert.state == state and (where is None or where(alert)):
+                if (
+                    alert.name == alertname
+                    and alert.state == state
+                    and (where is None or where(alert))
+                ):
                     return alert
             if time.monotonic() >= deadline:
                 raise TimeoutError(

@@ -19,7 +19,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-log = logging.getLogger("driftwarden.local.receiver")
+log = logging.getLogger("driftwarden.testing.local.receiver")
 
 KINDS = ("discord", "slack", "webhook")
 MAX_BODY = 4 * 1024 * 1024
@@ -137,7 +137,11 @@ class AlertReceiver:
             return [n for n in self._notifications if kind is None or n.kind == kind]
 
     def wait_for(
-        self, predicate: Callable[[Notification], bool], timeout: float, *, what: str = "a notification"
+        self,
+        predicate: Callable[[Notification], bool],
+        timeout: float,
+        *,
+        what: str = "a notification",
     ) -> Notification:
         """Return the first post matching ``predicate``, waiting up to ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
@@ -160,7 +164,9 @@ class AlertReceiver:
     def _handle(self, request: BaseHTTPRequestHandler) -> None:
         parts = request.path.strip("/").split("/")
         if len(parts) != 2 or parts[0] not in KINDS or not parts[1]:
-            request._reply(HTTPStatus.NOT_FOUND, b"use /discord/<name>, /slack/<name> or /webhook/<name>\n")  # type: ignore[attr-defined]
+            request._reply(
+                HTTPStatus.NOT_FOUND, b"use /discord/<name>, /slack/<name> or /webhook/<name>\n"
+            )  # type: ignore[attr-defined]
             return
         length = int(request.headers.get("Content-Length") or 0)
         if length > MAX_BODY:

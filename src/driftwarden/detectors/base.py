@@ -396,7 +396,7 @@ class Detector(abc.ABC):
         if kind != cls.kind:
             raise ValueError(
                 f"{cls.__name__}.from_state: state is for detector {kind!r}, not {cls.kind!r}; "
-                "use driftwarden.drift_worker.detectors.detector_from_state to dispatch on it"
+                "use driftwarden.detectors.detector_from_state to dispatch on it"
             )
         version = state.get("version")
         if version != STATE_VERSION:

@@ -3,14 +3,19 @@
 Used by the e2e tier and ``make demo``. See :class:`LocalStack`.
 """
 
-from driftwarden.local.config import (
+from driftwarden.testing.local.config import (
     LocalSecrets,
     render_alertmanager_config,
     render_prometheus_config,
 )
-from driftwarden.local.processes import ManagedProcess, ProcessError, free_port, free_port_block
-from driftwarden.local.receiver import AlertReceiver, Notification
-from driftwarden.local.stack import ActiveAlert, LocalStack, Timing, local_stack
+from driftwarden.testing.local.processes import (
+    ManagedProcess,
+    ProcessError,
+    free_port,
+    free_port_block,
+)
+from driftwarden.testing.local.receiver import AlertReceiver, Notification
+from driftwarden.testing.local.stack import ActiveAlert, LocalStack, Timing, local_stack
 
 __all__ = [
     "ActiveAlert",

@@ -156,7 +156,10 @@ class _Sequential(Detector):
         return 0
 
     def _get_state(self) -> dict[str, Any]:
-        return {name: encode_float(v) for name, v in zip(self._STATE_NAMES, self._st.tolist())}
+        return {
+            name: encode_float(v)
+            for name, v in zip(self._STATE_NAMES, self._st.tolist(), strict=False)
+        }
 
     def _set_state(self, state: dict[str, Any]) -> None:
         missing = set(self._STATE_NAMES) - set(state)

@@ -89,7 +89,9 @@ class ManagedProcess:
             raise ProcessError(f"{self.name} is already running (pid {self.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            log.write(f"\n--- {time.strftime('%H:%M:%S')} starting: {' '.join(self.argv)}\n".encode())
+            log.write(
+                f"\n--- {time.strftime('%H:%M:%S')} starting: {' '.join(self.argv)}\n".encode()
+            )
             log.flush()
             try:
                 self._proc = subprocess.Popen(
