@@ -87,7 +87,9 @@ GO
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl) ||
     dw_die "go build of Kubernetes $v failed (see the compiler output above); the cache dir $dir is left incomplete and will be rebuilt next run"
-  "$dir/bin/kube-apiserver" --version | grep -q "$v" ||
+  # Read the whole output before matching: `cmd | grep -q` under pipefail fails at random
+  # when grep exits first and cmd dies of SIGPIPE.
+  grep -qF "$v" <<<"$("$dir/bin/kube-apiserver" --version)" ||
     dw_die "built kube-apiserver does not report $v; the version ldflags did not apply"
   dw_mark_complete "$dir"
   dw_log "built $v in $((SECONDS - started)) s -> $dir/bin"
@@ -130,7 +132,7 @@ GO
     dw_die "go mod tidy failed for go.etcd.io/etcd/server/v3 $v; pick a served version ('go list -m -versions go.etcd.io/etcd/server/v3') for ETCD_VERSION in versions.env"
   (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dir/bin/etcd" go.etcd.io/etcd/server/v3) ||
     dw_die "go build of etcd $v failed (see above)"
-  "$dir/bin/etcd" --version | grep -q "${v#v}" || dw_die "built etcd does not report ${v#v}"
+  grep -qF "${v#v}" <<<"$("$dir/bin/etcd" --version)" || dw_die "built etcd does not report ${v#v}"
   dw_mark_complete "$dir"
   dw_log "built $v in $((SECONDS - started)) s -> $dir/bin"
 }
