@@ -35,6 +35,6 @@ for p in pkg/lint/rules pkg/chartutil; do
 done
 (cd "$dir" && CGO_ENABLED=0 GOBIN="$dir/bin" go install -trimpath -ldflags "$ldflags" "$pkg/cmd/helm@$v") ||
   dw_die "go install $pkg/cmd/helm@$v failed (see above)"
-"$dir/bin/helm" version --short | grep -q "^$v" || dw_die "built helm does not report $v"
+grep -q "^$v" <<<"$("$dir/bin/helm" version --short)" || dw_die "built helm does not report $v"
 dw_mark_complete "$dir"
 dw_log "built $v in $((SECONDS - started)) s -> $dir/bin"
