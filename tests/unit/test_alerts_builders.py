@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from driftwarden.alerts import ALERT_NAMES, build_config_spec, build_rule_groups
-from driftwarden.alerts.promql import duration_seconds, quote, selector
+from driftwarden.alerts.promql import quote, selector
 from driftwarden.alerts.rules import RUNBOOK_BASE_URL
+from driftwarden.common.durations import parse_duration
 from driftwarden.common.spec import DriftMonitorSpec
 from driftwarden.testing.tools import prometheus_operator_crds
 
@@ -172,11 +173,11 @@ def test_every_selector_is_scoped_to_the_monitor(name: str, namespace: str) -> N
 
 def test_promql_helpers() -> None:
     assert selector("m", 'a=~"x"', b='q"uote') == 'm{b="q\\"uote",a=~"x"}'
-    assert duration_seconds("1h30m") == 5400
-    assert duration_seconds("250ms") == 0.25
-    with pytest.raises(ValueError, match="invalid Prometheus duration"):
-        duration_seconds("5 minutes")
-    with pytest.raises(ValueError, match="invalid Prometheus duration"):
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("250ms") == 0.25
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration("5 minutes")
+    with pytest.raises(ValueError, match="invalid duration"):
         build_rule_groups("m", "ns", _spec(), rate_window="5x")
 
 

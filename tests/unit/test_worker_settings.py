@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from driftwarden.common import names
+from driftwarden.common.durations import parse_duration
 from driftwarden.common.spec import DriftMonitorSpec
 from driftwarden.drift_worker.__main__ import load_settings, main
-from driftwarden.drift_worker.plan import MonitorPlan, parse_duration, plan_from_bundle
+from driftwarden.drift_worker.plan import MonitorPlan, plan_from_bundle
 from driftwarden.drift_worker.settings import (
     ConfigError,
     Settings,

@@ -11,10 +11,6 @@ import re
 
 from driftwarden.common import names
 
-_DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d|w|y))+$")
-_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w|y)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-
 
 def quote(value: str) -> str:
     """Return ``value`` as a double-quoted PromQL string literal."""
@@ -30,16 +26,6 @@ def selector(metric: str, *matchers: str, **equals: str) -> str:
     parts = [f"{key}={quote(value)}" for key, value in equals.items()]
     parts += list(matchers)
     return f"{metric}{{{','.join(parts)}}}"
-
-
-def duration_seconds(duration: str) -> float:
-    """Return the seconds in a Prometheus duration such as ``1h30m`` or ``250ms``."""
-    if not _DURATION.match(duration):
-        raise ValueError(
-            f"invalid Prometheus duration {duration!r}: expected digits with units "
-            "ms, s, m, h, d, w or y, e.g. '30s' or '1h30m'"
-        )
-    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(duration))
 
 
 def _regex_literal(text: str) -> str:

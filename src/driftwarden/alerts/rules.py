@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Any
 
 from driftwarden.alerts.promql import (
-    duration_seconds,
     feature_streams,
     model_job,
     monitor_matcher,
@@ -32,6 +31,7 @@ from driftwarden.alerts.promql import (
     workers_job,
 )
 from driftwarden.common import names
+from driftwarden.common.durations import parse_duration
 from driftwarden.common.spec import DriftMonitorSpec
 
 # Where runbook_url points: the anchors of docs/alerts.md (one section per alert).
@@ -49,7 +49,7 @@ R_SHARDS_UP = "driftwarden:monitor_shards_up:count"
 R_SHARD_INGEST_LAG = "driftwarden:worker_ingest_lag:seconds"
 R_REQUEST_RATE = "driftwarden:model_requests:rate"
 R_ERROR_RATIO = "driftwarden:model_request_errors:ratio"
-R_LATENCY_QUANTILE = "driftwarden:model_request_duration_seconds:quantile"
+R_LATENCY_QUANTILE = "driftwarden:model_request_parse_duration:quantile"
 R_SHED_RATE = "driftwarden:sender_shed_values:rate"
 
 # Alert names: the shared prefix makes them easy to route and silence together.
@@ -122,9 +122,9 @@ def build_rule_groups(
     ``interval`` sets the groups' evaluation interval (``None``: Prometheus' global).
     Both exist so the e2e tier and the demo can run with second-scale scrapes.
     """
-    duration_seconds(rate_window)  # fail early, with the message, on a bad value
+    parse_duration(rate_window)  # fail early, with the message, on a bad value
     if interval is not None:
-        duration_seconds(interval)
+        parse_duration(interval)
     # One group, recording rules first: rules of a group run in order, so each alert
     # reads the recorded series of the same evaluation (separate groups would run in
     # no fixed order and could lag an alert by one interval).

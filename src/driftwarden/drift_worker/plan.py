@@ -10,26 +10,15 @@ over any stream.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from driftwarden.common import names
+from driftwarden.common.durations import parse_duration
 from driftwarden.common.spec import DetectorConfig, DriftMonitorSpec
 from driftwarden.drift_worker.streams import DetectorFactory, JoinConfig, StreamSpec
-
-_DURATION = re.compile(r"([0-9]+)(ms|s|m|h)")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """Return seconds for a duration like ``1h30m`` or ``500ms``."""
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 15m, 1h30m")
-    return sum(int(n) * _UNIT_S[u] for n, u in parts)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from driftwarden.common.errors import ConfigError
 from driftwarden.common.spec import DriftMonitorSpec
 from driftwarden.drift_worker.plan import (
     MonitorPlan,
@@ -35,10 +36,6 @@ from driftwarden.drift_worker.plan import (
 from driftwarden.drift_worker.streams import JoinConfig, StreamSpec
 
 _POD_SUFFIX = re.compile(r"^(?P<set>.+)-(?P<ordinal>[0-9]+)$")
-
-
-class ConfigError(ValueError):
-    """Configuration that cannot work; the message names the setting and the fix."""
 
 
 class WorkerOptions(BaseModel):

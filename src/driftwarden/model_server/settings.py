@@ -19,11 +19,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from driftwarden.common.errors import ConfigError
 from driftwarden.ingest.sender import SenderSettings
-
-
-class ConfigError(ValueError):
-    """Configuration that cannot work; the message names the setting and the fix."""
 
 
 class ServerOptions(BaseModel):

@@ -36,8 +36,8 @@ import httpx
 import yaml
 
 from driftwarden.alerts.alertmanager import build_config_spec
-from driftwarden.alerts.promql import duration_seconds
 from driftwarden.alerts.rules import build_rule_groups
+from driftwarden.common.durations import parse_duration
 from driftwarden.common.sharding import ShardMap
 from driftwarden.common.spec import DriftMonitorSpec
 from driftwarden.dashboards import build_dashboard, build_overview_dashboard
@@ -670,7 +670,7 @@ class LocalStack:
 
     def for_seconds(self) -> float:
         """Return the monitor's ``alerts.for`` in seconds."""
-        return duration_seconds(self.spec.alerts.for_)
+        return parse_duration(self.spec.alerts.for_)
 
 
 class _FallbackSecrets:
