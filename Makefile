@@ -58,9 +58,10 @@ bench: setup ## Benchmarks (not in CI); results in bench/results/*.json
 generate: venv ## Regenerate the CRD, chart CRD and manifests from the pydantic spec
 	$(BIN)/driftwarden generate
 
-lint: setup ## ruff format + check, generated files up to date, helm lint, hadolint, shellcheck
+lint: setup ## ruff format + check, mypy (strict), generated files up to date, helm lint, hadolint, shellcheck
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	$(BIN)/driftwarden generate --check
 	$$($(BIN)/python -c 'from driftwarden.testing.tools import tool_path; print(tool_path("helm"))') lint --strict charts/driftwarden
 	$(BIN)/hadolint operator/Dockerfile model_server/Dockerfile drift_worker/Dockerfile

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -168,7 +169,7 @@ class InsuranceConditions:
     power_effect: float = 0.012
     noise_sd: float = 0.45
 
-    def replace(self, **changes: object) -> InsuranceConditions:
+    def replace(self, **changes: Any) -> InsuranceConditions:
         return dataclasses.replace(self, **changes)
 
 

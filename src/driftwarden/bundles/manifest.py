@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Literal[1] = 1
 MANIFEST_FILE = "bundle.json"
 REFERENCE_FILE = "reference.csv"
 # Column names of reference.csv besides the features; a feature may not use them.

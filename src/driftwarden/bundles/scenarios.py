@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,8 @@ import pandas as pd
 from driftwarden.bundles import datasets as ds
 
 Kind = Literal["none", "data", "concept"]
-_World = Callable[[int, np.random.Generator, float], tuple[pd.DataFrame, np.ndarray]]
+_Sample = tuple[pd.DataFrame, np.ndarray]
+_World = Callable[[int, np.random.Generator, float], _Sample]
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,9 @@ def _tilt(column: str, bundle: str, strength: float) -> np.ndarray:
     return np.exp(strength * z - np.max(strength * z))
 
 
-def _category_weights(bundle: str, column: str, target_mix: dict[str, float], severity: float):
+def _category_weights(
+    bundle: str, column: str, target_mix: dict[str, float], severity: float
+) -> np.ndarray:
     """Importance weights moving ``column``'s category mix toward ``target_mix``."""
     values = _pool(bundle)[0][column].to_numpy()
     current = pd.Series(values).value_counts(normalize=True)
@@ -93,16 +96,16 @@ def _category_weights(bundle: str, column: str, target_mix: dict[str, float], se
 # ---------------------------------------------------------------------- diamonds
 
 
-def _diamonds_carat(n, rng, severity):
+def _diamonds_carat(n: int, rng: np.random.Generator, severity: float) -> _Sample:
     return _resample("diamonds", n, rng, _tilt("carat", "diamonds", 0.8 * severity))
 
 
-def _diamonds_cut(n, rng, severity):
+def _diamonds_cut(n: int, rng: np.random.Generator, severity: float) -> _Sample:
     mix = {"Fair": 0.35, "Good": 0.35, "Very Good": 0.15, "Premium": 0.1, "Ideal": 0.05}
     return _resample("diamonds", n, rng, _category_weights("diamonds", "cut", mix, severity))
 
 
-def _diamonds_inflation(n, rng, severity):
+def _diamonds_inflation(n: int, rng: np.random.Generator, severity: float) -> _Sample:
     features, price = _resample("diamonds", n, rng)
     return features, price * (1.0 + 0.35 * severity)
 
@@ -110,11 +113,11 @@ def _diamonds_inflation(n, rng, severity):
 # ---------------------------------------------------------------------- diabetes
 
 
-def _diabetes_bmi(n, rng, severity):
+def _diabetes_bmi(n: int, rng: np.random.Generator, severity: float) -> _Sample:
     return _resample("diabetes", n, rng, _tilt("bmi", "diabetes", 0.9 * severity))
 
 
-def _diabetes_concept(n, rng, severity):
+def _diabetes_concept(n: int, rng: np.random.Generator, severity: float) -> _Sample:
     features, progression = _resample("diabetes", n, rng)
     bmi = features["bmi"].to_numpy(np.float64)
     pool_bmi = _pool("diabetes")[0]["bmi"]
@@ -126,7 +129,7 @@ def _diabetes_concept(n, rng, severity):
 # -------------------------------------------------------------------------- iris
 
 
-def _iris_petal(n, rng, severity):
+def _iris_petal(n: int, rng: np.random.Generator, severity: float) -> _Sample:
     features, species = _resample("iris", n, rng)
     pool = _pool("iris")[0]
     for column in ("petal_length", "petal_width"):
@@ -134,7 +137,7 @@ def _iris_petal(n, rng, severity):
     return features, species
 
 
-def _iris_swap(n, rng, severity):
+def _iris_swap(n: int, rng: np.random.Generator, severity: float) -> _Sample:
     features, species = _resample("iris", n, rng)
     swap = rng.random(n) < severity  # severity = share of affected rows
     out = species.copy()
@@ -146,14 +149,14 @@ def _iris_swap(n, rng, severity):
 # ------------------------------------------------------------------------ digits
 
 
-def _digits_brightness(n, rng, severity):
+def _digits_brightness(n: int, rng: np.random.Generator, severity: float) -> _Sample:
     features, digits = _resample("digits", n, rng)
     gain, offset = 1.0 + 0.5 * severity, 3.0 * severity
     bright = np.clip(features.to_numpy(np.float64) * gain + offset, 0.0, ds.DIGITS_MAX)
     return pd.DataFrame(bright, columns=features.columns), digits
 
 
-def _digits_rotation(n, rng, severity):
+def _digits_rotation(n: int, rng: np.random.Generator, severity: float) -> _Sample:
     from scipy.ndimage import rotate
 
     features, digits = _resample("digits", n, rng)
@@ -165,7 +168,7 @@ def _digits_rotation(n, rng, severity):
 # --------------------------------------------------------------------- insurance
 
 
-def _insurance(n, rng, conditions):
+def _insurance(n: int, rng: np.random.Generator, conditions: ds.InsuranceConditions) -> _Sample:
     generator = ds.InsuranceGenerator(seed=int(rng.integers(2**31)), conditions=conditions)
     features, risk = generator.sample(n)
     return features, risk.to_numpy(dtype=object)
@@ -174,8 +177,8 @@ def _insurance(n, rng, conditions):
 def _insurance_world(**changes_at_full_severity: float | tuple[float, ...]) -> _World:
     reference = ds.InsuranceConditions()
 
-    def world(n, rng, severity):
-        changes = {}
+    def world(n: int, rng: np.random.Generator, severity: float) -> _Sample:
+        changes: dict[str, Any] = {}
         for key, target in changes_at_full_severity.items():
             base = getattr(reference, key)
             if isinstance(target, tuple):

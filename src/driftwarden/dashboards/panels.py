@@ -9,6 +9,7 @@ whatever the Prometheus data source is called in the user's Grafana.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from grafana_foundation_sdk.builders import bargauge, prometheus, stat, statetimeline, timeseries
 from grafana_foundation_sdk.builders import common as common_b
@@ -40,7 +41,7 @@ def _target(query: Query, ref_id: str) -> prometheus.Dataquery:
     return target
 
 
-def _targets(panel, queries: list[Query]):
+def _targets(panel: Any, queries: list[Query]) -> Any:
     for i, query in enumerate(queries):
         panel = panel.with_target(_target(query, chr(ord("A") + i)))
     return panel.datasource(DATASOURCE)

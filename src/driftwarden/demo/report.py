@@ -100,7 +100,7 @@ def _numeric_plot(name: str, reference: pd.Series, before: pd.Series, after: pd.
         if data.size:
             ax.hist(
                 np.clip(data, lo, hi),
-                bins=bins,
+                bins=bins.tolist(),
                 density=True,
                 histtype="step",
                 linewidth=1.8,

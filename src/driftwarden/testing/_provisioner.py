@@ -98,11 +98,11 @@ class HostPathProvisioner:
             if (
                 volume.status is not None
                 and volume.status.phase == "Released"
-                and volume.metadata.deletion_timestamp is None
-                and (volume.metadata.annotations or {}).get(_PROVISIONED_BY) == PROVISIONER_NAME
+                and _meta(volume).deletion_timestamp is None
+                and (_meta(volume).annotations or {}).get(_PROVISIONED_BY) == PROVISIONER_NAME
             ):
-                self._delete_volume(volume.metadata.name)
-        return claims.metadata.resource_version
+                self._delete_volume(str(_meta(volume).name))
+        return str(claims.metadata.resource_version if claims.metadata else "")
 
     def _watch(self, resource_version: str) -> None:
         stream = watch.Watch()
@@ -123,16 +123,17 @@ class HostPathProvisioner:
             spec is None
             or spec.storage_class_name != self.storage_class
             or spec.volume_name
-            or claim.metadata.deletion_timestamp is not None
+            or _meta(claim).deletion_timestamp is not None
             or (claim.status is not None and claim.status.phase not in (None, "Pending"))
         ):
             return
-        namespace, name = claim.metadata.namespace, claim.metadata.name
+        meta = _meta(claim)
+        namespace, name = str(meta.namespace), str(meta.name)
         requests = (spec.resources.requests if spec.resources else None) or {}
         volume = client.V1PersistentVolume(
             metadata=client.V1ObjectMeta(
                 # The claim's UID makes the name unique and the create idempotent.
-                name=f"pvc-{claim.metadata.uid}",
+                name=f"pvc-{meta.uid}",
                 annotations={_PROVISIONED_BY: PROVISIONER_NAME},
             ),
             spec=client.V1PersistentVolumeSpec(
@@ -146,7 +147,7 @@ class HostPathProvisioner:
                     kind="PersistentVolumeClaim",
                     namespace=namespace,
                     name=name,
-                    uid=claim.metadata.uid,
+                    uid=meta.uid,
                 ),
                 # Nothing mounts it (the nodes are fake); the path just names the volume.
                 host_path=client.V1HostPathVolumeSource(
@@ -161,7 +162,7 @@ class HostPathProvisioner:
                 return
             raise
         self.provisioned += 1
-        log.debug("PV provisioner: created %s for %s/%s", volume.metadata.name, namespace, name)
+        log.debug("PV provisioner: created %s for %s/%s", _meta(volume).name, namespace, name)
 
     def _delete_volume(self, name: str) -> None:
         try:
@@ -171,3 +172,11 @@ class HostPathProvisioner:
                 return
             raise
         self.deleted += 1
+
+
+def _meta(obj: Any) -> client.V1ObjectMeta:
+    """Return an API object's metadata (always set on objects the API server returns)."""
+    meta = obj.metadata
+    if meta is None:
+        raise ValueError(f"{type(obj).__name__} without metadata from the API server")
+    return meta

@@ -79,15 +79,10 @@ class AlertReceiver:
 
             def do_GET(self) -> None:
                 # Health endpoint, so the stack can wait on it like on any process.
-                self._reply(HTTPStatus.OK, b"ok\n") if self.path == "/healthz" else self._reply(
-                    HTTPStatus.NOT_FOUND, b"not found\n"
-                )
-
-            def _reply(self, status: HTTPStatus, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                if self.path == "/healthz":
+                    _reply(self, HTTPStatus.OK, b"ok\n")
+                else:
+                    _reply(self, HTTPStatus.NOT_FOUND, b"not found\n")
 
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("receiver: " + format, *args)
@@ -110,7 +105,7 @@ class AlertReceiver:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         return f"{self.base_url}/{kind}/{receiver}"
 
-    def start(self) -> AlertReceiver:
+    def start(self) -> Self:
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="alert-receiver", daemon=True
         )
@@ -164,22 +159,24 @@ class AlertReceiver:
     def _handle(self, request: BaseHTTPRequestHandler) -> None:
         parts = request.path.strip("/").split("/")
         if len(parts) != 2 or parts[0] not in KINDS or not parts[1]:
-            request._reply(
-                HTTPStatus.NOT_FOUND, b"use /discord/<name>, /slack/<name> or /webhook/<name>\n"
-            )  # type: ignore[attr-defined]
+            _reply(
+                request,
+                HTTPStatus.NOT_FOUND,
+                b"use /discord/<name>, /slack/<name> or /webhook/<name>\n",
+            )
             return
         length = int(request.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
-            request._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"too large\n")  # type: ignore[attr-defined]
+            _reply(request, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"too large\n")
             return
         try:
             payload = json.loads(request.rfile.read(length) or b"{}")
         except json.JSONDecodeError as exc:
-            request._reply(HTTPStatus.BAD_REQUEST, f"invalid JSON: {exc}\n".encode())  # type: ignore[attr-defined]
+            _reply(request, HTTPStatus.BAD_REQUEST, f"invalid JSON: {exc}\n".encode())
             return
         if parts[0] == "discord" and not (payload.get("content") or payload.get("embeds")):
             # Discord itself refuses an empty message with 400.
-            request._reply(HTTPStatus.BAD_REQUEST, b"Cannot send an empty message\n")  # type: ignore[attr-defined]
+            _reply(request, HTTPStatus.BAD_REQUEST, b"Cannot send an empty message\n")
             return
         notification = Notification(parts[0], parts[1], time.time(), payload)
         with self._changed:
@@ -188,4 +185,11 @@ class AlertReceiver:
         log.info("received %s notification for %s", parts[0], parts[1])
         # Discord answers 204 to execute-webhook without ?wait=true.
         status = HTTPStatus.NO_CONTENT if parts[0] == "discord" else HTTPStatus.OK
-        request._reply(status, b"" if status == HTTPStatus.NO_CONTENT else b"ok")  # type: ignore[attr-defined]
+        _reply(request, status, b"" if status == HTTPStatus.NO_CONTENT else b"ok")
+
+
+def _reply(request: BaseHTTPRequestHandler, status: HTTPStatus, body: bytes) -> None:
+    request.send_response(status)
+    request.send_header("Content-Length", str(len(body)))
+    request.end_headers()
+    request.wfile.write(body)

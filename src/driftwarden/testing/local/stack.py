@@ -366,7 +366,7 @@ class LocalStack:
             health_url=f"{self.alertmanager_url}/-/ready",
         )
 
-    def start(self) -> LocalStack:
+    def start(self) -> Self:
         """Render configs, start every process, wait until all are healthy; return self.
 
         On any failure everything already started is stopped before the error propagates.
