@@ -56,6 +56,8 @@ M_WORKER_PENDING_HANDOFFS = "driftwarden_worker_pending_handoffs"  # direction: 
 M_WORKER_WAL_BYTES = "driftwarden_worker_wal_bytes"
 M_WORKER_RECOVERY_SECONDS = "driftwarden_worker_recovery_seconds"
 M_WORKER_REJECTED_VALUES = "driftwarden_worker_rejected_values_total"
+# labels stream, detector, change: changed|added|removed (a config or reference change)
+M_WORKER_REBASELINES = "driftwarden_worker_detector_rebaselines_total"
 M_LABEL_JOIN = "driftwarden_label_join_total"  # outcome: joined|expired_prediction|unmatched_label
 M_LABEL_JOIN_PENDING = "driftwarden_label_join_pending"  # kind: predictions|labels
 # model server

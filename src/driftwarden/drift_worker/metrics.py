@@ -239,6 +239,7 @@ class WorkerCollector(Collector):
             frozen = sum(1 for n in w.streams if w.status_of(n) == FROZEN)
             awaiting = len(w.awaiting)
             c = w.counters
+            rebaselined = sorted(c.rebaselines.items())  # a handoff may add to it meanwhile
             epoch = w.epoch
             wal_bytes = w.wal.size_bytes() if w.wal is not None else 0
         yield from (values, fill, last, rejected, join, pending, live_hist, ref_hist)
@@ -285,6 +286,15 @@ class WorkerCollector(Collector):
         h.add_metric([monitor, shard, "out"], c.handoffs_out)
         h.add_metric([monitor, shard, "timeout"], c.handoff_timeouts)
         yield h
+        rebaselines = CounterMetricFamily(
+            names.M_WORKER_REBASELINES,
+            "Detectors re-baselined by this process because the monitor's configuration or "
+            "reference changed (change: changed|added|removed).",
+            labels=[*base, names.LABEL_STREAM, names.LABEL_DETECTOR, "change"],
+        )
+        for (stream, detector, change), count in rebaselined:
+            rebaselines.add_metric([monitor, shard, stream, detector, change], count)
+        yield rebaselines
         p = GaugeMetricFamily(
             M_WORKER_PENDING_HANDOFFS,
             "Streams frozen here (outgoing) or awaited (incoming).",
@@ -360,6 +370,10 @@ def status_document(worker: ShardWorker, collector: WorkerCollector) -> dict[str
                 "timeouts": c.handoff_timeouts,
                 "pause_seconds": dict(w.handoff_pauses),
             },
+            "rebaselines": [
+                {"stream": s, "detector": d, "change": k, "count": n}
+                for (s, d, k), n in sorted(c.rebaselines.items())
+            ],
             "batches": {
                 "accepted": c.batches_accepted,
                 "duplicate": c.batches_duplicate,

@@ -10,6 +10,7 @@ over any stream.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,12 @@ import numpy as np
 from driftwarden.common import names
 from driftwarden.common.durations import parse_duration
 from driftwarden.common.spec import DetectorConfig, DriftMonitorSpec
-from driftwarden.drift_worker.streams import DetectorFactory, JoinConfig, StreamSpec
+from driftwarden.drift_worker.streams import (
+    DetectorFactory,
+    JoinConfig,
+    StreamSpec,
+    detector_identity,
+)
 
 
 @dataclass(frozen=True)
@@ -32,9 +38,41 @@ class MonitorPlan:
     min_samples: int = 200
     fdr: float = 0.05
     multiple_testing: str = "benjaminiHochberg"
+    _identities: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
 
     def spec(self, stream: str) -> StreamSpec | None:
         return self.streams.get(stream)
+
+    def detector_identities(self) -> dict[str, dict[str, Any]]:
+        """Return, per stream, the identity of its reference and of each detector it builds.
+
+        ``{stream: {"reference": digest, "detectors": {name: identity}}}``, computed once.
+        A detector's identity (:func:`streams.detector_identity`) covers its type,
+        parameters and reference; a shard logs this table whenever it differs from the
+        one in effect on its volume, which is how configuration changes re-baseline.
+        """
+        if not self._identities:
+            for name in sorted(self.streams):
+                spec = self.streams[name]
+                built = self.factory(spec)
+                self._identities[name] = {
+                    "reference": reference_digest(spec.reference),
+                    "detectors": {det: detector_identity(d.to_state()) for det, d in built.items()},
+                }
+        return json.loads(json.dumps(self._identities))
+
+
+def reference_digest(reference: Any) -> str | None:
+    """Return a digest of a stream's reference sample (numbers, strings or a matrix)."""
+    if reference is None:
+        return None
+    h = hashlib.blake2b(digest_size=16)
+    if isinstance(reference, np.ndarray) and reference.dtype.kind in "biuf":
+        h.update(str(reference.shape).encode())
+        h.update(np.ascontiguousarray(reference, dtype=np.float64).tobytes())
+    else:
+        h.update(json.dumps([str(x) for x in reference]).encode())
+    return h.hexdigest()
 
 
 def detector_configs(spec: DriftMonitorSpec, stream: StreamSpec) -> list[DetectorConfig]:

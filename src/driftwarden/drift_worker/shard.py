@@ -29,7 +29,11 @@ from typing import Any
 from driftwarden.common.sharding import ShardMap, owner_of
 from driftwarden.drift_worker import snapshot
 from driftwarden.drift_worker.plan import MonitorPlan
-from driftwarden.drift_worker.streams import SegmentError, StreamState
+from driftwarden.drift_worker.streams import (
+    Rebaseline,
+    SegmentError,
+    StreamState,
+)
 from driftwarden.drift_worker.wal import FsyncPolicy, WriteAheadLog
 from driftwarden.ingest import wire
 
@@ -41,6 +45,7 @@ REC_HANDOFF_IN = 3
 REC_HANDOFF_DONE = 4
 REC_FRESH = 5
 REC_PLAN = 6
+REC_CONFIG = 7
 
 LIVE = "live"
 FROZEN = "frozen"
@@ -83,6 +88,8 @@ class Counters:
     recovery_seconds: float = 0.0
     snapshots: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
+    # (stream, detector, change) -> re-baselines written by this process
+    rebaselines: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
 
 class ShardWorker:
@@ -119,6 +126,8 @@ class ShardWorker:
         self.handoff_pauses: dict[str, float] = {}  # stream -> seconds from freeze to install here
         # streams of the monitor when this shard last started (None: a brand-new shard)
         self.known_streams: frozenset[str] | None = None
+        # per stream: reference digest and detector identities in effect (REC_CONFIG)
+        self.identities: dict[str, dict[str, Any]] | None = None
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.wal: WriteAheadLog | None = None
         if self.data_dir is not None:
@@ -139,10 +148,14 @@ class ShardWorker:
         if self.map is None:
             raise ValueError("no shard map: pass shard_map or start from a data_dir that has one")
         current = sorted(self.plan.streams)
-        if self.known_streams != frozenset(current):
-            with self.lock:
+        with self.lock:
+            if self.known_streams != frozenset(current):
                 self._log(REC_PLAN, json.dumps(current).encode())
                 self._apply_plan(current)
+            identities = self.plan.detector_identities()
+            if self.identities != identities:
+                self._log(REC_CONFIG, json.dumps({"detectors": identities}).encode())
+                self._apply_config(identities, live=True)
 
     # ------------------------------------------------------------------ recovery
 
@@ -195,6 +208,7 @@ class ShardWorker:
         }
         known = state.get("known_streams")
         self.known_streams = None if known is None else frozenset(known)
+        self.identities = state.get("detector_identities")
 
     def _apply_record(self, rtype: int, payload: bytes) -> None:
         if rtype == REC_BATCH:
@@ -210,6 +224,8 @@ class ShardWorker:
             self._start_fresh(json.loads(payload)["stream"])
         elif rtype == REC_PLAN:
             self._apply_plan(json.loads(payload))
+        elif rtype == REC_CONFIG:
+            self._apply_config(json.loads(payload)["detectors"], live=False)
         else:
             raise ValueError(f"unknown WAL record type {rtype}")
 
@@ -239,6 +255,46 @@ class ShardWorker:
                 added,
                 removed,
             )
+
+    def _apply_config(self, identities: dict[str, dict[str, Any]], *, live: bool) -> None:
+        """Adopt the detector identities of a configuration; re-baseline what they change.
+
+        Logged at start-up whenever the monitor's detectors or references differ from
+        those in effect in the log (a new bundle, new ``alpha``/``window``/...), so a
+        replay re-baselines at the same place: records before it were applied under
+        the old configuration, records after it under the new one. A detector of a
+        stream that existed before is re-baselined when its identity changes, even if
+        the replay rebuilt it from today's configuration (docs/workers.md).
+        """
+        previous = self.identities
+        self.identities = identities
+        for name in sorted(self.streams):
+            before = None if previous is None else previous.get(name)
+            now = identities.get(name) or {"reference": None, "detectors": {}}
+            change = self.streams[name].rebaseline(
+                self.plan.factory,
+                now["detectors"],
+                None if before is None else before["detectors"],
+                new_reference=before is not None and before["reference"] != now["reference"],
+            )
+            if live:
+                self._count_rebaseline(name, change)
+
+    def _count_rebaseline(self, name: str, change: Rebaseline) -> None:
+        if not change:
+            return
+        for detector, kind in change.items():
+            key = (name, detector, kind)
+            self.counters.rebaselines[key] = self.counters.rebaselines.get(key, 0) + 1
+        log.info(
+            "shard %d: stream %s re-baselined to the monitor's configuration: "
+            "changed %s, added %s, removed %s (its other detectors keep their state)",
+            self.ordinal,
+            name,
+            list(change.changed),
+            list(change.added),
+            list(change.removed),
+        )
 
     def _log(self, rtype: int, payload: bytes) -> int | None:
         return self.wal.append(rtype, payload) if self.wal is not None else None
@@ -535,7 +591,7 @@ class ShardWorker:
                 "state": state,
             }
             lsn = self._log(REC_HANDOFF_IN, raw if raw is not None else json.dumps(record).encode())
-            self._install(record, built)
+            self._install(record, built, live=True)
             if lsn is not None and self.wal is not None:
                 self.wal.sync(lsn)  # the sender drops its copy on our answer: make it durable first
             self.counters.handoffs_in += 1
@@ -544,13 +600,23 @@ class ShardWorker:
                 self.handoff_pauses[stream] = max(0.0, time.time() - float(frozen_at))
             return "installed"
 
-    def _install(self, doc: dict[str, Any], built: StreamState | None = None) -> None:
+    def _install(
+        self, doc: dict[str, Any], built: StreamState | None = None, *, live: bool = False
+    ) -> None:
         name = doc["stream"]
         if name not in self.plan.streams:
             return  # replay of a stream the monitor has dropped since
         state = built or StreamState.from_state(
             self.plan.streams[name], doc["state"], self.plan.factory, self.plan.join
         )
+        # The sender may run another configuration (during a rolling update): the
+        # state says what its detectors are; those that differ from ours start again.
+        in_effect = None if self.identities is None else self.identities.get(name)
+        change = state.rebaseline(
+            self.plan.factory, None if in_effect is None else in_effect["detectors"]
+        )
+        if live:
+            self._count_rebaseline(name, change)
         state.generation = int(doc["generation"]) + 1
         self.streams[name] = state
         self.awaiting.pop(name, None)
@@ -627,6 +693,7 @@ class ShardWorker:
                 },
                 "awaiting": sorted(self.awaiting),
                 "known_streams": None if self.known_streams is None else sorted(self.known_streams),
+                "detector_identities": self.identities,
             }
             self.counters.values_since_snapshot = 0
             return lsn, state

@@ -8,6 +8,8 @@ whatever shard applies them and whether it is a replay of the write-ahead log.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -82,6 +84,41 @@ def bucket_counts(edges: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 # A factory turns a stream spec into named detectors (fresh state).
 DetectorFactory = Callable[[StreamSpec], dict[str, Any]]
+
+
+def detector_identity(state: dict[str, Any]) -> str:
+    """Return the fingerprint of what a detector *is*, from its ``to_state()`` dict.
+
+    The identity is the detector type, its state version and its parameters
+    (``params``: alpha, window, thresholds, ``minEffect``, seed and the reference
+    sample itself), never what it has seen. A detector built from the same
+    configuration and reference has the same identity in any process, so a restored
+    state is comparable with what the monitor's spec asks for now: equal identities
+    mean the state may continue, different ones mean the detector must re-baseline.
+    """
+    doc = {key: state.get(key) for key in ("detector", "version", "params")}
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class Rebaseline:
+    """How a stream's detectors changed against the configuration: names per change."""
+
+    changed: tuple[str, ...] = ()  # same detector type, other parameters or reference
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.changed or self.added or self.removed)
+
+    def items(self) -> list[tuple[str, str]]:
+        """Return ``(detector, change)`` pairs, change one of changed|added|removed."""
+        return (
+            [(d, "changed") for d in self.changed]
+            + [(d, "added") for d in self.added]
+            + [(d, "removed") for d in self.removed]
+        )
 
 
 def _label_key(v: Any) -> str:
@@ -220,6 +257,8 @@ class StreamState:
     # live values per reference-decile bucket (numeric streams), and their sum
     hist: np.ndarray | None = None
     hist_sum: float = 0.0
+    # saved detectors the configuration no longer names (left out on restore)
+    configured_out: tuple[str, ...] = ()
     _edges: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -359,29 +398,33 @@ class StreamState:
     def from_state(
         cls, spec: StreamSpec, state: dict[str, Any], factory: DetectorFactory, join: JoinConfig
     ) -> StreamState:
-        """Return the stream a :meth:`to_state` dict describes (detectors rebuilt exactly)."""
+        """Return the stream a :meth:`to_state` dict describes (detectors rebuilt exactly).
+
+        Saved detectors are restored as they were saved, with their own parameters
+        and reference, even where the monitor's configuration has changed since: the
+        log records after this state were applied to exactly those detectors, and a
+        replay must reach the same result. A saved detector the configuration no
+        longer names is left out (nothing will read it); bringing the rest in line
+        with the configuration is :meth:`rebaseline`, a logged step of its own.
+        """
         if state["stream"] != spec.name:
             raise ValueError(f"state of stream {state['stream']!r} given for {spec.name!r}")
         templates = factory(spec)
         detectors = {}
         for name, det_state in state["detectors"].items():
-            if name not in templates:
-                raise ValueError(
-                    f"stream {spec.name!r}: saved detector {name!r} is not configured any more "
-                    f"(configured: {sorted(templates)}); the monitor's detectors changed"
-                )
-            detectors[name] = type(templates[name]).from_state(det_state)
-        missing = sorted(set(templates) - set(detectors))
-        for name in missing:  # a detector added to the monitor since: starts empty
-            detectors[name] = templates[name]
+            if name in templates:
+                detectors[name] = type(templates[name]).from_state(det_state)
         out = cls(spec=spec, detectors=detectors)
         out.generation = int(state["generation"])
         out.values_total = int(state["values_total"])
         out.rejected_values = int(state["rejected_values"])
         out.segments_applied = int(state["segments_applied"])
         out.last_ts = state["last_ts"]
-        out.last_drift_ts = {k: float(v) for k, v in state["last_drift_ts"].items()}
+        out.last_drift_ts = {
+            k: float(v) for k, v in state["last_drift_ts"].items() if k in detectors
+        }
         out.high_water = OrderedDict((k, int(v)) for k, v in state["high_water"])
+        out.configured_out = tuple(sorted(set(state["detectors"]) - set(detectors)))
         if state["join"] is not None:
             out.join = LabelJoin.from_state(state["join"], join)
         if (
@@ -392,6 +435,66 @@ class StreamState:
             out.hist = np.asarray(state["hist"], dtype=np.int64)
             out.hist_sum = float(state.get("hist_sum", 0.0))
         return out
+
+    def rebaseline(
+        self,
+        factory: DetectorFactory,
+        expected: dict[str, str] | None = None,
+        previous: dict[str, str] | None = None,
+        *,
+        new_reference: bool = False,
+    ) -> Rebaseline:
+        """Bring the detectors in line with the configuration; return what changed.
+
+        The configured detectors are what ``factory`` builds; ``expected`` maps each to
+        its identity in effect (:func:`detector_identity`; by default that of the
+        freshly built detector). ``previous``: the identities of the configuration the
+        stream was fed under until now, where the log recorded one; a detector is
+        re-baselined if that differs from ``expected`` (even if a replay rebuilt it
+        from today's configuration) or if its own state's identity does. A changed
+        detector starts again empty against its new reference and parameters, an
+        added one starts empty, a removed one is dropped. Detectors whose identity is
+        unchanged keep their state, and so do the stream's de-dup marks, counters and
+        label join. ``new_reference``: the live histogram (over the reference's
+        deciles) starts again too.
+        """
+        templates = factory(self.spec)
+        expected = expected or {}
+
+        def want(name: str) -> str:
+            return expected.get(name) or detector_identity(templates[name].to_state())
+
+        changed, added = [], []
+        for name in templates:
+            if name not in self.detectors or (previous is not None and name not in previous):
+                added.append(name)
+            elif (previous is not None and previous[name] != want(name)) or detector_identity(
+                self.detectors[name].to_state()
+            ) != want(name):
+                changed.append(name)
+        removed = (set(self.detectors) | set(self.configured_out)) - set(templates)
+        if previous is not None:
+            removed |= set(previous) - set(templates)
+        change = Rebaseline(
+            changed=tuple(sorted(changed)),
+            added=tuple(sorted(added)),
+            removed=tuple(sorted(removed)),
+        )
+        if new_reference and self.hist is not None:
+            self.hist = np.zeros_like(self.hist)
+            self.hist_sum = 0.0
+        if not change:
+            return change
+        for name in change.removed:
+            self.detectors.pop(name, None)
+            self.last_drift_ts.pop(name, None)
+        for name in (*change.changed, *change.added):
+            self.detectors[name] = templates[name]
+            self.last_drift_ts.pop(name, None)
+        # the configured order, so every shard lists (and serialises) detectors alike
+        self.detectors = {name: self.detectors[name] for name in templates}
+        self.configured_out = ()
+        return change
 
     # ------------------------------------------------------------------ read side
 
