@@ -47,16 +47,80 @@ def test_torn_tail_is_cut_off_and_writing_goes_on(tmp_path: Path) -> None:
     assert records(again)[-1] == (5, 1, b"y")
 
 
-def test_flipped_byte_in_the_tail_is_detected_by_crc(tmp_path: Path) -> None:
+def test_flipped_byte_in_the_last_complete_record_refuses_to_start(tmp_path: Path) -> None:
+    """A complete record with a bad checksum is damage, not a torn write: it may be acknowledged."""
     wal = WriteAheadLog(tmp_path, fsync="never")
     for _ in range(3):
         wal.append(1, b"abcdef" * 10)
     wal.close()
     seg = wal.segments()[-1]
     data = bytearray(seg.read_bytes())
+    last_record_at = 2 * (len(data) // 3)
     data[-5] ^= 0xFF
     seg.write_bytes(bytes(data))
-    assert [r[0] for r in records(WriteAheadLog(tmp_path, fsync="never"))] == [1, 2]
+    with pytest.raises(WalError, match=f"{seg.name} is damaged at offset {last_record_at} .*truncate -s"):
+        WriteAheadLog(tmp_path, fsync="never")
+    assert seg.read_bytes() == bytes(data)  # nothing was cut
+
+
+def test_flipped_byte_mid_log_names_the_file_offset_and_the_records_behind_it(
+    tmp_path: Path,
+) -> None:
+    wal = WriteAheadLog(tmp_path, fsync="never")
+    for _ in range(5):
+        wal.append(1, b"abcdef" * 10)
+    wal.close()
+    seg = wal.segments()[-1]
+    data = bytearray(seg.read_bytes())
+    size = len(data) // 5
+    data[size + 30] ^= 0x01  # inside record 2 of 5
+    seg.write_bytes(bytes(data))
+    with pytest.raises(WalError, match=f"offset {size} .*lsn 3\\) follows at offset {2 * size}"):
+        WriteAheadLog(tmp_path, fsync="never")
+
+
+def test_a_damaged_length_field_of_the_last_record_is_not_taken_for_a_torn_write(
+    tmp_path: Path,
+) -> None:
+    wal = WriteAheadLog(tmp_path, fsync="never")
+    for _ in range(3):
+        wal.append(1, b"abcdef" * 10)
+    wal.close()
+    seg = wal.segments()[-1]
+    data = bytearray(seg.read_bytes())
+    data[2 * (len(data) // 3) + 1] ^= 0x10  # the length now points past the end of the file
+    seg.write_bytes(bytes(data))
+    with pytest.raises(WalError, match="fails its checksum"):
+        WriteAheadLog(tmp_path, fsync="never")
+
+
+@pytest.mark.parametrize("zeroed_blocks", [1, 3])
+def test_a_last_record_ending_in_unwritten_blocks_is_a_torn_write(
+    tmp_path: Path, zeroed_blocks: int
+) -> None:
+    """Power loss after the size grew but before the data blocks were written: zeros."""
+    wal = WriteAheadLog(tmp_path, fsync="never")
+    wal.append(1, b"kept")
+    wal.append(1, bytes(range(256)) * 8 * zeroed_blocks)  # 2 KiB per block count
+    wal.close()
+    seg = wal.segments()[-1]
+    data = bytearray(seg.read_bytes())
+    cut = len(data) - 512 * zeroed_blocks
+    cut -= cut % 512
+    data[cut:] = bytes(len(data) - cut)
+    seg.write_bytes(bytes(data))
+    again = WriteAheadLog(tmp_path, fsync="never")
+    assert [p for _, _, p in records(again)] == [b"kept"]
+    assert again.append(1, b"next") == 2
+
+
+def test_a_file_extended_with_zeros_is_cut_back(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path, fsync="never")
+    wal.append(1, b"a" * 100)
+    wal.close()
+    seg = wal.segments()[-1]
+    seg.write_bytes(seg.read_bytes() + bytes(4096))
+    assert [lsn for lsn, _, _ in records(WriteAheadLog(tmp_path, fsync="never"))] == [1]
 
 
 def test_damage_in_an_older_segment_is_an_error_that_says_what_to_do(tmp_path: Path) -> None:
@@ -68,7 +132,7 @@ def test_damage_in_an_older_segment_is_an_error_that_says_what_to_do(tmp_path: P
     data = bytearray(first.read_bytes())
     data[20] ^= 0xFF
     first.write_bytes(bytes(data))
-    with pytest.raises(WalError, match="not the newest segment.*Restore"):
+    with pytest.raises(WalError, match=f"{first.name} is damaged at offset .*Restore"):
         records(WriteAheadLog(tmp_path, fsync="never", segment_bytes=100))
 
 

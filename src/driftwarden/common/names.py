@@ -51,7 +51,12 @@ M_WORKER_BATCHES = "driftwarden_worker_batches_total"
 M_WORKER_LAST_INGEST = "driftwarden_worker_last_ingest_timestamp_seconds"
 M_FEATURE_LIVE = "driftwarden_feature_live"  # histogram over reference-quantile buckets
 M_FEATURE_REFERENCE = "driftwarden_feature_reference"
-M_WORKER_HANDOFFS = "driftwarden_worker_handoffs_total"  # label direction: in|out|timeout
+# label direction: in|out|timeout|superseded (a late copy refused here)|dropped (ours, refused)
+M_WORKER_HANDOFFS = "driftwarden_worker_handoffs_total"
+# values in copies dropped because their successor started the stream empty (handoff timeout)
+M_WORKER_LOST_VALUES = "driftwarden_worker_lost_values_total"
+# failed storage operations; label op: wal_write|wal_fsync|snapshot
+M_WORKER_STORAGE_ERRORS = "driftwarden_worker_storage_errors_total"
 M_WORKER_PENDING_HANDOFFS = "driftwarden_worker_pending_handoffs"  # direction: outgoing|awaiting
 M_WORKER_WAL_BYTES = "driftwarden_worker_wal_bytes"
 M_WORKER_RECOVERY_SECONDS = "driftwarden_worker_recovery_seconds"

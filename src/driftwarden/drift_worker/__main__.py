@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -39,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot-interval", type=float, help="seconds between snapshots")
     p.add_argument("--snapshot-every-values", type=int, help="values between snapshots")
     p.add_argument("--handoff-timeout", type=float, help="seconds to wait for a stream's state")
+    p.add_argument(
+        "--storage-failure-exit", type=float, help="seconds to answer 503 after a failed fsync"
+    )
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING")
     return p
 
@@ -60,6 +64,7 @@ def load_settings(argv: list[str]) -> Settings:
         ("snapshot_interval", "snapshot_interval_s"),
         ("snapshot_every_values", "snapshot_every_values"),
         ("handoff_timeout", "handoff_timeout_s"),
+        ("storage_failure_exit", "storage_failure_exit_s"),
     ]:
         value = getattr(args, flag)
         if value is not None:
@@ -81,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from driftwarden.drift_worker.app import WorkerService, create_app
+    from driftwarden.drift_worker.datadir import DataDirError
+    from driftwarden.drift_worker.fileio import REAL
     from driftwarden.drift_worker.shard import ShardWorker
+    from driftwarden.drift_worker.wal import WalError
 
     settings = load_settings(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
@@ -119,16 +127,32 @@ def main(argv: list[str] | None = None) -> int:
         log.warning(
             "WAL disabled: acknowledged values are lost if this shard restarts (benchmark mode)"
         )
-    worker = ShardWorker(
-        plan,
-        ordinal,
-        shard_map=shard_map,
-        data_dir=w.data_dir if w.wal_enabled else None,
-        fsync=w.fsync,
-        fsync_interval=w.fsync_interval,
-        wal_segment_bytes=w.wal_segment_bytes,
-        handoff_timeout_s=w.handoff_timeout_s,
-    )
+    io = REAL
+    if os.environ.get("DRIFTWARDEN_FAULT_INJECTION"):
+        from driftwarden.testing.faults import from_environment
+
+        io = from_environment() or REAL
+        log.warning("STORAGE FAULT INJECTION is on (test harness): %s", io.rules_path)  # type: ignore[attr-defined]
+    try:
+        worker = ShardWorker(
+            plan,
+            ordinal,
+            shard_map=shard_map,
+            data_dir=w.data_dir if w.wal_enabled else None,
+            fsync=w.fsync,
+            fsync_interval=w.fsync_interval,
+            wal_segment_bytes=w.wal_segment_bytes,
+            handoff_timeout_s=w.handoff_timeout_s,
+            io=io,
+        )
+    except (WalError, DataDirError) as exc:
+        # Damage that would lose acknowledged data, or someone else's volume: refuse to
+        # start, and say where and what to do (the pod shows it in CrashLoopBackOff).
+        log.error("shard %d refuses to start: %s", ordinal, exc)
+        return 2
+    except OSError as exc:
+        log.error("shard %d cannot start: storage error in %s: %s", ordinal, w.data_dir, exc)
+        return 75
     service = WorkerService(
         worker,
         peer_url_template=peers,
@@ -139,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         snapshot_every_values=w.snapshot_every_values,
         max_body_bytes=w.max_body_bytes,
         shutdown_drain_s=w.shutdown_drain_s,
+        storage_failure_exit_s=w.storage_failure_exit_s,
     )
     config = uvicorn.Config(
         create_app(service),
@@ -149,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
-    uvicorn.Server(config).run()
-    return 0
+    server = uvicorn.Server(config)
+    service.on_fatal = lambda: setattr(server, "should_exit", True)
+    server.run()
+    return service.exit_code
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -48,6 +48,8 @@ from driftwarden.ingest.sender import shard_url
 log = logging.getLogger("driftwarden.worker")
 
 HANDOFF_PATH = "/v1/handoff"
+# Exit status after a failed fsync (EX_TEMPFAIL): restart me, recovery will sort it out.
+EXIT_STORAGE_FAILED = 75
 # Handoffs in flight at once: enough to overlap network and the peer's install,
 # few enough that big states do not all sit in memory together.
 PUSH_CONCURRENCY = 8
@@ -68,6 +70,8 @@ class WorkerService:
         snapshot_every_values: int = 5_000_000,
         max_body_bytes: int = 256 * 1024 * 1024,
         shutdown_drain_s: float = 45.0,
+        storage_failure_exit_s: float = 30.0,
+        on_fatal: Callable[[], None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.worker = worker
@@ -79,6 +83,12 @@ class WorkerService:
         self.snapshot_every_values = snapshot_every_values
         self.max_body_bytes = max_body_bytes
         self.shutdown_drain_s = shutdown_drain_s
+        # After a failed fsync: keep answering 503 (and serving /metrics, so the
+        # storage-error count is scraped) this long, then stop so the pod restarts.
+        self.storage_failure_exit_s = storage_failure_exit_s
+        self.on_fatal = on_fatal
+        self.exit_code = 0
+        self._failed_at: float | None = None
         self._transport = transport
         self._apply = ThreadPoolExecutor(1, thread_name_prefix="apply")
         self._sync = ThreadPoolExecutor(4, thread_name_prefix="wal-sync")
@@ -110,6 +120,7 @@ class WorkerService:
             asyncio.create_task(self._handoff_loop()),
             asyncio.create_task(self._loop("snapshot", self._maybe_snapshot, 0.5)),
             asyncio.create_task(self._loop("handoff-timeout", self._expire, 1.0)),
+            asyncio.create_task(self._loop("storage-watch", self._watch_storage, 0.2)),
         ]
         log.info(
             "shard %d of monitor %s serving at epoch %d (%d shards), %d live streams",
@@ -131,15 +142,21 @@ class WorkerService:
             while not task.done():
                 task.cancel()
                 await asyncio.wait({task}, timeout=1.0)
-        try:
-            await self._drain_handoffs()
-        except Exception:
-            log.exception("handing streams off at shutdown failed; they stay in this shard's WAL")
         loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._apply, self.worker.take_snapshot)
-        except Exception:
-            log.exception("final snapshot failed; the WAL still holds everything")
+        if self.worker.storage_failed:
+            # Neither hand off nor snapshot what may not be durable: recover from disk.
+            log.error("shard %d stops after a storage failure", self.worker.ordinal)
+        else:
+            try:
+                await self._drain_handoffs()
+            except Exception:
+                log.exception(
+                    "handing streams off at shutdown failed; they stay in this shard's WAL"
+                )
+            try:
+                await loop.run_in_executor(self._apply, self.worker.take_snapshot)
+            except Exception:
+                log.exception("final snapshot failed; the WAL still holds everything")
         self.worker.close()
         if self._client is not None:
             await self._client.aclose()
@@ -199,6 +216,24 @@ class WorkerService:
             await asyncio.get_running_loop().run_in_executor(
                 self._background, self.worker.take_snapshot
             )
+
+    async def _watch_storage(self) -> None:
+        if not self.worker.storage_failed or self.exit_code:
+            return
+        now = time.monotonic()
+        if self._failed_at is None:
+            self._failed_at = now
+            log.error(
+                "shard %d: the write-ahead log failed; answering 503 and exiting in %.0fs to "
+                "recover from what is on disk",
+                self.worker.ordinal,
+                self.storage_failure_exit_s,
+            )
+        if now - self._failed_at >= self.storage_failure_exit_s:
+            self.exit_code = EXIT_STORAGE_FAILED
+            self._stopping = True
+            if self.on_fatal is not None:
+                self.on_fatal()
 
     async def _expire(self) -> None:
         if self.worker.awaiting:
@@ -308,6 +343,11 @@ class WorkerService:
                 "handoff of %s to shard %d (%s) failed: %s; will retry", stream, target, url, exc
             )
             return False
+        if resp.status_code == 409 and _error_code(resp) == "handoff_superseded":
+            await loop.run_in_executor(
+                self._apply, self.worker.handoff_superseded, stream, generation
+            )
+            return True
         if resp.status_code != 200:
             log.warning(
                 "handoff of %s to shard %d refused: HTTP %d %s; will retry",
@@ -363,7 +403,10 @@ class WorkerService:
             return self._refusal(r)
         wal = self.worker.wal
         if result.lsn is not None and wal is not None and wal.fsync == "always":
-            await loop.run_in_executor(self._sync, wal.sync, result.lsn)
+            try:
+                await loop.run_in_executor(self._sync, wal.sync, result.lsn)
+            except OSError as exc:  # never 200 for a record that is not durable
+                return self._refusal(self.worker.storage_refusal(exc))
         return JSONResponse(
             {
                 "acked_values": result.values,
@@ -443,6 +486,8 @@ class WorkerService:
         return JSONResponse(doc)
 
     async def healthz(self, _request: Request) -> Response:
+        if self.worker.storage_failed:
+            return JSONResponse({"ok": False, "storage_failed": True}, status_code=503)
         return JSONResponse({"ok": True})
 
     async def readyz(self, _request: Request) -> Response:
@@ -453,6 +498,14 @@ class WorkerService:
                 status_code=503,
             )
         return JSONResponse({"ready": True, "epoch": self.worker.epoch})
+
+
+def _error_code(resp: httpx.Response) -> str | None:
+    try:
+        doc = resp.json()
+    except ValueError:
+        return None
+    return doc.get("error") if isinstance(doc, dict) else None
 
 
 def create_app(service: WorkerService) -> Starlette:

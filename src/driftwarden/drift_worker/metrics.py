@@ -242,6 +242,7 @@ class WorkerCollector(Collector):
             rebaselined = sorted(c.rebaselines.items())  # a handoff may add to it meanwhile
             epoch = w.epoch
             wal_bytes = w.wal.size_bytes() if w.wal is not None else 0
+            storage_errors = w.storage_errors()
         yield from (values, fill, last, rejected, join, pending, live_hist, ref_hist)
 
         drifting_streams = {r.stream for r in rows if flags[(r.stream, r.detector)]}
@@ -285,6 +286,8 @@ class WorkerCollector(Collector):
         h.add_metric([monitor, shard, "in"], c.handoffs_in)
         h.add_metric([monitor, shard, "out"], c.handoffs_out)
         h.add_metric([monitor, shard, "timeout"], c.handoff_timeouts)
+        h.add_metric([monitor, shard, "superseded"], c.handoffs_superseded)
+        h.add_metric([monitor, shard, "dropped"], c.handoffs_dropped)
         yield h
         rebaselines = CounterMetricFamily(
             names.M_WORKER_REBASELINES,
@@ -295,6 +298,23 @@ class WorkerCollector(Collector):
         for (stream, detector, change), count in rebaselined:
             rebaselines.add_metric([monitor, shard, stream, detector, change], count)
         yield rebaselines
+        lost = CounterMetricFamily(
+            names.M_WORKER_LOST_VALUES,
+            "Values in stream copies dropped because the successor started the stream empty "
+            "after the handoff timeout.",
+            labels=[*base, "reason"],
+        )
+        lost.add_metric([monitor, shard, "handoff_timeout"], c.lost_values)
+        yield lost
+        if storage_errors:
+            errors = CounterMetricFamily(
+                names.M_WORKER_STORAGE_ERRORS,
+                "Failed storage operations (WAL write or fsync, snapshot write).",
+                labels=[*base, "op"],
+            )
+            for op, count in storage_errors.items():
+                errors.add_metric([monitor, shard, op], count)
+            yield errors
         p = GaugeMetricFamily(
             M_WORKER_PENDING_HANDOFFS,
             "Streams frozen here (outgoing) or awaited (incoming).",
@@ -368,6 +388,9 @@ def status_document(worker: ShardWorker, collector: WorkerCollector) -> dict[str
                 "in": c.handoffs_in,
                 "out": c.handoffs_out,
                 "timeouts": c.handoff_timeouts,
+                "superseded": c.handoffs_superseded,
+                "dropped": c.handoffs_dropped,
+                "lost_values": c.lost_values,
                 "pause_seconds": dict(w.handoff_pauses),
             },
             "rebaselines": [
@@ -387,7 +410,10 @@ def status_document(worker: ShardWorker, collector: WorkerCollector) -> dict[str
                 "durable_lsn": w.wal.durable_lsn,
                 "fsync": w.wal.fsync,
                 "bytes": w.wal.size_bytes(),
+                "failed": w.storage_failed,
+                "last_error": w.wal.last_error,
             },
+            "storage_errors": w.storage_errors(),
             "recovery": {"records": c.recovered_records, "seconds": c.recovery_seconds},
             "snapshots": c.snapshots,
         }

@@ -87,6 +87,12 @@ class WorkerOptions(BaseModel):
         ge=0,
         description="On SIGTERM, seconds to keep handing off streams this shard no longer owns.",
     )
+    storage_failure_exit_s: float = Field(
+        30.0,
+        ge=0,
+        description="After a failed fsync, seconds to answer 503 (and be scraped) before exiting "
+        "so the pod restarts and recovers from disk.",
+    )
 
 
 class Settings(BaseSettings):

@@ -27,14 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from driftwarden.common.sharding import ShardMap, owner_of
-from driftwarden.drift_worker import snapshot
+from driftwarden.drift_worker import datadir, snapshot
+from driftwarden.drift_worker.fileio import REAL, FileIO
 from driftwarden.drift_worker.plan import MonitorPlan
 from driftwarden.drift_worker.streams import (
     Rebaseline,
     SegmentError,
     StreamState,
 )
-from driftwarden.drift_worker.wal import FsyncPolicy, WriteAheadLog
+from driftwarden.drift_worker.wal import FsyncPolicy, WalError, WalFailed, WriteAheadLog
 from driftwarden.ingest import wire
 
 log = logging.getLogger("driftwarden.worker")
@@ -65,7 +66,12 @@ class Refusal(Exception):
 
 @dataclass
 class IngestResult:
-    """What an accepted batch did: the WAL record to wait for and the value counts."""
+    """What an accepted batch did: the WAL record to wait for and the value counts.
+
+    ``lsn`` is the record that must be durable before the batch is acknowledged: the
+    batch's own, or for a batch of duplicates only, everything written so far (the
+    originals may still be on their way to disk).
+    """
 
     lsn: int | None
     values: int
@@ -82,6 +88,10 @@ class Counters:
     handoffs_in: int = 0
     handoffs_out: int = 0
     handoff_timeouts: int = 0
+    handoffs_superseded: int = 0  # late copies refused here (this stream was started anew)
+    handoffs_dropped: int = 0  # copies of ours refused as superseded, dropped
+    lost_values: int = 0  # values in those dropped copies: lost to the handoff timeout
+    snapshot_errors: int = 0
     last_ingest: float = 0.0
     values_since_snapshot: int = 0
     recovered_records: int = 0
@@ -107,6 +117,7 @@ class ShardWorker:
         wal_segment_bytes: int = 64 * 1024 * 1024,
         handoff_timeout_s: float = 600.0,
         clock: Any = time.monotonic,
+        io: FileIO = REAL,
     ) -> None:
         if ordinal < 0:
             raise ValueError(f"ordinal must be >= 0, got {ordinal}")
@@ -128,23 +139,27 @@ class ShardWorker:
         self.known_streams: frozenset[str] | None = None
         # per stream: reference digest and detector identities in effect (REC_CONFIG)
         self.identities: dict[str, dict[str, Any]] | None = None
+        # stream -> newest epoch at which this shard started it empty after the handoff
+        # timeout: a copy frozen for that epoch or earlier is older than its live data
+        self.superseded: dict[str, int] = {}
+        self.io = io
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.wal: WriteAheadLog | None = None
+        self._dir_lock: datadir.DataDirLock | None = None
         if self.data_dir is not None:
-            self.wal = WriteAheadLog(
-                self.data_dir / "wal",
-                fsync=fsync,
-                fsync_interval=fsync_interval,
-                segment_bytes=wal_segment_bytes,
-            )
-        self._recover()
-        if self.map is not None and self.map.monitor != plan.monitor:
-            raise ValueError(
-                f"{self.data_dir} holds the state of monitor {self.map.monitor!r} but this worker serves "
-                f"{plan.monitor!r}; give the shard an empty volume"
-            )
+            self._dir_lock = datadir.DataDirLock(self.data_dir)
+            try:
+                self._open_data_dir(fsync, fsync_interval, wal_segment_bytes)
+            except BaseException:
+                self.close()
+                raise
+        else:
+            self._recover()
         if shard_map is not None:
-            self.adopt_map(shard_map)
+            try:
+                self.adopt_map(shard_map)
+            except Refusal as r:
+                raise OSError(r.detail) from None
         if self.map is None:
             raise ValueError("no shard map: pass shard_map or start from a data_dir that has one")
         current = sorted(self.plan.streams)
@@ -159,22 +174,65 @@ class ShardWorker:
 
     # ------------------------------------------------------------------ recovery
 
+    def _open_data_dir(self, fsync: FsyncPolicy, fsync_interval: float, segment_bytes: int) -> None:
+        assert self.data_dir is not None
+        recorded = datadir.check_identity(self.data_dir, self.plan.monitor, self.ordinal)
+        self.wal = WriteAheadLog(
+            self.data_dir / "wal",
+            fsync=fsync,
+            fsync_interval=fsync_interval,
+            segment_bytes=segment_bytes,
+            io=self.io,
+        )
+        self._recover()
+        if self.map is not None:  # a directory from before shard.json was recorded
+            datadir.check_owner(
+                self.data_dir, self.plan.monitor, self.ordinal, self.map.monitor, None
+            )
+        if not recorded:
+            datadir.record_identity(self.data_dir, self.plan.monitor, self.ordinal)
+
     def _recover(self) -> None:
         if self.data_dir is None or self.wal is None:
             return
         started = time.perf_counter()
-        after = 0
         loaded = snapshot.load_latest(self.data_dir / "snapshots")
-        if loaded is not None:
-            after, state = loaded
-            self._restore(state)
+        after = loaded.lsn
+        if loaded.state is not None:
+            datadir.check_owner(
+                self.data_dir,
+                self.plan.monitor,
+                self.ordinal,
+                (loaded.state.get("map") or {}).get("monitor"),
+                loaded.state.get("ordinal"),
+            )
+            self._restore(loaded.state)
+        if self.wal.written_lsn < after:
+            if self.wal.fsync != "never":
+                raise WalError(
+                    f"the write-ahead log in {self.wal.directory} ends at lsn {self.wal.written_lsn}, "
+                    f"behind the snapshot of lsn {after}: fsynced records are missing, so records "
+                    "acknowledged after the snapshot may be lost. Restore the volume from a backup."
+                )
+            log.warning(
+                "WAL ends at lsn %d, behind snapshot lsn %d (fsync=never and a node crash); "
+                "going on after the snapshot",
+                self.wal.written_lsn,
+                after,
+            )
+            self.wal.continue_after(after)
         count = 0
-        for _lsn, rtype, payload in self.wal.replay(after):
-            self._apply_record(rtype, payload)
-            count += 1
+        try:
+            for _lsn, rtype, payload in self.wal.replay(after):
+                self._apply_record(rtype, payload)
+                count += 1
+        except WalError as exc:
+            if loaded.damaged:
+                raise WalError(f"{exc} (damaged snapshots: {'; '.join(loaded.damaged)})") from None
+            raise
         self.counters.recovered_records = count
         self.counters.recovery_seconds = time.perf_counter() - started
-        if loaded is not None or count:
+        if loaded.state is not None or count:
             log.info(
                 "shard %d recovered %d streams from snapshot lsn %d + %d WAL records in %.2fs (epoch %s)",
                 self.ordinal,
@@ -209,6 +267,7 @@ class ShardWorker:
         known = state.get("known_streams")
         self.known_streams = None if known is None else frozenset(known)
         self.identities = state.get("detector_identities")
+        self.superseded = {k: int(v) for k, v in state.get("superseded", {}).items()}
 
     def _apply_record(self, rtype: int, payload: bytes) -> None:
         if rtype == REC_BATCH:
@@ -217,7 +276,7 @@ class ShardWorker:
             self._transition(ShardMap.model_validate_json(payload))
         elif rtype == REC_HANDOFF_IN:
             self._install(json.loads(payload))
-        elif rtype == REC_HANDOFF_DONE:
+        elif rtype == REC_HANDOFF_DONE:  # also a copy dropped as superseded
             doc = json.loads(payload)
             self._drop_frozen(doc["stream"])
         elif rtype == REC_FRESH:
@@ -299,6 +358,37 @@ class ShardWorker:
     def _log(self, rtype: int, payload: bytes) -> int | None:
         return self.wal.append(rtype, payload) if self.wal is not None else None
 
+    def storage_refusal(self, exc: OSError) -> Refusal:
+        """The answer while the WAL cannot be written: retry later, nothing was taken."""
+        if isinstance(exc, WalFailed):
+            return Refusal(
+                503,
+                "storage_failed",
+                f"shard {self.ordinal}: {exc}; retry (this shard restarts to recover)",
+            )
+        log.error("shard %d cannot append to its WAL: %s; refusing until it can", self.ordinal, exc)
+        return Refusal(
+            503,
+            "storage_error",
+            f"shard {self.ordinal} cannot write its WAL in {self.data_dir}: {exc}; "
+            "check the volume (full? read-only?)",
+        )
+
+    @property
+    def storage_failed(self) -> bool:
+        """True once an fsync failed: the process must restart to recover from disk."""
+        return self.wal is not None and self.wal.failed is not None
+
+    def storage_errors(self) -> dict[str, int]:
+        """Return failed storage operations by kind, since this process started."""
+        if self.wal is None:
+            return {}
+        return {
+            "wal_write": self.wal.write_errors,
+            "wal_fsync": self.wal.fsync_errors,
+            "snapshot": self.counters.snapshot_errors,
+        }
+
     # ------------------------------------------------------------------ shard map
 
     @property
@@ -326,7 +416,10 @@ class ShardWorker:
                 )
             # No fsync needed: every later record that matters (handoffs) is fsynced,
             # and the log is sequential, so this one is durable by then.
-            self._log(REC_MAP, shard_map.model_dump_json().encode())
+            try:
+                self._log(REC_MAP, shard_map.model_dump_json().encode())
+            except OSError as exc:
+                raise self.storage_refusal(exc) from None
             self._transition(shard_map)
             return True
 
@@ -413,23 +506,22 @@ class ShardWorker:
             duplicates = len(batch.segments) - len(fresh)
             if not fresh:
                 self.counters.batches_duplicate += 1
-                return IngestResult(lsn=None, values=0, segments=0, duplicates=duplicates)
+                if self.wal is not None and self.wal.failed is not None:
+                    raise self.storage_refusal(self.wal.failed)
+                # The originals were logged, but maybe not yet fsynced: the caller waits
+                # for everything written so far before acknowledging.
+                wait = self.wal.written_lsn if self.wal is not None else None
+                return IngestResult(lsn=wait, values=0, segments=0, duplicates=duplicates)
             if raw is None or duplicates:
                 raw = wire.encode(wire.Batch(batch.sender, batch.epoch, fresh, batch.monitor))
             try:
                 lsn = self._log(REC_BATCH, raw)
             except OSError as exc:
-                log.error(
-                    "shard %d cannot append to its WAL: %s; batches are refused until it can",
-                    self.ordinal,
-                    exc,
+                self.counters.batches_refused += 1
+                self.counters.by_reason["storage_error"] = (
+                    self.counters.by_reason.get("storage_error", 0) + 1
                 )
-                raise Refusal(
-                    503,
-                    "storage_error",
-                    f"shard {self.ordinal} cannot write its WAL in {self.data_dir}: {exc}; "
-                    "check the volume (full? read-only?)",
-                ) from None
+                raise self.storage_refusal(exc) from None
             values = self._apply_batch(wire.Batch(batch.sender, batch.epoch, fresh, batch.monitor))
             self.counters.batches_accepted += 1
             self.counters.last_ingest = time.time()
@@ -508,7 +600,9 @@ class ShardWorker:
     def outgoing(self) -> list[tuple[str, int, int]]:
         """Return ``(stream, target ordinal, generation)`` for every frozen stream to push."""
         with self.lock:
-            out = []
+            out: list[tuple[str, int, int]] = []
+            if self.storage_failed:
+                return out  # what we hold may not be durable: hand nothing on
             for name, epoch in self.frozen.items():
                 shards = self.history.get(epoch) if epoch != self.epoch else self.map.shards  # type: ignore[union-attr]
                 if shards is None:
@@ -531,6 +625,7 @@ class ShardWorker:
                 "stream": stream,
                 "generation": self.streams[stream].generation,
                 "from": self.ordinal,
+                "frozen_for": self.frozen[stream],
                 "frozen_at": self.frozen_at.get(stream),
                 "shard_map": self.map.model_dump(mode="json"),
                 "state": self.streams[stream].to_state(),
@@ -540,11 +635,20 @@ class ShardWorker:
         """Install a pushed stream state; return ``installed`` or ``duplicate``.
 
         ``raw``: the JSON ``doc`` was parsed from, logged as is (saves re-encoding).
+
+        Accepted only where the protocol sends it: a stream this shard awaits (or
+        holds as a stale frozen copy) and owned at the epoch the copy was frozen
+        for, or one it owned then and must pass on. A copy frozen for an epoch at or
+        before which this shard started the stream empty (handoff timeout), or aimed
+        at a stream live here, is older than the data here and is refused with 409
+        ``handoff_superseded``, never installed over it (docs/workers.md).
         """
         try:
             stream = doc["stream"]
             generation = int(doc["generation"])
             shard_map = ShardMap.model_validate(doc["shard_map"])
+            # absent from shards of an older version: they push to the owner at their epoch
+            frozen_for = int(doc.get("frozen_for", shard_map.epoch))
             state = doc["state"]
             if doc.get("monitor") != self.plan.monitor:
                 raise Refusal(
@@ -562,6 +666,13 @@ class ShardWorker:
                     "bad_handoff",
                     "handoff 'state' must be a stream state of the stated generation",
                 )
+            if not 1 <= frozen_for <= shard_map.epoch:
+                raise Refusal(
+                    400,
+                    "bad_handoff",
+                    f"handoff 'frozen_for' must be an epoch from 1 to the carried map's "
+                    f"{shard_map.epoch}, got {frozen_for}",
+                )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, Refusal):
                 raise
@@ -571,9 +682,45 @@ class ShardWorker:
         self.adopt_map(shard_map)
         with self.lock:
             held = self.streams.get(stream)
+            floor = self.superseded.get(stream, 0)
+            if frozen_for <= floor:
+                self._refuse_superseded(
+                    stream,
+                    doc,
+                    f"shard {self.ordinal} started {stream!r} empty at epoch {floor} after waiting "
+                    f"{self.handoff_timeout_s:.0f}s for it; this copy, frozen for epoch {frozen_for}, "
+                    "is older than the data it has taken since",
+                )
             if held is not None and held.generation > generation:
                 return (
                     "duplicate"  # we already installed this copy (its ack was lost) or a later one
+                )
+            if held is not None and stream not in self.frozen:
+                self._refuse_superseded(
+                    stream,
+                    doc,
+                    f"stream {stream!r} is live on shard {self.ordinal} (generation "
+                    f"{held.generation}); a copy of generation {generation} cannot replace it",
+                )
+            owner_then = self._owner_at(stream, frozen_for)
+            if held is None and owner_then not in (self.ordinal, None):
+                raise Refusal(
+                    409,
+                    "not_awaited",
+                    f"stream {stream!r} frozen for epoch {frozen_for} goes to shard {owner_then}, "
+                    f"not to shard {self.ordinal}",
+                )
+            if (
+                held is None
+                and stream not in self.awaiting
+                and (
+                    owner_then is None or self.map.owner(stream) == self.ordinal  # type: ignore[union-attr]
+                )
+            ):
+                raise Refusal(
+                    409,
+                    "not_awaited",
+                    f"shard {self.ordinal} does not await stream {stream!r} at epoch {self.epoch}",
                 )
             # Build it first: a state the detectors cannot restore is refused, not logged.
             try:
@@ -590,15 +737,39 @@ class ShardWorker:
                 "from": doc.get("from"),
                 "state": state,
             }
-            lsn = self._log(REC_HANDOFF_IN, raw if raw is not None else json.dumps(record).encode())
-            self._install(record, built, live=True)
-            if lsn is not None and self.wal is not None:
-                self.wal.sync(lsn)  # the sender drops its copy on our answer: make it durable first
+            try:
+                lsn = self._log(
+                    REC_HANDOFF_IN, raw if raw is not None else json.dumps(record).encode()
+                )
+                self._install(record, built, live=True)
+                if lsn is not None and self.wal is not None:
+                    self.wal.sync(lsn)  # the sender drops its copy on our answer: durable first
+            except OSError as exc:
+                raise self.storage_refusal(exc) from None
             self.counters.handoffs_in += 1
             frozen_at = doc.get("frozen_at")
             if isinstance(frozen_at, (int, float)):
                 self.handoff_pauses[stream] = max(0.0, time.time() - float(frozen_at))
             return "installed"
+
+    def _owner_at(self, stream: str, epoch: int) -> int | None:
+        assert self.map is not None
+        shards = self.map.shards if epoch == self.map.epoch else self.history.get(epoch)
+        return None if shards is None else owner_of(self.plan.monitor, stream, shards)
+
+    def _refuse_superseded(self, stream: str, doc: dict[str, Any], why: str) -> None:
+        self.counters.handoffs_superseded += 1
+        state = doc.get("state")
+        values = state.get("values_total") if isinstance(state, dict) else None
+        log.error(
+            "shard %d refuses a late handoff of %s from shard %s (%s values): %s",
+            self.ordinal,
+            stream,
+            doc.get("from"),
+            values,
+            why,
+        )
+        raise Refusal(409, "handoff_superseded", why, stream=stream)
 
     def _install(
         self, doc: dict[str, Any], built: StreamState | None = None, *, live: bool = False
@@ -641,10 +812,45 @@ class ShardWorker:
             self.counters.handoffs_out += 1
             return True
 
+    def handoff_superseded(self, stream: str, generation: int) -> int | None:
+        """Drop a frozen copy its successor refused as older than its data; return its values.
+
+        The successor started the stream empty after the handoff timeout, so this
+        copy's window can no longer be merged: its values are counted as lost.
+        """
+        with self.lock:
+            held = self.streams.get(stream)
+            if held is None or stream not in self.frozen or held.generation != generation:
+                return None
+            lost = held.values_total
+            record = {
+                "stream": stream,
+                "generation": generation,
+                "superseded": True,
+                "values": lost,
+            }
+            self._log(REC_HANDOFF_DONE, json.dumps(record).encode())
+            self._drop_frozen(stream)
+            self.counters.handoffs_dropped += 1
+            self.counters.lost_values += lost
+            log.error(
+                "shard %d: the successor of stream %s started it empty after the handoff timeout "
+                "and refused this copy; its %d values are lost (counted in %s)",
+                self.ordinal,
+                stream,
+                lost,
+                "driftwarden_worker_lost_values_total",
+            )
+            return lost
+
     def _drop_frozen(self, stream: str) -> None:
         self.streams.pop(stream, None)
         self.frozen.pop(stream, None)
         self.frozen_at.pop(stream, None)
+        came_back = self.map is not None and self.map.owner(stream) == self.ordinal
+        if came_back and stream in self.plan.streams:
+            # it moved back here while this stale copy went round: the real one is coming
+            self.awaiting.setdefault(stream, self._clock())
 
     def expire_awaiting(self, now: float | None = None) -> list[str]:
         """Start streams fresh whose handoff did not come within the timeout; return them."""
@@ -670,6 +876,8 @@ class ShardWorker:
             return late
 
     def _start_fresh(self, name: str) -> None:
+        if name in self.awaiting and self.map is not None:
+            self.superseded[name] = self.map.epoch
         self.awaiting.pop(name, None)
         if name not in self.streams and name in self.plan.streams:
             self.streams[name] = StreamState.fresh(
@@ -694,6 +902,7 @@ class ShardWorker:
                 "awaiting": sorted(self.awaiting),
                 "known_streams": None if self.known_streams is None else sorted(self.known_streams),
                 "detector_identities": self.identities,
+                "superseded": dict(self.superseded),
             }
             self.counters.values_since_snapshot = 0
             return lsn, state
@@ -710,7 +919,17 @@ class ShardWorker:
         lsn, state = self.capture()
         self.wal.sync(lsn)  # never let a snapshot get ahead of the durable log
         directory = self.data_dir / "snapshots"
-        path = snapshot.write_snapshot(directory, lsn, state)
+        try:
+            path = snapshot.write_snapshot(directory, lsn, state, io=self.io)
+        except OSError as exc:
+            self.counters.snapshot_errors += 1
+            log.error(
+                "shard %d cannot write a snapshot in %s: %s; the WAL keeps growing until it can",
+                self.ordinal,
+                directory,
+                exc,
+            )
+            raise
         oldest = snapshot.oldest_kept_lsn(directory)
         if oldest is not None:
             self.wal.truncate_before(oldest + 1)
@@ -718,8 +937,12 @@ class ShardWorker:
         return path
 
     def close(self) -> None:
-        if self.wal is not None:
-            self.wal.close()
+        try:
+            if self.wal is not None:
+                self.wal.close()
+        finally:
+            if self._dir_lock is not None:
+                self._dir_lock.release()
 
     # ------------------------------------------------------------------ read side
 
