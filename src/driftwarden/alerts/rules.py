@@ -61,6 +61,7 @@ A_SHARD_DOWN = "DriftwardenWorkerShardDown"
 A_SHARDS_MISSING = "DriftwardenWorkerShardsMissing"
 A_SHARD_LAGGING = "DriftwardenWorkerShardLagging"
 A_SHARD_EPOCH_STALE = "DriftwardenWorkerShardEpochStale"
+A_STORAGE_ERRORS = "DriftwardenWorkerStorageErrors"
 A_SENDER_SHEDDING = "DriftwardenSenderSheddingLoad"
 A_MODEL_ERRORS = "DriftwardenModelServerErrors"
 ALERT_NAMES = (
@@ -72,6 +73,7 @@ ALERT_NAMES = (
     A_SHARDS_MISSING,
     A_SHARD_LAGGING,
     A_SHARD_EPOCH_STALE,
+    A_STORAGE_ERRORS,
     A_SENDER_SHEDDING,
     A_MODEL_ERRORS,
 )
@@ -361,6 +363,24 @@ def _alert_rules(
             f"Shard {{{{ $labels.{names.LABEL_SHARD} }}}} of {who} is at shard-map epoch "
             f"{{{{ $value }}}} while other shards are newer; a reshard has not completed.",
             "warning",
+        ),
+        # No hold: one failed write or fsync means acknowledgements stopped (503) or the
+        # shard is about to restart; waiting `for` would only hide a short outage.
+        alert(
+            A_STORAGE_ERRORS,
+            normalise_monitor(
+                f"sum by (namespace, {names.LABEL_MONITOR}, {names.LABEL_SHARD}) "
+                f"(increase({worker(names.M_WORKER_STORAGE_ERRORS)}[{window}])) > 0",
+                name,
+            ),
+            f"Drift-worker shard {{{{ $labels.{names.LABEL_SHARD} }}}} of {namespace}/{name} "
+            "cannot write its volume.",
+            f"Shard {{{{ $labels.{names.LABEL_SHARD} }}}} of {who} failed {{{{ $value | humanize }}}} "
+            f"write-ahead-log or snapshot writes in the last {window}. It answers 503 to every "
+            "batch it cannot make durable (senders buffer and retry); after a failed fsync it "
+            "restarts to recover from disk. Check the volume: full, read-only or I/O errors.",
+            "critical",
+            for_=None,
         ),
         alert(
             A_SENDER_SHEDDING,
