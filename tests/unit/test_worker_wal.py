@@ -58,7 +58,9 @@ def test_flipped_byte_in_the_last_complete_record_refuses_to_start(tmp_path: Pat
     last_record_at = 2 * (len(data) // 3)
     data[-5] ^= 0xFF
     seg.write_bytes(bytes(data))
-    with pytest.raises(WalError, match=f"{seg.name} is damaged at offset {last_record_at} .*truncate -s"):
+    with pytest.raises(
+        WalError, match=f"{seg.name} is damaged at offset {last_record_at} .*truncate -s"
+    ):
         WriteAheadLog(tmp_path, fsync="never")
     assert seg.read_bytes() == bytes(data)  # nothing was cut
 
