@@ -48,6 +48,9 @@ REC_FRESH = 5
 REC_PLAN = 6
 REC_CONFIG = 7
 
+# A storage error is logged at most this often (each refused batch is counted).
+STORAGE_LOG_INTERVAL_S = 10.0
+
 LIVE = "live"
 FROZEN = "frozen"
 AWAITING = "awaiting"
@@ -142,6 +145,8 @@ class ShardWorker:
         # stream -> newest epoch at which this shard started it empty after the handoff
         # timeout: a copy frozen for that epoch or earlier is older than its live data
         self.superseded: dict[str, int] = {}
+        self._storage_logged_at = float("-inf")
+        self._refused_since_log = 0
         self.io = io
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.wal: WriteAheadLog | None = None
@@ -366,7 +371,18 @@ class ShardWorker:
                 "storage_failed",
                 f"shard {self.ordinal}: {exc}; retry (this shard restarts to recover)",
             )
-        log.error("shard %d cannot append to its WAL: %s; refusing until it can", self.ordinal, exc)
+        now = time.monotonic()
+        self._refused_since_log += 1
+        if now - self._storage_logged_at >= STORAGE_LOG_INTERVAL_S:
+            # once per interval: a full volume refuses every batch, and the log may be on it
+            log.error(
+                "shard %d cannot append to its WAL: %s; refusing batches until it can "
+                "(%d refused since the last such line)",
+                self.ordinal,
+                exc,
+                self._refused_since_log,
+            )
+            self._storage_logged_at, self._refused_since_log = now, 0
         return Refusal(
             503,
             "storage_error",

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,9 @@ class LocalShards:
         extra_env: dict[str, str] | None = None,
         snapshot_every_values: int = 5_000_000,
         wal: bool = True,
+        handoff_timeout_s: float | None = None,
+        storage_failure_exit_s: float | None = None,
+        peer_base_port: int | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -77,13 +81,18 @@ class LocalShards:
         self.extra_env = extra_env or {}
         self.snapshot_every_values = snapshot_every_values
         self.wal = wal
+        self.handoff_timeout_s = handoff_timeout_s
+        self.storage_failure_exit_s = storage_failure_exit_s
+        # where shards reach each other (handoffs): shard k at peer_base_port + k;
+        # default: directly, like senders (a test may put a proxy in between)
+        self.peer_base_port = peer_base_port
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         (self.root / "monitor.json").write_text(
             json.dumps({"name": name, "namespace": namespace, "spec": monitor_spec})
         )
         write_streams_file(self.root / "streams.json", streams)
         self.map = ShardMap(monitor=self.monitor, epoch=1, shards=shards)
-        self._write_map()
+        self.write_map()
 
     @property
     def url_template(self) -> str:
@@ -92,13 +101,30 @@ class LocalShards:
     def url(self, ordinal: int) -> str:
         return f"http://127.0.0.1:{self.base_port + ordinal}"
 
-    def _write_map(self) -> None:
+    def write_map(self) -> None:
+        """Write ``self.map`` to the mounted-map file the shards poll (atomically)."""
         tmp = self.root / "shardmap.json.tmp"
         tmp.write_text(self.map.model_dump_json())
         os.replace(tmp, self.root / "shardmap.json")
 
-    def start(self, ordinal: int, *, wait: bool = True) -> None:
-        """Start (or restart) shard ``ordinal``."""
+    def data_dir(self, ordinal: int) -> Path:
+        return self.root / f"data-{ordinal}"
+
+    def start(
+        self,
+        ordinal: int,
+        *,
+        wait: bool = True,
+        env: dict[str, str] | None = None,
+        wrap: list[str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
+        """Start (or restart) shard ``ordinal``.
+
+        ``env`` adds environment variables; ``wrap`` is a command prefix the worker
+        command is appended to (e.g. ``unshare`` for a private mount); ``preexec_fn``
+        runs in the child before exec (e.g. resource limits).
+        """
         log = open(self.root / f"shard-{ordinal}.log", "ab")  # noqa: SIM115 - owned by the process
         cmd = [
             sys.executable,
@@ -111,7 +137,7 @@ class LocalShards:
             "--port",
             str(self.base_port + ordinal),
             "--data-dir",
-            str(self.root / f"data-{ordinal}"),
+            str(self.data_dir(ordinal)),
             "--monitor-config",
             str(self.root / "monitor.json"),
             "--shard-map",
@@ -123,7 +149,7 @@ class LocalShards:
             "--peer-url-template",
             self.url_template,
             "--base-port",
-            str(self.base_port),
+            str(self.peer_base_port or self.base_port),
             "--snapshot-every-values",
             str(self.snapshot_every_values),
             "--log-level",
@@ -131,8 +157,18 @@ class LocalShards:
         ]
         if not self.wal:
             cmd.append("--no-wal")
-        env = {**os.environ, **self.extra_env}
-        self.procs[ordinal] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        if self.handoff_timeout_s is not None:
+            cmd += ["--handoff-timeout", str(self.handoff_timeout_s)]
+        if self.storage_failure_exit_s is not None:
+            cmd += ["--storage-failure-exit", str(self.storage_failure_exit_s)]
+        full_env = {**os.environ, **self.extra_env, **(env or {})}
+        self.procs[ordinal] = subprocess.Popen(
+            [*(wrap or []), *cmd],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            preexec_fn=preexec_fn,
+        )
         log.close()
         if wait:
             self.wait_healthy(ordinal)
@@ -176,6 +212,18 @@ class LocalShards:
         path = self.root / f"shard-{ordinal}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def wait_exit(self, ordinal: int, timeout: float = 240.0) -> int:
+        """Wait for shard ``ordinal`` to exit by itself; return its exit status."""
+        proc = self.procs.pop(ordinal)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+            raise TimeoutError(
+                f"shard {ordinal} still running after {timeout}s; log:\n{self.log(ordinal)[-3000:]}"
+            ) from None
+
     def kill(self, ordinal: int) -> None:
         """SIGKILL shard ``ordinal`` (no shutdown, no final snapshot)."""
         proc = self.procs.pop(ordinal)
@@ -184,6 +232,7 @@ class LocalShards:
 
     def terminate(self, ordinal: int) -> None:
         proc = self.procs.pop(ordinal)
+        proc.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
         proc.terminate()
         try:
             proc.wait(timeout=20)
@@ -199,7 +248,7 @@ class LocalShards:
                 self.start(k, wait=False)
         for k in range(shards):
             self.wait_healthy(k)
-        self._write_map()
+        self.write_map()
         if push:
             self.push_map()
         return self.map
