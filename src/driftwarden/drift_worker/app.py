@@ -5,7 +5,9 @@ Endpoints:
 - ``POST /v1/ingest``: a batch (binary ``application/x-driftwarden-batch`` or JSON).
   200 after the WAL append (and fsync, by policy); 400 names what is malformed and
   changes nothing; 409 ``not_owner`` with the current shard map (retry elsewhere);
-  503 ``handoff_pending`` (retry here, shortly).
+  503 ``handoff_pending`` (retry here, shortly); 503 ``storage_error`` /
+  ``storage_failed`` while the WAL cannot be made durable (never 200 for a record
+  that is not on disk, duplicates included).
 - ``POST /v1/handoff``: a peer pushes a stream's state (docs/workers.md);
   ``GET /v1/handoff``: what is still to move (outgoing, awaiting).
 - ``GET|PUT /v1/shardmap``: read, or push a newer map (the operator may do this so
