@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Pki", "make_pki"]
+__all__ = ["Pki", "issue_client_cert", "make_pki"]
 
 # ECDSA P-256 keys take milliseconds to generate; Go, OpenSSL and urllib3 accept them.
 _EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
@@ -163,3 +163,32 @@ def make_pki(
         service_account_key=folder / "sa.key",
         service_account_pub=folder / "sa.pub",
     )
+
+
+def issue_client_cert(pki: Pki, folder: Path, name: str, subject: str) -> tuple[Path, Path]:
+    """Return (cert, key) of a new client certificate for subject (e.g. "/O=system:nodes/CN=..."), signed by pki's CA."""
+    folder.mkdir(parents=True, exist_ok=True)
+    # _sign expects the CA beside the new files; link it in for the signature only.
+    links = []
+    for source, link_name in ((pki.ca_cert, "ca.crt"), (pki.ca_key, "ca.key")):
+        link = folder / link_name
+        if not link.exists():
+            link.symlink_to(source)
+            links.append(link)
+    try:
+        _sign(
+            folder,
+            name,
+            subject,
+            [
+                "basicConstraints=critical,CA:FALSE",
+                "keyUsage=critical,digitalSignature,keyEncipherment",
+                "extendedKeyUsage=clientAuth",
+            ],
+        )
+    finally:
+        for link in links:
+            link.unlink()
+    key = folder / f"{name}.key"
+    key.chmod(0o600)
+    return folder / f"{name}.crt", key

@@ -55,6 +55,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
+# The first address of that range, which the API server gives the `kubernetes` Service.
+KUBERNETES_SERVICE_IP = "10.96.0.1"
 # kwok hands out pod IPs from this pool; a /16 leaves room for thousands of pods.
 POD_CIDR = "10.244.0.1/16"
 STORAGE_CLASS = "standard"  # kind's default class name, so manifests written for kind apply
@@ -333,6 +335,9 @@ class ControlPlane:
         with self._phase("certificates"):
             self.pki = make_pki(
                 self.workdir / "pki",
+                # The `kubernetes` Service's ClusterIP too: pods on real nodes (the
+                # pods tier) reach the API server through it.
+                ip_addresses=("127.0.0.1", KUBERNETES_SERVICE_IP),
                 dns_names=(
                     "localhost",
                     "kubernetes",

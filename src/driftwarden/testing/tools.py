@@ -48,6 +48,7 @@ class Tool:
 
 _CONTROLPLANE = "hack/install-controlplane.sh"
 _PROMETHEUS = "hack/install-prometheus.sh"
+_NODE = "hack/install-node.sh"
 
 #: Executable name -> where it is installed. One line per tool.
 TOOLS: dict[str, Tool] = {
@@ -62,6 +63,20 @@ TOOLS: dict[str, Tool] = {
     "promtool": Tool("prometheus", "PROMETHEUS_VERSION", _PROMETHEUS),
     "alertmanager": Tool("alertmanager", "ALERTMANAGER_VERSION", _PROMETHEUS),
     "amtool": Tool("alertmanager", "ALERTMANAGER_VERSION", _PROMETHEUS),
+    # Real nodes of the pods tier; kubelet and kube-proxy have their own cache folder so
+    # the control plane's is never rebuilt for them.
+    "kubelet": Tool("kubernetes-node", "KUBERNETES_VERSION", _NODE),
+    "kube-proxy": Tool("kubernetes-node", "KUBERNETES_VERSION", _NODE),
+    "pause": Tool("kubernetes-node", "KUBERNETES_VERSION", _NODE),
+    "containerd": Tool("containerd", "CONTAINERD_VERSION", _NODE),
+    "containerd-shim-runc-v2": Tool("containerd", "CONTAINERD_VERSION", _NODE),
+    "ctr": Tool("containerd", "CONTAINERD_VERSION", _NODE),
+    "runc": Tool("runc", "RUNC_VERSION", _NODE),
+    "bridge": Tool("cni-plugins", "CNI_PLUGINS_VERSION", _NODE),
+    "host-local": Tool("cni-plugins", "CNI_PLUGINS_VERSION", _NODE),
+    "loopback": Tool("cni-plugins", "CNI_PLUGINS_VERSION", _NODE),
+    "coredns": Tool("coredns", "COREDNS_VERSION", _NODE),
+    "busybox": Tool("busybox", "BUSYBOX_VERSION", _NODE),
 }
 
 
