@@ -227,11 +227,34 @@ MOD
     dw_die "go mod tidy failed for github.com/coredns/coredns $v; check COREDNS_VERSION against 'go list -m -versions github.com/coredns/coredns'"
   (cd "$work" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$v" \
     -o "$dir/bin/coredns" .) || dw_die "go build of coredns $v failed (see above)"
-  [[ "$("$dir/bin/coredns" -plugins 2>&1)" == *"dns.kubernetes"* ]] ||
+  [[ "$("$dir/bin/coredns" -plugins 2>&1)" == *kubernetes* ]] ||
     dw_die "built coredns lacks the kubernetes plugin"
   [[ "$("$dir/bin/coredns" -version 2>&1)" == *"${v#v}"* ]] || dw_die "built coredns does not report ${v#v}"
   dw_mark_complete "$dir"
   dw_log "built coredns $v -> $dir/bin"
+}
+
+# A static busybox: the pods tier's probe image (sh, httpd, wget, nslookup in ~2 MB),
+# so proving the node needs neither a registry nor a Python base image.
+install_busybox() {
+  export DW_TOOL=busybox
+  local dir unpacked
+  dir="$(dw_tool_dir busybox "$BUSYBOX_VERSION")"
+  if dw_is_complete "$dir" busybox; then
+    dw_log "$BUSYBOX_VERSION already installed in $dir/bin"
+    return 0
+  fi
+  rm -rf "$dir"
+  unpacked="$(mktemp -d)"
+  dw_log "fetching Debian busybox-static=$BUSYBOX_DEB_VERSION"
+  dw_apt_unpack busybox-static "$BUSYBOX_DEB_VERSION" "$unpacked"
+  mkdir -p "$dir/bin"
+  install -m 0755 "$unpacked/bin/busybox" "$dir/bin/busybox"
+  rm -rf "$unpacked"
+  [[ "$("$dir/bin/busybox" 2>&1)" == *"v${BUSYBOX_VERSION#v}"* ]] ||
+    dw_die "$dir/bin/busybox does not report ${BUSYBOX_VERSION#v}"
+  dw_mark_complete "$dir"
+  dw_log "installed busybox $BUSYBOX_VERSION into $dir/bin"
 }
 
 install_containerd

@@ -71,11 +71,13 @@ def real_node(
     with node:
         node.install_cluster_dns()
         yield node
+    after = host_state()
     leftovers = {
-        key: (host_before[key], value)
-        for key, value in host_state().items()
-        if key in ("sysctls", "netns", "cgroups") and value != host_before[key]
+        "sysctls": {k: v for k, v in after["sysctls"].items() if host_before["sysctls"][k] != v},
+        "netns": [n for n in after["netns"] if node.id in n and n not in host_before["netns"]],
+        "cgroups": [c for c in after["cgroups"] if node.id in c],
     }
+    leftovers = {key: value for key, value in leftovers.items() if value}
     assert not leftovers, f"the node left the host changed (before, after): {leftovers}"
 
 

@@ -234,6 +234,13 @@ def test_statefulset_claims_get_real_volumes_that_survive_a_pod(
     assert owners("store-0") == ["store-0", "store-0"]
 
 
+def _cgroups_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return ""
+
+
 def _node_leftovers(
     before: dict[str, Any], after: dict[str, Any], node_id: str, workdir: Path
 ) -> dict[str, Any]:
@@ -299,7 +306,8 @@ def test_a_stopped_node_leaves_nothing_behind(
         pids = node.pids()
         assert pids, "the node reported no processes"
     # Every process of the node (kubelet, containerd, shims, containers) is gone.
-    alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    assert not node.pids()
+    alive = [pid for pid in pids if node.id in _cgroups_of(pid)]
     assert not alive, alive
     leftovers = _node_leftovers(before, host_state(), node.id, tmp_path / "node-1")
     assert not leftovers, leftovers
