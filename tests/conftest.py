@@ -1,4 +1,4 @@
-"""Test tiers follow the folder: tests/unit, tests/cluster, tests/e2e."""
+"""Test tiers follow the folder: tests/unit, tests/cluster, tests/e2e, tests/pods."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-_TIERS = ("unit", "cluster", "e2e")
+_TIERS = ("unit", "cluster", "e2e", "pods")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

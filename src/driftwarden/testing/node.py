@@ -4,7 +4,7 @@
 node whose pods are real containers. Everything it runs stays inside namespaces and
 folders it creates itself, and :meth:`RealNode.stop` removes them again:
 
-* **network**: a network namespace of its own (``dwpods-<pid>-<n>``) holding a dummy
+* **network**: a network namespace of its own (``dwpods-<pid>-<n>``) holding a veth
   interface with the node IP, the CNI bridge of its pods, and kube-proxy's iptables
   rules. It has no link to the host's network at all. The kubelet, kube-proxy and pods
   reach the API server on the host's 127.0.0.1 through a forwarder whose listening
@@ -467,11 +467,15 @@ class RealNode:
         with self._phase("network"):
             add_netns(self.id)
             self._netns_created = True
-            ip("link", "add", "dw0", "type", "dummy", netns=self.id)
+            # The node's "uplink": a veth pair whose both ends stay in the node's
+            # namespace (this kernel has no dummy devices). It holds the node IP, and
+            # locally sent packets need a route before kube-proxy's DNAT rewrites a
+            # ClusterIP: the default route through it is that route. Nothing sent
+            # through it goes anywhere but its own peer.
+            ip("link", "add", "dw0", "type", "veth", "peer", "name", "dw0-end", netns=self.id)
             ip("addr", "add", f"{self.node_ip}/32", "dev", "dw0", netns=self.id)
-            ip("link", "set", "dw0", "up", netns=self.id)
-            # Locally sent packets need a route before kube-proxy's DNAT rewrites a
-            # ClusterIP; the dummy device is that route (nothing ever leaves through it).
+            for link in ("dw0", "dw0-end"):
+                ip("link", "set", link, "up", netns=self.id)
             ip("route", "add", "default", "dev", "dw0", netns=self.id)
             api_port = int(cp.server.rsplit(":", 1)[1])
             # One listener on every address of the node's network: the kubelet and
@@ -966,7 +970,7 @@ disabled_plugins = [
                     "name": "kubernetes",
                     "labels": {
                         "kubernetes.io/service-name": "kubernetes",
-                        "endpointslice.kubernetes.io/managed-by": "driftwarden.io/pods-tier",
+                        "endpointslice.kubernetes.io/managed-by": "driftwarden-pods-tier",
                     },
                 },
                 "addressType": "IPv4",
