@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from threadpoolctl import threadpool_limits
 
 from driftwarden.bundles import Bundle, load_bundle
+from driftwarden.bundles.limits import input_limits
 from driftwarden.bundles.train import BUILTIN
 from driftwarden.common import names
 from driftwarden.common.sharding import ShardMap
@@ -235,6 +236,7 @@ def _bad_cases(bundle: Bundle) -> list[tuple[str, Any, int, str, str | None]]:
             "not_finite",
             numeric,
         ),
+        ("beyond the model's limit", {**good, numeric: 1e308}, 422, "outside_limits", numeric),
         ("empty batch", [], 422, "empty_batch", None),
         ("too many records", [good] * 11, 413, "too_many_records", None),
         ("not JSON", b'{"carat": 1,', 400, "malformed_json", None),
@@ -414,6 +416,23 @@ async def test_metrics_describe_the_traffic(bundle):
         assert float(median_le[0]) >= reference.min()
 
 
+async def test_values_outside_the_training_range_are_served_and_counted(bundle):
+    spec = next(f for f in bundle.manifest.features if f.type == "numeric")
+    low, high = input_limits(spec)
+    rec = records(bundle.reference.head(1), bundle)[0]
+    beyond = [{**rec, spec.name: value} for value in (spec.max + 1.0, high, low)]
+    async with serve(bundle) as (client, _):
+        resp = await client.post("/predict", json=beyond)
+        assert resp.status_code == 200, resp.text
+        assert len(resp.json()["predictions"]) == 3
+        text = (await client.get("/metrics")).text
+    assert sample_value(text, names.M_OUT_OF_RANGE, feature=spec.name) == 3
+    others = [f.name for f in bundle.manifest.features if f.type == "numeric" and f is not spec]
+    for name in others:  # exported from 0, and the reference row is inside its range
+        assert (names.M_OUT_OF_RANGE, (("feature", name),)) in metric_samples(text)
+        assert sample_value(text, names.M_OUT_OF_RANGE, feature=name) == 0
+
+
 async def test_probes_follow_the_lifespan(bundle):
     app = create_app(settings(), bundle=bundle)
     transport = httpx.ASGITransport(app=app)
@@ -441,8 +460,19 @@ async def test_openapi_is_generated_from_the_bundle_schema(bundle):
             assert prop["enum"] == spec.categories
         else:
             assert prop["type"] == "number"
-    body = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert len(body["anyOf"]) == 2  # one record or an array of records
+            # The limits the parser enforces are the ones published.
+            assert (prop["minimum"], prop["maximum"]) == input_limits(spec)
+    for path in ("/predict", "/feedback"):
+        post = doc["paths"][path]["post"]
+        body = post["requestBody"]["content"]["application/json"]["schema"]
+        _one, many = body["anyOf"]  # one record or an array of records
+        assert many["type"] == "array" and (many["minItems"], many["maxItems"]) == (1, 1000)
+        for code, response in post["responses"].items():
+            if code[0] in "45":  # every error answer is documented with its body
+                error = response["content"]["application/json"]["schema"]
+                assert error == {"$ref": "#/components/schemas/Error"}, (path, code)
+    metrics = doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == ["text/plain"]
     prediction = schemas["Prediction"]["properties"]["prediction"]
     if bundle.task == "classification":
         assert prediction["enum"] == bundle.classes

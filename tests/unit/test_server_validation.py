@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftwarden.bundles.manifest import BundleManifest
+from driftwarden.bundles.limits import FLOAT32_MAX, LIMIT_SPANS, input_limits
+from driftwarden.bundles.manifest import BundleManifest, FeatureSpec
 from driftwarden.model_server.validation import REASONS, Rejection, RequestParser
 
 MANIFEST = BundleManifest.model_validate(
@@ -88,7 +89,10 @@ def test_feedback_labels_are_the_model_classes(parser):
     assert caught.value.reason == "invalid_label"
 
 
-numbers = st.floats(allow_nan=False, allow_infinity=False, width=64)
+def accepted(name: str) -> st.SearchStrategy[float]:
+    """Return every float the model accepts for feature ``name`` (its input limits)."""
+    low, high = input_limits(MANIFEST.feature(name))
+    return st.floats(min_value=low, max_value=high, allow_nan=False, width=64)
 
 
 @settings(max_examples=60, deadline=None)
@@ -96,9 +100,9 @@ numbers = st.floats(allow_nan=False, allow_infinity=False, width=64)
     rows=st.lists(
         st.fixed_dictionaries(
             {
-                "json": numbers,
-                "model_config": numbers | st.integers(-(2**53), 2**53),
-                "size (cm)": numbers,
+                "json": accepted("json"),
+                "model_config": accepted("model_config") | st.integers(-(2**53), 2**53),
+                "size (cm)": accepted("size (cm)"),
                 "class": st.sampled_from(["a", "b c", "1"]),
             }
         ),
@@ -132,3 +136,37 @@ def test_every_invalid_number_is_refused_with_a_bounded_reason(value, field):
     assert caught.value.reason in REASONS
     assert caught.value.reason in ("wrong_type", "not_finite")
     assert caught.value.problems[0].field == field
+
+
+def test_values_beyond_the_input_limits_are_refused_naming_field_and_limit(parser):
+    # "json" was trained on [0, 1]: it accepts 100 spans either side, -100 to 101.
+    assert input_limits(MANIFEST.feature("json")) == (-100.0, 101.0)
+    for value, bound in ((101.5, "at most 101"), (-1e308, "at least -100")):
+        with pytest.raises(Rejection) as caught:
+            parser.parse_records(json.dumps({**GOOD, "json": value}).encode())
+        assert (caught.value.status, caught.value.reason) == (422, "outside_limits")
+        assert caught.value.problems[0].field == "json"
+        assert bound in str(caught.value) and "'json'" in str(caught.value)
+    # A feature without a training range takes what float32 models can: up to 3.4e38.
+    with pytest.raises(Rejection) as caught:
+        parser.parse_records(json.dumps({**GOOD, "size (cm)": 1e39}).encode())
+    assert caught.value.reason == "outside_limits"
+    columns, _, _ = parser.parse_records(json.dumps({**GOOD, "json": 101.0}).encode())
+    assert columns["json"] == [101.0]  # the limit itself is accepted, as the schema says
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    low=st.floats(-1e12, 1e12),
+    span=st.floats(0, 1e12),
+)
+def test_limits_contain_the_training_range_widened_by_the_documented_spans(low, span):
+    high = low + span
+    spec = FeatureSpec(name="f", type="numeric", min=low, max=high)
+    lo, hi = input_limits(spec)
+    width = (spec.max - spec.min) or max(abs(low), 1.0)  # a constant feature: its magnitude
+    assert lo <= low - LIMIT_SPANS * width and hi >= high + LIMIT_SPANS * width
+    # Rounding outward to 3 significant digits widens by at most 1% of the limit.
+    assert lo >= (low - LIMIT_SPANS * width) - 0.01 * abs(lo)
+    assert hi <= (high + LIMIT_SPANS * width) + 0.01 * abs(hi)
+    assert -FLOAT32_MAX < lo < hi < FLOAT32_MAX

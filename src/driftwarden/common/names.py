@@ -76,6 +76,8 @@ M_BATCH_REQUESTS = "driftwarden_model_batch_requests"  # requests sharing one mo
 M_INFLIGHT = "driftwarden_model_inflight_requests"
 M_FEEDBACK_LABELS = "driftwarden_model_feedback_labels_total"
 M_EMISSION_ENABLED = "driftwarden_model_emission_enabled"  # 1 when a sender is configured
+# values served although outside the training range (label "feature")
+M_OUT_OF_RANGE = "driftwarden_model_out_of_range_values_total"
 # sender (inside the model server)
 M_SENDER_QUEUE = "driftwarden_sender_queue_values"
 M_SENDER_SHED = "driftwarden_sender_shed_values_total"

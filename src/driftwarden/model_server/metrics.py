@@ -9,6 +9,8 @@ the bundle's classes.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from prometheus_client import (
     CollectorRegistry,
@@ -19,6 +21,8 @@ from prometheus_client import (
 )
 
 from driftwarden.bundles import Bundle
+from driftwarden.bundles.limits import in_training_range
+from driftwarden.bundles.manifest import FeatureSpec
 from driftwarden.common import names
 from driftwarden.model_server.validation import REASONS
 
@@ -94,8 +98,16 @@ class ServerMetrics:
             "1 if features and predictions are sent to drift workers, else 0.",
             registry=r,
         )
+        self.out_of_range = Counter(
+            _base(names.M_OUT_OF_RANGE, "_total"),
+            "Values served although outside the training range seen by the bundle, by "
+            "feature (inside the model's input limits: beyond them requests are refused).",
+            ["feature"],
+            registry=r,
+        )
         self.predictions: Histogram | None = None
         self.classes: Counter | None = None
+        self._ranged: list[FeatureSpec] = []  # numeric features with a training range
         self._classes: dict[str, int] = {}
         for handler in ("/predict", "/feedback"):
             for reason in REASONS:
@@ -103,6 +115,13 @@ class ServerMetrics:
 
     def bind_bundle(self, bundle: Bundle) -> None:
         """Create the prediction-distribution metrics for ``bundle``."""
+        self._ranged = [
+            spec
+            for spec in bundle.manifest.features
+            if spec.type == "numeric" and (spec.min is not None or spec.max is not None)
+        ]
+        for spec in self._ranged:
+            self.out_of_range.labels(spec.name)  # export zeros: rates need a start
         self.predictions = Histogram(
             names.M_PREDICTIONS,
             "Served predictions: values over reference-decile buckets (regression) or "
@@ -120,6 +139,14 @@ class ServerMetrics:
             )
             for c in bundle.classes:
                 self.classes.labels(c)
+
+    def observe_inputs(self, columns: dict[str, list[Any]]) -> None:
+        """Count the served values that lie outside their feature's training range."""
+        for spec in self._ranged:
+            values = np.asarray(columns[spec.name], dtype=np.float64)
+            outside = int(values.size - np.count_nonzero(in_training_range(spec, values)))
+            if outside:
+                self.out_of_range.labels(spec.name).inc(outside)
 
     def observe_predictions(self, predictions: np.ndarray) -> None:
         if self.predictions is None:

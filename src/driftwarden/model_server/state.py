@@ -90,6 +90,7 @@ class ServerState:
         self.metrics.batch_rows.observe(len(out.ids))
         self.metrics.batch_requests.observe(requests)
         self.metrics.observe_predictions(out.predictions)
+        self.metrics.observe_inputs(columns)
         if not self.emitting:
             return
         self.emitter.emit_features(columns)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
+from driftwarden.bundles.limits import input_limits
 from driftwarden.bundles.manifest import BundleManifest
 
 # Rejection reasons: the complete, bounded set of metric label values.
@@ -26,6 +27,7 @@ UNKNOWN_FEATURE = "unknown_feature"
 WRONG_TYPE = "wrong_type"
 UNKNOWN_CATEGORY = "unknown_category"
 NOT_FINITE = "not_finite"
+OUTSIDE_LIMITS = "outside_limits"
 INVALID_LABEL = "invalid_label"
 INVALID_ID = "invalid_id"
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
@@ -40,6 +42,7 @@ REASONS = (
     WRONG_TYPE,
     UNKNOWN_CATEGORY,
     NOT_FINITE,
+    OUTSIDE_LIMITS,
     INVALID_LABEL,
     INVALID_ID,
     UNSUPPORTED_MEDIA_TYPE,
@@ -106,15 +109,19 @@ def record_model(manifest: BundleManifest) -> type[BaseModel]:
     for attr, spec in zip(_alias_names(manifest), manifest.features, strict=False):
         description = spec.description or spec.name
         if spec.type == "numeric":
+            low, high = input_limits(spec)
             extra = {}
             if spec.min is not None and spec.max is not None:
                 extra = {"x-training-range": [spec.min, spec.max]}
                 description += f" (training range {spec.min:g} to {spec.max:g})"
+            description += f"; the model accepts {low:g} to {high:g}"
             annotation = Annotated[
                 float,
                 Field(
                     strict=True,
                     allow_inf_nan=False,
+                    ge=low,
+                    le=high,
                     alias=spec.name,
                     description=description,
                     json_schema_extra=extra or None,
@@ -163,6 +170,8 @@ _TYPE_REASONS = {
     "extra_forbidden": UNKNOWN_FEATURE,
     "literal_error": UNKNOWN_CATEGORY,
     "finite_number": NOT_FINITE,
+    "greater_than_equal": OUTSIDE_LIMITS,
+    "less_than_equal": OUTSIDE_LIMITS,
     "too_long": TOO_MANY_RECORDS,
     "too_short": EMPTY_BATCH,
     "json_invalid": MALFORMED_JSON,
@@ -188,6 +197,13 @@ def _problem(error: dict[str, Any], feedback: bool) -> Problem:
         rule = INVALID_LABEL
     if rule == NOT_FINITE:
         message = "must be a finite number (NaN and infinities are refused)"
+    elif rule == OUTSIDE_LIMITS:
+        ctx = error.get("ctx", {})
+        bound = f"at least {ctx['ge']:g}" if "ge" in ctx else f"at most {ctx.get('le', 0):g}"
+        message = (
+            f"must be {bound}, the model's input limit (got {error.get('input', '?')!r}); values "
+            "outside the training range but inside the limits are served"
+        )
     elif rule == UNKNOWN_FEATURE:
         message = "is not a feature of this model"
     elif rule == MISSING_FEATURE:
@@ -214,12 +230,14 @@ class RequestParser:
         self.feedback = feedback_model(manifest)
         self._attrs = list(_alias_names(manifest))
         self._names = manifest.feature_names
-        many = Annotated[list[self.record], Field(min_length=1, max_length=max_records)]
+        # The published schema (minItems, maxItems) and the parser are built from the
+        # same types, so the documented and enforced batch bounds cannot disagree.
+        self.record_batch = _batch(self.record, max_records)
+        self.feedback_batch = _batch(self.feedback, max_records)
         self._one = TypeAdapter(self.record)
-        self._many = TypeAdapter(many)
-        fb_many = Annotated[list[self.feedback], Field(min_length=1, max_length=max_records)]
+        self._many = TypeAdapter(self.record_batch)
         self._fb_one = TypeAdapter(self.feedback)
-        self._fb_many = TypeAdapter(fb_many)
+        self._fb_many = TypeAdapter(self.feedback_batch)
 
     @staticmethod
     def _is_batch(body: bytes) -> bool:
@@ -252,10 +270,7 @@ class RequestParser:
         items, batch = self._validate(body, self._fb_one, self._fb_many, feedback=True)
         return [i.prediction_id for i in items], [i.label for i in items], batch
 
-    def predict_request_schema(self) -> dict[str, Any]:
-        """Return the JSON schema of a /predict body: one record or an array of records."""
-        return TypeAdapter(self.record | list[self.record]).json_schema(by_alias=True)
 
-    def feedback_request_schema(self) -> dict[str, Any]:
-        """Return the JSON schema of a /feedback body: one item or an array of items."""
-        return TypeAdapter(self.feedback | list[self.feedback]).json_schema(by_alias=True)
+def _batch(item: type[BaseModel], max_records: int) -> Any:
+    """Return the type of a batch body: 1 to ``max_records`` items."""
+    return Annotated[list[item], Field(min_length=1, max_length=max_records)]  # type: ignore[valid-type]

@@ -24,7 +24,9 @@ PATH = "/feedback"
     responses={
         400: {"description": "body is not valid JSON"},
         413: {"description": "body or batch too large"},
+        415: {"description": "content-type is not JSON"},
         422: {"description": "unknown id format or a label outside the model's classes"},
+        503: {"description": "model not loaded yet, or shutting down"},
     },
 )
 async def feedback(request: Request, state: StateDep) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 from fastapi import APIRouter, Request, Response
 
 from driftwarden.model_server.routers.common import json_response, not_ready, read_json_body, reject
@@ -28,6 +29,9 @@ PATH = "/predict"
         413: {"description": "body or batch too large"},
         415: {"description": "content-type is not JSON"},
         422: {"description": "a record breaks the schema; `errors` names record, field, rule"},
+        500: {
+            "description": "the model raised for valid input (a fault of the model, not the input)"
+        },
         503: {"description": "model not loaded yet, or shutting down"},
     },
 )
@@ -50,6 +54,10 @@ async def predict(request: Request, state: StateDep) -> Response:
             return json_response({"detail": f"model call failed: {exc}"}, 500)
         except Exception as exc:
             return json_response({"detail": f"model call failed: {type(exc).__name__}: {exc}"}, 500)
+        if predictions.dtype.kind == "f" and not np.isfinite(predictions).all():
+            # JSON has no NaN or infinity; the input limits exist so this cannot happen.
+            log.error("the model returned a non-finite prediction for valid input")
+            return json_response({"detail": "model call failed: non-finite prediction"}, 500)
         values = predictions.tolist()
         if not batch:
             return json_response({"id": ids[0], "prediction": values[0]})
