@@ -39,7 +39,7 @@ class ErrorBody(BaseModel):
     status: str | None = Field(None, description="503 only: `starting` or `stopping`")
 
 
-def _schema(adapter: TypeAdapter, components: dict[str, Any]) -> dict[str, Any]:
+def _schema(adapter: TypeAdapter[Any], components: dict[str, Any]) -> dict[str, Any]:
     schema = adapter.json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
     components.update(schema.pop("$defs", {}))
     return schema
