@@ -15,17 +15,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from driftwarden.common.sharding import ShardMap
+from driftwarden.common import names as stream_names
+from driftwarden.common.sharding import ShardMap, owner_of
+from driftwarden.drift_worker.streams import StreamSpec
 from driftwarden.operator import metrics
 from driftwarden.operator.examples import examples
 from driftwarden.operator.generate import dump_all
 from driftwarden.testing.controlplane import ControlPlane
 from driftwarden.testing.kube import describe_pods
+from driftwarden.testing.localshards import LocalShards
 from driftwarden.testing.operator import (
     FakeWorkerStatus,
     install_crd,
@@ -595,6 +599,90 @@ def test_scaling_3_to_5_to_2_updates_the_statefulset_and_the_epoch(
         assert "app.kubernetes.io/component=drift-worker" in scale["status"]["selector"]
         # Scaling rolls no pods: the pod template (config hash) is unchanged.
         assert sts.status.current_revision == sts.status.update_revision
+
+
+def test_a_scale_down_waits_until_real_shards_have_handed_their_streams_over(
+    crd: None,
+    operator_kubeconfig: Path,
+    control_plane: ControlPlane,
+    namespace: str,
+    core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api,
+    custom_objects: client.CustomObjectsApi,
+    tmp_path: Path,
+) -> None:
+    """3 -> 2 with real worker processes on 127.0.0.1 behind the kwok pods.
+
+    Shards 0 and 1 are down when the scale-down starts, so shard 2 cannot push its
+    streams: the operator publishes and pushes the new map but keeps the StatefulSet
+    at 3 pass after pass. Once they are back, the streams move and only then does the
+    StatefulSet shrink.
+    """
+    rng = np.random.default_rng(5)
+    features = [stream_names.feature_stream(f"f{i}") for i in range(8)]
+    key = f"{namespace}/diamonds"
+    on_shard_2 = [s for s in features if owner_of(key, s, 3) == 2]
+    assert on_shard_2, "no stream on shard 2 to hand over; pick other feature names"
+    spec = {"model": {"bundle": "builtin://unused"}, "workers": {"window": 100}}
+    streams = [StreamSpec(s, "numeric", rng.normal(size=200)) for s in features]
+    local = LocalShards(tmp_path, spec, streams, 3, namespace=namespace, name="diamonds")
+    env = {
+        "DRIFTWARDEN_OPERATOR__WORKER_STATUS_URL": "http://127.0.0.1:{port}/status",
+        "DRIFTWARDEN_OPERATOR__WORKER_BASE_PORT": str(local.base_port),
+        "DRIFTWARDEN_OPERATOR__WORKER_STATUS_INTERVAL_SECONDS": "1",
+        "DRIFTWARDEN_OPERATOR__WORKER_STATUS_TIMEOUT_SECONDS": "5",
+        "DRIFTWARDEN_OPERATOR__SCALE_DOWN_POLL_SECONDS": "1",
+        "DRIFTWARDEN_OPERATOR__RESYNC_SECONDS": "20",
+    }
+
+    def replicas() -> int:
+        return apps_v1.read_namespaced_stateful_set("diamonds-workers", namespace).spec.replicas
+
+    try:
+        local.start_all()
+        with run_operator(env, kubeconfig=operator_kubeconfig) as runner:
+            assert runner is not None
+            _apply(control_plane, namespace, _example("diamonds.yaml"))
+            _wait_ready(custom_objects, core_v1, namespace, "diamonds")
+            assert replicas() == 3 and _shard_map(core_v1, namespace, "diamonds").epoch == 1
+            local.kill(0)
+            local.kill(1)
+            control_plane.kubectl("scale", "-n", namespace, "driftmonitor/diamonds", "--replicas=2")
+
+            def shard_2_handing_off() -> bool:
+                doc = local.handoffs(2)
+                return doc["epoch"] == 2 and sorted(doc["outgoing"]) == sorted(on_shard_2)
+
+            wait_until(shard_2_handing_off, timeout=TIMEOUT, what="shard 2 at epoch 2, pushing")
+            assert _shard_map(core_v1, namespace, "diamonds").shards == 2
+            passes = reconcile_passes()
+            wait_until(
+                lambda: reconcile_passes() >= passes + 3,
+                timeout=TIMEOUT,
+                what="three more reconcile passes",
+            )
+            assert replicas() == 3  # shard 2's streams have nowhere to go yet
+            progressing = _condition(_monitor(custom_objects, namespace, "diamonds"), "Progressing")
+            assert progressing["reason"] == "HandingOff", progressing
+            assert local.handoffs(2)["outgoing"], "shard 2 handed off while its peers were down"
+
+            local.start(0)
+            local.start(1)
+            wait_until(lambda: replicas() == 2, timeout=TIMEOUT, what="StatefulSet shrunk to 2")
+            for k in range(3):
+                doc = local.handoffs(k)
+                assert (doc["epoch"], doc["outgoing"], doc["awaiting"]) == (2, [], []), (k, doc)
+            live = {
+                s
+                for k in (0, 1)
+                for s, v in local.status(k)["streams"].items()
+                if v["status"] == "live"
+            }
+            assert live == set(features)
+            _wait_ready(custom_objects, core_v1, namespace, "diamonds")
+        assert runner.exit_code == 0, runner.output[-3000:]
+    finally:
+        local.stop()
 
 
 def test_restarting_the_operator_writes_nothing(

@@ -566,6 +566,8 @@ def test_a_reshard_pushes_the_new_map_to_every_old_and_new_shard() -> None:
             if request.url.host == "diamonds-workers-4":
                 return httpx.Response(503, json={"error": "starting"})
             return httpx.Response(200, json={"adopted": 0})
+        if request.url.path == "/v1/handoff":  # every shard settled: scale-downs go ahead
+            return httpx.Response(200, json={"epoch": 99, "outgoing": [], "awaiting": []})
         return httpx.Response(200, json={"streams": {}})
 
     h = Harness(
@@ -587,3 +589,109 @@ def test_a_reshard_pushes_the_new_map_to_every_old_and_new_shard() -> None:
     assert len(puts) == 10
     h.run()
     assert len(puts) == 10  # a pass with a stable epoch pushes nothing
+
+
+class FakeShards:
+    """Shards answering PUT /v1/shardmap and GET /v1/handoff from what the test sets."""
+
+    def __init__(self) -> None:
+        self.epoch: dict[str, int] = {}
+        self.outgoing: dict[str, list[str]] = {}
+        self.puts: list[tuple[str, int]] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        if request.method == "PUT":
+            shard_map = ShardMap.model_validate_json(request.content)
+            self.puts.append((host, shard_map.epoch))
+            self.epoch[host] = max(self.epoch.get(host, 0), shard_map.epoch)
+            return httpx.Response(200, json={"adopted": shard_map.epoch})
+        if request.url.path == "/v1/handoff":
+            return httpx.Response(
+                200,
+                json={
+                    "epoch": self.epoch.get(host, 1),
+                    "outgoing": self.outgoing.get(host, []),
+                    "awaiting": [],
+                },
+            )
+        return httpx.Response(200, json={"streams": {}})
+
+
+def _replicas(h: Harness) -> int:
+    return h.api.objects[("apps/v1", "StatefulSet", "ml", "diamonds-workers")]["spec"]["replicas"]
+
+
+def test_a_scale_down_shrinks_the_statefulset_only_after_every_shard_handed_off() -> None:
+    shards = FakeShards()
+    h = Harness(
+        OperatorSettings(worker_status_url="http://{monitor}-workers-{ordinal}:8080/status")
+    )
+    h.reconciler.http = httpx.AsyncClient(transport=httpx.MockTransport(shards.handler))
+    h.spec["workers"] = {"shards": 3}
+    h.run()
+    assert _replicas(h) == 3
+    shards.outgoing["diamonds-workers-2"] = ["feature:carat"]  # still pushing to its successor
+    h.spec["workers"] = {"shards": 2}
+    h.generation += 1
+    h.run()
+    config = h.api.objects[("v1", "ConfigMap", "ml", "diamonds-driftwarden")]
+    assert builders.read_shard_map(config).shards == 2  # the new map is published ...
+    assert sorted(shards.puts) == [(f"diamonds-workers-{k}", 2) for k in range(3)]  # and pushed
+    assert _replicas(h) == 3  # ... but the pod being removed keeps running
+    progressing = next(c for c in h.api.status["conditions"] if c["type"] == "Progressing")
+    assert progressing["reason"] == "HandingOff"
+    assert "shard 2 has 1 outgoing" in progressing["message"]
+    assert h.state.next_pass_in == h.settings.scale_down_poll_seconds
+    h.run()
+    assert _replicas(h) == 3
+    shards.outgoing.clear()  # the handoff is done
+    h.run()
+    assert _replicas(h) == 2
+    assert h.state.next_pass_in is None
+    h.api.make_ready()
+    h.watch()
+    h.run()
+    assert next(c for c in h.api.status["conditions"] if c["type"] == "Ready")["status"] == "True"
+
+
+def test_a_shard_that_has_not_seen_the_new_epoch_holds_the_scale_down() -> None:
+    shards = FakeShards()
+    h = Harness(
+        OperatorSettings(worker_status_url="http://{monitor}-workers-{ordinal}:8080/status")
+    )
+    h.reconciler.http = httpx.AsyncClient(transport=httpx.MockTransport(shards.handler))
+    h.spec["workers"] = {"shards": 3}
+    h.run()
+    original = shards.handler
+
+    def deaf_shard_1(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "diamonds-workers-1" and request.method == "PUT":
+            return httpx.Response(503, json={"error": "starting"})
+        return original(request)
+
+    h.reconciler.http = httpx.AsyncClient(transport=httpx.MockTransport(deaf_shard_1))
+    h.spec["workers"] = {"shards": 2}
+    h.generation += 1
+    h.run()
+    h.run()
+    assert _replicas(h) == 3  # shard 1 still runs epoch 1: it does not know what to hand over
+    h.reconciler.http = httpx.AsyncClient(transport=httpx.MockTransport(original))
+    h.run()  # the push is repeated on every pass while the scale-down waits
+    assert _replicas(h) == 2
+
+
+def test_a_failed_apply_of_another_child_never_skips_the_map_push() -> None:
+    shards = FakeShards()
+    h = Harness(
+        OperatorSettings(worker_status_url="http://{monitor}-workers-{ordinal}:8080/status")
+    )
+    h.reconciler.http = httpx.AsyncClient(transport=httpx.MockTransport(shards.handler))
+    h.spec["workers"] = {"shards": 3}
+    h.run()
+    h.api.fail_kind = "StatefulSet"
+    h.spec["workers"] = {"shards": 5}
+    h.generation += 1
+    with pytest.raises(RetryLater):
+        h.run()
+    assert sorted(shards.puts) == [(f"diamonds-workers-{k}", 2) for k in range(5)]

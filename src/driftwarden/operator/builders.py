@@ -280,7 +280,9 @@ def build_model_service(monitor: Monitor, settings: OperatorSettings) -> dict[st
     }
 
 
-def build_worker_statefulset(monitor: Monitor, settings: OperatorSettings) -> dict[str, Any]:
+def build_worker_statefulset(
+    monitor: Monitor, settings: OperatorSettings, *, replicas: int | None = None
+) -> dict[str, Any]:
     """Return the drift-worker StatefulSet: one shard per pod, one volume per shard."""
     name = workers_name(monitor.name)
     volumes = _volumes()
@@ -332,7 +334,9 @@ def build_worker_statefulset(monitor: Monitor, settings: OperatorSettings) -> di
         "kind": "StatefulSet",
         "metadata": _meta(monitor, name, COMPONENT_WORKER),
         "spec": {
-            "replicas": monitor.spec.workers.shards,
+            # spec.workers.shards, except while a scale-down waits for the handoffs:
+            # the pods being removed keep running until their streams have moved
+            "replicas": monitor.spec.workers.shards if replicas is None else replicas,
             "serviceName": name,
             # Shards are peers, not a chain: start and stop them together so a reshard
             # does not wait for ordinals one by one (the handoff orders the state).
@@ -545,17 +549,20 @@ def build_children(
     *,
     shard_map: ShardMap,
     renderers: Renderers,
+    worker_replicas: int | None = None,
 ) -> list[dict[str, Any]]:
     """Return every child of ``monitor``, adopted and hashed, in apply order.
 
     The ConfigMap comes first so pods never start without their config.
+    ``worker_replicas``: the StatefulSet's size when it must differ from the spec's
+    shard count (a scale-down waiting for handoffs).
     """
     children: list[dict[str, Any] | None] = [
         build_config_map(monitor, settings, shard_map),
         build_model_service(monitor, settings),
         build_worker_service(monitor, settings),
         build_model_deployment(monitor, settings),
-        build_worker_statefulset(monitor, settings),
+        build_worker_statefulset(monitor, settings, replicas=worker_replicas),
         build_model_service_monitor(monitor, settings),
         build_worker_service_monitor(monitor, settings),
         build_prometheus_rule(monitor, settings, renderers),

@@ -164,7 +164,9 @@ async def run_monitor(
                 try:
                     await memo.reconciler.reconcile(body, state, logger)
                     metrics.RECONCILES.labels(result="ok").inc()
-                    delay, backoff = memo.settings.resync_seconds, 1.0
+                    # sooner while a scale-down waits for the shards' handoffs
+                    delay = state.next_pass_in or memo.settings.resync_seconds
+                    backoff = 1.0
                 except Exception as exc:
                     metrics.RECONCILES.labels(result="error").inc()
                     logger.warning("reconcile failed, retrying in %.0fs: %s", backoff, exc)

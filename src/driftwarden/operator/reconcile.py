@@ -35,7 +35,7 @@ from driftwarden.operator.status import (
     merge_conditions,
     status_patch,
 )
-from driftwarden.operator.workers import probe_workers, push_shard_map
+from driftwarden.operator.workers import probe_workers, push_shard_map, unsettled_handoffs
 
 ChildKey = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 
@@ -213,6 +213,9 @@ class MonitorState:
     # The status this daemon last wrote, until kopf's live body catches up with it.
     written_version: str | None = None
     written_status: dict[str, Any] | None = None
+    # A scale-down waiting for handoffs: why, and how soon the daemon should look again.
+    handing_off: str | None = None
+    next_pass_in: float | None = None
 
 
 class Reconciler:
@@ -375,6 +378,7 @@ class Reconciler:
             namespace=monitor.namespace,
             shards=shards,
             timeout=self.settings.worker_status_timeout_seconds,
+            base_port=self.settings.worker_base_port,
         )
         if errors:
             logger.warning(
@@ -384,6 +388,60 @@ class Reconciler:
                 len(errors),
                 "; ".join(errors[:3]),
             )
+
+    async def _finish_scale_down(
+        self,
+        monitor: Monitor,
+        state: MonitorState,
+        shard_map: ShardMap,
+        running: int,
+        logger: Any,
+    ) -> None:
+        """Shrink the StatefulSet once every running shard has settled at the new epoch.
+
+        Until then the pods being removed keep running (they hold streams on their
+        volumes that must move first); the daemon looks again every
+        ``scale_down_poll_seconds`` and the status says what it waits for.
+        """
+        shards = shard_map.shards
+        if not self.settings.worker_status_url or self.http is None:
+            # Nothing to ask: shrink at once; the shards' SIGTERM drain is all there is.
+            logger.warning(
+                "scale-down of %s without waiting for handoffs: worker status probing is "
+                "disabled (DRIFTWARDEN_OPERATOR__WORKER_STATUS_URL is empty); streams that "
+                "cannot move within the pods' shutdown drain wait on their volumes",
+                monitor.key,
+            )
+            pending = []
+        else:
+            pending = await unsettled_handoffs(
+                self.http,
+                self.settings.worker_status_url,
+                monitor=monitor.name,
+                namespace=monitor.namespace,
+                shards=running,
+                epoch=shard_map.epoch,
+                timeout=self.settings.worker_status_timeout_seconds,
+                base_port=self.settings.worker_base_port,
+            )
+        if pending:
+            state.handing_off = (
+                f"scale-down {running} -> {shards} waits for the handoffs of epoch "
+                f"{shard_map.epoch}: " + "; ".join(pending[:3])
+            )
+            state.next_pass_in = self.settings.scale_down_poll_seconds
+            logger.info("%s", state.handing_off)
+            return
+        children = self.desired_children(monitor, state, shard_map)
+        sts = next(c for c in children if c["kind"] == "StatefulSet")
+        await self._apply_one(sts, logger)
+        logger.info(
+            "scale-down of %s: every shard settled at epoch %d; StatefulSet %d -> %d",
+            monitor.key,
+            shard_map.epoch,
+            running,
+            shards,
+        )
 
     async def _probe(self, monitor: Monitor, state: MonitorState, shards: int) -> None:
         if not self.settings.worker_status_url or self.http is None:
@@ -408,6 +466,7 @@ class Reconciler:
             namespace=monitor.namespace,
             shards=shards,
             timeout=self.settings.worker_status_timeout_seconds,
+            base_port=self.settings.worker_base_port,
         )
         state.probed_at, state.probe_shards = time.monotonic(), shards
 
@@ -444,7 +503,11 @@ class Reconciler:
     # ------------------------------------------------------------------ one pass
 
     def desired_children(
-        self, monitor: Monitor, state: MonitorState, shard_map: ShardMap
+        self,
+        monitor: Monitor,
+        state: MonitorState,
+        shard_map: ShardMap,
+        worker_replicas: int | None = None,
     ) -> list[dict[str, Any]]:
         """Return the rendered children, re-rendering only when an input changed."""
         key = builders.digest(
@@ -454,11 +517,16 @@ class Reconciler:
                 dict(monitor.labels),
                 builders.spec_dump(monitor.spec),
                 shard_map.model_dump(mode="json"),
+                worker_replicas,
             ]
         )
         if key != state.desired_key:
             state.desired = builders.build_children(
-                monitor, self.settings, shard_map=shard_map, renderers=self.renderers
+                monitor,
+                self.settings,
+                shard_map=shard_map,
+                renderers=self.renderers,
+                worker_replicas=worker_replicas,
             )
             state.desired_key = key
         return state.desired
@@ -510,18 +578,42 @@ class Reconciler:
                 epoch,
             )
 
-        children = self.desired_children(monitor, state, shard_map)
+        # A scale-down keeps the StatefulSet at its size until every shard has handed
+        # its streams over under the new map (docs/operator.md, "Scaling").
+        sts_key = ("apps/v1", "StatefulSet", monitor.namespace, builders.workers_name(monitor.name))
+        running_sts = await self.observed(sts_key, fresh=fresh)
+        running = int((running_sts or {}).get("spec", {}).get("replicas") or 0)
+        draining = running > shards
+        children = self.desired_children(
+            monitor, state, shard_map, worker_replicas=running if draining else None
+        )
         apply_error: str | None = None
         skipped: list[str] = []
+        map_published = False
         try:
-            skipped = await self.apply_children(children, logger, fresh=fresh)
+            # The ConfigMap (with the shard map) alone first: pods never start without
+            # it, and once it is written the new epoch is the published one.
+            skipped = await self.apply_children(children[:1], logger, fresh=fresh)
+            map_published = True
+            skipped += await self.apply_children(children[1:], logger, fresh=fresh)
             await self.prune(monitor, children, logger)
         except (ApiError, httpx.HTTPError) as exc:
             apply_error = f"applying children failed: {exc}"
             logger.error("%s; will retry", apply_error)
 
-        if published is not None and published.epoch != epoch and apply_error is None:
-            await self._push_shard_map(monitor, shard_map, max(published.shards, shards), logger)
+        epoch_changed = published is not None and published.epoch != epoch
+        if map_published and (epoch_changed or draining):
+            # Also when another child failed to apply: the shards must learn the epoch
+            # the ConfigMap now publishes, or a scale-down could never settle.
+            await self._push_shard_map(
+                monitor,
+                shard_map,
+                max(published.shards if published else 0, shards, running),
+                logger,
+            )
+        state.handing_off, state.next_pass_in = None, None
+        if draining and map_published:
+            await self._finish_scale_down(monitor, state, shard_map, running, logger)
         await self._probe(monitor, state, shards)
         dep = self.cache.get(
             ("apps/v1", "Deployment", monitor.namespace, builders.model_name(monitor.name))
@@ -532,6 +624,7 @@ class Reconciler:
         obs = Observation(
             shards=shards,
             epoch=epoch,
+            handing_off=state.handing_off,
             apply_error=apply_error,
             deployment=dep,
             statefulset=sts,

@@ -90,6 +90,20 @@ class OperatorSettings(BaseModel):
     )
     worker_status_timeout_seconds: float = Field(1.0, gt=0)
     worker_status_interval_seconds: float = Field(30.0, gt=0)
+    worker_base_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description=(
+            "Base of {port} (= base + ordinal) in worker_status_url, for shards that share "
+            "one host (local runs and tests); unused in a cluster."
+        ),
+    )
+    scale_down_poll_seconds: float = Field(
+        2.0,
+        gt=0,
+        description=("While a scale-down waits for the shards' handoffs, how often to check them."),
+    )
     input_hash_skip: bool = Field(
         True,
         description=(

@@ -52,6 +52,8 @@ class Observation:
     statefulset: Mapping[str, Any] | None = None
     drift: DriftObservation | None = None
     skipped_kinds: tuple[str, ...] = ()
+    # a scale-down waiting for the shards' handoffs: what it waits for
+    handing_off: str | None = None
 
 
 def format_time(when: dt.datetime) -> str:
@@ -111,7 +113,10 @@ def _conditions(monitor: Monitor, obs: Observation) -> list[tuple[str, str, str,
         out.append((PROGRESSING, "False", "ApplyFailed", obs.apply_error))
         out.append((DEGRADED, "True", "ApplyFailed", obs.apply_error))
     else:
-        if model_done and workers_done:
+        if obs.handing_off:
+            out.append((READY, "False", "HandingOff", obs.handing_off))
+            out.append((PROGRESSING, "True", "HandingOff", obs.handing_off))
+        elif model_done and workers_done:
             out.append((READY, "True", "AllReplicasReady", f"{model_msg}; {workers_msg}{skipped}"))
             out.append(
                 (

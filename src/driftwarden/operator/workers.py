@@ -70,11 +70,14 @@ async def probe_workers(
     namespace: str,
     shards: int,
     timeout: float,
+    base_port: int = 0,
 ) -> DriftObservation:
     """Return the drift state merged over every shard that answered."""
 
     async def one(ordinal: int) -> tuple[list[str], str | None] | str:
-        url = url_template.format(monitor=monitor, namespace=namespace, ordinal=ordinal)
+        url = shard_url(
+            url_template, monitor=monitor, namespace=namespace, ordinal=ordinal, base_port=base_port
+        )
         try:
             resp = await client.get(url, timeout=timeout)
             resp.raise_for_status()
@@ -110,6 +113,67 @@ def shard_map_url(status_url_template: str) -> str:
     return f"{base}/v1/shardmap"
 
 
+def handoff_url(status_url_template: str) -> str:
+    """Return the ``GET /v1/handoff`` URL template beside a shard's ``/status`` URL."""
+    base = status_url_template.removesuffix("/status")
+    return f"{base}/v1/handoff"
+
+
+def shard_url(template: str, *, monitor: str, namespace: str, ordinal: int, base_port: int) -> str:
+    """Fill a worker URL template: ``{monitor}``, ``{namespace}``, ``{ordinal}``, ``{port}``.
+
+    ``{port}`` is ``base_port + ordinal``, for shards that share one host (local runs
+    and tests), as in the workers' own peer URL template.
+    """
+    return template.format(
+        monitor=monitor, namespace=namespace, ordinal=ordinal, port=base_port + ordinal
+    )
+
+
+async def unsettled_handoffs(
+    client: httpx.AsyncClient,
+    status_url_template: str,
+    *,
+    monitor: str,
+    namespace: str,
+    shards: int,
+    epoch: int,
+    timeout: float,
+    base_port: int = 0,
+) -> list[str]:
+    """Return why shards ``0..shards-1`` may not lose pods yet; empty when all settled.
+
+    A shard is settled when it answers ``GET /v1/handoff`` at ``epoch`` or later with
+    no outgoing and no awaited streams. One that does not answer, or still runs an
+    older epoch (it has not seen the new map, so it does not know what to hand over),
+    is not settled: removing a pod before then could strand streams on its volume.
+    """
+    template = handoff_url(status_url_template)
+
+    async def one(ordinal: int) -> str | None:
+        url = shard_url(
+            template, monitor=monitor, namespace=namespace, ordinal=ordinal, base_port=base_port
+        )
+        try:
+            resp = await client.get(url, timeout=timeout)
+            resp.raise_for_status()
+            doc = resp.json()
+            at, outgoing, awaiting = int(doc["epoch"]), doc["outgoing"], doc["awaiting"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            return f"shard {ordinal} ({url}): {type(exc).__name__}: {exc}"[:300]
+        if at < epoch:
+            return f"shard {ordinal} is still at epoch {at} (< {epoch})"
+        if outgoing or awaiting:
+            return (
+                f"shard {ordinal} has {len(outgoing)} outgoing and {len(awaiting)} awaited "
+                f"stream(s) at epoch {at}"
+            )
+        return None
+
+    results = await asyncio.gather(*(one(k) for k in range(shards)))
+    return [r for r in results if r is not None]
+
+
 async def push_shard_map(
     client: httpx.AsyncClient,
     status_url_template: str,
@@ -119,6 +183,7 @@ async def push_shard_map(
     namespace: str,
     shards: int,
     timeout: float,
+    base_port: int = 0,
 ) -> list[str]:
     """PUT the new shard map to shards ``0..shards-1``; return one error line per failure.
 
@@ -130,7 +195,9 @@ async def push_shard_map(
     body = shard_map.model_dump_json()
 
     async def one(ordinal: int) -> str | None:
-        url = template.format(monitor=monitor, namespace=namespace, ordinal=ordinal)
+        url = shard_url(
+            template, monitor=monitor, namespace=namespace, ordinal=ordinal, base_port=base_port
+        )
         try:
             resp = await client.put(
                 url, content=body, timeout=timeout, headers={"content-type": "application/json"}
