@@ -25,8 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.serving.load import run_load
 from driftwarden.bundles import load_bundle
+from driftwarden.load.generator import run_load
 from driftwarden.testing.local.processes import ManagedProcess, free_port
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "serving.json"

@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("driftwarden.operator.__main__", "Run the kopf operator."),
     "generate": ("driftwarden.operator.generate", "Regenerate the CRD, chart CRD and manifests."),
     "demo": ("driftwarden.demo.__main__", "Run the local end-to-end demo."),
+    "load": (
+        "driftwarden.load.__main__",
+        "Send a bundle's rows to a /predict URL; report latency.",
+    ),
 }
 
 

@@ -1,0 +1,1 @@
+"""Load generation against any /predict URL: ``driftwarden load`` and the serving bench."""
