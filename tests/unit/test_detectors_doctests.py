@@ -13,6 +13,7 @@ MODULES = [
     "driftwarden.detectors.categorical",
     "driftwarden.detectors.concept",
     "driftwarden.detectors.multivariate",
+    "driftwarden.detectors.edetectors",
 ]
 
 

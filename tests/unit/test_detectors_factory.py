@@ -14,6 +14,7 @@ from driftwarden.detectors import (
     detector_from_state,
     make_detector,
 )
+from driftwarden.detectors.budget import page_hinkley_threshold
 
 
 def _reference_and_stream(t: DetectorType, rng: np.random.Generator):
@@ -59,7 +60,10 @@ def test_page_hinkley_is_standardised_by_the_reference():
     det = make_detector(DetectorConfig(type=DetectorType.PAGE_HINKLEY), reference=ref)
     assert isinstance(det, PageHinkley)
     assert det.loc == pytest.approx(50.0, abs=0.5) and det.scale == pytest.approx(4.0, rel=0.1)
-    assert det.delta == 0.25 and det.threshold == 25.0
+    # lambda follows the default budget (one false alarm per 1e6 values), no fading
+    assert det.delta == 0.25 and det.alpha == 1.0 and det.budget == 1e6
+    assert det.threshold == pytest.approx(page_hinkley_threshold(0.25, 1e6))
+    assert 23.0 < det.threshold < 24.5
     with pytest.raises(ValueError, match="constant"):
         make_detector(DetectorConfig(type=DetectorType.PAGE_HINKLEY), reference=np.ones(10))
 

@@ -288,7 +288,7 @@ def test_factory_builds_ks_detectors_with_defaults():
     )
     assert (
         isinstance(ks, KSWindow)
-        and ks.alpha == 0.01
+        and ks.alpha == 10 / 1e6  # evaluate_every / the default false-alarm budget
         and ks.window == 50
         and ks.evaluate_every == 10
     )

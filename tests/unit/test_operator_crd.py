@@ -79,7 +79,8 @@ def test_defaults_are_filled_for_nested_objects(root_schema: dict[str, Any]) -> 
     assert spec["workers"]["properties"]["shards"]["default"] == 3
     assert spec["workers"]["properties"]["storage"]["default"] == "1Gi"
     assert spec["model"]["properties"]["replicas"]["default"] == 2
-    assert spec["detectors"]["properties"]["numeric"]["default"] == [{"type": "ks"}]
+    assert spec["detectors"]["properties"]["numeric"]["default"] == [{"type": "mixtureCusum"}]
+    assert spec["detectors"]["properties"]["valuesPerFalseAlarm"]["default"] == 1_000_000
     assert spec["alerts"]["properties"]["for"]["default"] == "5m"
     assert spec["alerts"]["properties"]["receivers"]["x-kubernetes-list-map-keys"] == ["name"]
     assert root_schema["required"] == ["spec"]

@@ -190,5 +190,5 @@ def test_warm_up_runs_every_detector_kind_without_touching_the_plan() -> None:
     }
     plan = MonitorPlan("ns/m", streams, spec_factory(spec))
     assert warm_up(plan) >= 0.0
-    fresh = plan.factory(streams["feature:a"])["ks"]
+    fresh = plan.factory(streams["feature:a"])["mixtureCusum"]
     assert fresh.n_seen == 0  # the factory still builds empty detectors

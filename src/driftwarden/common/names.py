@@ -39,6 +39,8 @@ def monitor_key(namespace: str, name: str) -> str:
 # drift worker
 M_STREAM_STATISTIC = "driftwarden_stream_statistic"
 M_STREAM_P_VALUE = "driftwarden_stream_p_value"
+M_STREAM_THRESHOLD = "driftwarden_stream_threshold"  # what the statistic (or p) is compared with
+M_STREAM_BUDGET = "driftwarden_stream_false_alarm_budget"  # values between false alarms (ARL0)
 M_STREAM_DRIFT = "driftwarden_stream_drift"  # 0/1 after gates and multiple-testing control
 M_STREAM_VALUES = "driftwarden_stream_values_total"
 M_STREAM_WINDOW_FILL = "driftwarden_stream_window_fill"

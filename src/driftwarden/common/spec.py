@@ -53,11 +53,20 @@ class DetectorType(str, Enum):
     HDDM_W = "hddmW"
     ADWIN = "adwin"
     MMD = "mmd"  # embeddings
+    MIXTURE_CUSUM = "mixtureCusum"  # numeric mean/variance shifts, threshold from the budget
 
 
 _D = DetectorType
 # Which detectors make sense on which stream type; the CRD enforces the same sets.
-NUMERIC_DETECTORS: tuple[DetectorType, ...] = (_D.KS, _D.IKS, _D.PAGE_HINKLEY, _D.PSI, _D.KL, _D.JS)
+NUMERIC_DETECTORS: tuple[DetectorType, ...] = (
+    _D.MIXTURE_CUSUM,
+    _D.KS,
+    _D.IKS,
+    _D.PAGE_HINKLEY,
+    _D.PSI,
+    _D.KL,
+    _D.JS,
+)
 CATEGORICAL_DETECTORS: tuple[DetectorType, ...] = (_D.CHI2, _D.PSI, _D.KL, _D.JS)
 PREDICTION_DETECTORS: tuple[DetectorType, ...] = tuple(
     dict.fromkeys(NUMERIC_DETECTORS + CATEGORICAL_DETECTORS)
@@ -182,7 +191,7 @@ class DetectorsSpec(_Model):
     numeric: list[DetectorConfig] = _detector_list(
         "numeric: detectors on every numeric feature stream.",
         NUMERIC_DETECTORS,
-        lambda: [DetectorConfig(type=DetectorType.KS)],
+        lambda: [DetectorConfig(type=DetectorType.MIXTURE_CUSUM)],
     )
     categorical: list[DetectorConfig] = _detector_list(
         "categorical: detectors on every categorical feature stream.",
@@ -215,6 +224,17 @@ class DetectorsSpec(_Model):
         gt=0,
         lt=1,
         description="fdr: false-discovery rate (or family-wise alpha for bonferroni), in (0, 1).",
+    )
+    values_per_false_alarm: int = Field(
+        1_000_000,
+        ge=1_000,
+        le=1_000_000_000_000,
+        description=(
+            "valuesPerFalseAlarm: the monitor's false-alarm budget, in values per stream: with "
+            "no change, the monitor as a whole raises on average at most one false alarm per "
+            "this many values of each stream (ARL0). Split evenly over the monitor's budgeted "
+            "tests; each detector's threshold follows from its share. In [1000, 1e12]."
+        ),
     )
     min_samples: int = Field(
         200,

@@ -11,9 +11,11 @@ See docs/detectors.md for the algorithms, defaults and decision rules.
 from __future__ import annotations
 
 from .base import Detector, DetectorInputError, DetectorResult, Evaluations
+from .budget import e_bh_alarms, e_bonferroni_alarms, split_budget
 from .categorical import PSI, Chi2, JensenShannon, KLDivergence
 from .concept import ErrorRateIncrease, RelativeMSE
 from .decision import StreamDecision, benjamini_hochberg, bonferroni, decide, wasserstein_sigma
+from .edetectors import MixtureCUSUM
 from .factory import DETECTOR_CLASSES, StreamKind, detector_from_state, make_detector
 from .ks import IKS, KSWindow
 from .multivariate import MMD, NMDDM
@@ -39,6 +41,7 @@ __all__ = [
     "JensenShannon",
     "KLDivergence",
     "KSWindow",
+    "MixtureCUSUM",
     "PageHinkley",
     "RelativeMSE",
     "StreamDecision",
@@ -47,6 +50,9 @@ __all__ = [
     "bonferroni",
     "decide",
     "detector_from_state",
+    "e_bh_alarms",
+    "e_bonferroni_alarms",
     "make_detector",
+    "split_budget",
     "wasserstein_sigma",
 ]

@@ -46,6 +46,9 @@ class DetectorResult:
         effect_size: an effect size on a scale users can reason about, where the
             detector has one (KS D, PSI, ...); None otherwise.
         sample_size: values the statistic was computed from (window length).
+        budget: the false-alarm budget the threshold was set for, as the expected
+            number of values between false alarms (ARL₀); None for detectors whose
+            threshold is a per-test level or an effect size, not a budget.
     """
 
     statistic: float
@@ -56,6 +59,7 @@ class DetectorResult:
     warning: bool = False
     effect_size: float | None = None
     sample_size: int = 0
+    budget: float | None = None
 
     @property
     def evaluated(self) -> bool:
@@ -201,6 +205,7 @@ def encode_result(r: DetectorResult) -> dict[str, Any]:
         "warning": r.warning,
         "effect_size": None if r.effect_size is None else encode_float(r.effect_size),
         "sample_size": r.sample_size,
+        "budget": None if r.budget is None else encode_float(r.budget),
     }
 
 
@@ -214,6 +219,8 @@ def decode_result(d: dict[str, Any]) -> DetectorResult:
         warning=bool(d["warning"]),
         effect_size=None if d["effect_size"] is None else decode_float(d["effect_size"]),
         sample_size=int(d["sample_size"]),
+        # states written before budgets existed have no "budget"
+        budget=None if d.get("budget") is None else decode_float(d["budget"]),
     )
 
 
@@ -417,7 +424,7 @@ class Detector(abc.ABC):
         return f"{type(self).__name__}({args})"
 
 
-def initial_result(threshold: float) -> DetectorResult:
+def initial_result(threshold: float, budget: float | None = None) -> DetectorResult:
     """The result a detector reports before its first evaluation."""
     return DetectorResult(
         statistic=math.nan,
@@ -425,4 +432,5 @@ def initial_result(threshold: float) -> DetectorResult:
         threshold=threshold,
         drift=False,
         n_seen=0,
+        budget=budget,
     )

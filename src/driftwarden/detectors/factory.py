@@ -9,8 +9,10 @@ import numpy as np
 from driftwarden.common.spec import DetectorConfig, DetectorType
 
 from .base import Detector
+from .budget import alpha_per_evaluation, page_hinkley_threshold
 from .categorical import PSI, Chi2, JensenShannon, KLDivergence
 from .concept import ErrorRateIncrease, RelativeMSE
+from .edetectors import DEFAULT_BUDGET, MixtureCUSUM
 from .ks import IKS, KSWindow
 from .multivariate import MMD, NMDDM
 from .sequential import ADWIN, DDM, EDDM, HDDMA, HDDMW, PageHinkley
@@ -23,18 +25,19 @@ DETECTOR_CLASSES: dict[str, type[Detector]] = {
     cls.kind: cls
     for cls in (
         KSWindow, IKS, PageHinkley, DDM, EDDM, HDDMA, HDDMW, ADWIN, Chi2, KLDivergence,
-        JensenShannon, PSI, RelativeMSE, ErrorRateIncrease, MMD, NMDDM,
+        JensenShannon, PSI, RelativeMSE, ErrorRateIncrease, MMD, NMDDM, MixtureCUSUM,
     )
 }  # fmt: skip
 assert {t.value for t in DetectorType} == set(DETECTOR_CLASSES), "every DetectorType needs a class"
 
 # Defaults when the DetectorConfig leaves a field unset (documented in docs/detectors.md).
-DEFAULT_KS_ALPHA = 0.01
-DEFAULT_IKS_ALPHA = 0.001
+# Tests with a per-test alpha get alpha from the budget when alpha is unset:
+# alpha_per_evaluation(budget, evaluate_every) for windowed tests, 1/budget for IKS.
 # Page-Hinkley on a feature standardised by its reference: delta = half of a 0.5 sigma
-# shift, lambda = 25 (about 0.1 false alarms per 100k N(0, 1) values; docs/detectors.md).
+# shift, no fading (river's fading factor 0.9999 multiplies the false-alarm rate by
+# ~90), lambda from the budget (page_hinkley_threshold; 25 at delta 0.25 is ~2e6).
 DEFAULT_PH_DELTA = 0.25
-DEFAULT_PH_LAMBDA = 25.0
+PH_FADING = 1.0
 DEFAULT_ADWIN_DELTA = 0.002
 DEFAULT_BINS = 10
 # Embedding tests cost O(permutations * (window + reference)^2) per evaluation: cap the window.
@@ -60,6 +63,7 @@ def make_detector(
     evaluate_every: int = 100,
     seed: int = 0,
     nan_policy: str = "raise",
+    budget: float = DEFAULT_BUDGET,
 ) -> Detector:
     """A detector for ``config`` on one stream, with defaults for unset fields.
 
@@ -74,14 +78,30 @@ def make_detector(
         seed: seed of detectors that draw random numbers (permutation tests);
             derive it from the stream name so replicas agree.
         nan_policy: "raise" or "omit" for numeric input with NaN/inf.
+        budget: this test's false-alarm budget, values between false alarms (ARL₀);
+            the monitor's ``valuesPerFalseAlarm`` split over its tests
+            (:func:`.budget.split_budget`). Thresholds and alphas the config leaves
+            unset follow from it; divergences (kl, js, psi), the error-stream
+            detectors (ddm family, adwin) and the embedding tests do not use it.
     """
     t = config.type
+    if t is DetectorType.MIXTURE_CUSUM:
+        return MixtureCUSUM(
+            _need_reference(config, reference),
+            budget=budget,
+            threshold=config.threshold,
+            nan_policy=nan_policy,
+        )
     if t is DetectorType.KS:
         return KSWindow(
             reference=_need_reference(config, reference),
             window=window,
             evaluate_every=evaluate_every,
-            alpha=config.alpha if config.alpha is not None else DEFAULT_KS_ALPHA,
+            alpha=(
+                config.alpha
+                if config.alpha is not None
+                else alpha_per_evaluation(budget, evaluate_every)
+            ),
             min_effect=config.min_effect or 0.0,
             nan_policy=nan_policy,
         )
@@ -89,7 +109,7 @@ def make_detector(
         return IKS(
             reference=_need_reference(config, reference),
             window=window,
-            alpha=config.alpha if config.alpha is not None else DEFAULT_IKS_ALPHA,
+            alpha=config.alpha if config.alpha is not None else 1.0 / budget,
             min_effect=config.min_effect or 0.0,
             nan_policy=nan_policy,
         )
@@ -104,9 +124,21 @@ def make_detector(
                     "detector 'pageHinkley': the reference sample is constant, so it cannot be "
                     "standardised; use a categorical detector or drop the feature"
                 )
+        delta = config.delta if config.delta is not None else DEFAULT_PH_DELTA
+        if config.threshold is not None:
+            ph_lambda = config.threshold
+        elif delta > 0:
+            ph_lambda = page_hinkley_threshold(delta, budget)
+        else:
+            raise ValueError(
+                "detector 'pageHinkley': delta 0 has no threshold that keeps a false-alarm "
+                "budget (the statistic drifts upwards forever); set delta > 0 or a threshold"
+            )
         return PageHinkley(
-            delta=config.delta if config.delta is not None else DEFAULT_PH_DELTA,
-            threshold=config.threshold if config.threshold is not None else DEFAULT_PH_LAMBDA,
+            delta=delta,
+            threshold=ph_lambda,
+            alpha=PH_FADING,
+            budget=budget if config.threshold is None else None,
             loc=loc,
             scale=scale,
             nan_policy=nan_policy,
@@ -158,7 +190,12 @@ def make_detector(
         }
         ref = _need_reference(config, reference)
         if cls is Chi2:
-            return Chi2(ref, alpha=config.alpha if config.alpha is not None else 0.01, **common)
+            chi2_alpha = (
+                config.alpha
+                if config.alpha is not None
+                else alpha_per_evaluation(budget, evaluate_every)
+            )
+            return Chi2(ref, alpha=chi2_alpha, **common)
         return cls(ref, threshold=config.threshold, **common)
     if t is DetectorType.RELATIVE_MSE:
         return RelativeMSE(

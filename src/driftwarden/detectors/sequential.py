@@ -57,7 +57,10 @@ class _Sequential(Detector):
         self.nan_policy = nan_policy
         self._n_seen = 0
         self._n_dropped = 0
-        self._result = initial_result(self.threshold)
+        self._result = initial_result(self.threshold, self.budget)
+
+    #: the false-alarm budget (ARL₀, values) the threshold was chosen for, where known
+    budget: float | None = None
 
     @property
     def threshold(self) -> float:
@@ -138,6 +141,7 @@ class _Sequential(Detector):
                 n_seen=n_seen,
                 warning=bool(warning[-1]) if warning is not None else False,
                 sample_size=sample_size,
+                budget=self.budget,
             )
             self._pending = None
         return self._result
@@ -213,6 +217,7 @@ class PageHinkley(_Sequential):
         loc: float = 0.0,
         scale: float = 1.0,
         nan_policy: str = "raise",
+        budget: float | None = None,
     ) -> None:
         if mode not in self._MODES:
             raise ValueError(f"PageHinkley: mode must be one of {list(self._MODES)}, got {mode!r}")
@@ -234,6 +239,7 @@ class PageHinkley(_Sequential):
         self.mode = mode
         self.loc = float(loc)
         self.scale = float(scale)
+        self.budget = None if budget is None else float(budget)
         self._st = K.PH_INITIAL.copy()
         self._init_common(nan_policy)
 
@@ -258,6 +264,7 @@ class PageHinkley(_Sequential):
             "loc": self.loc,
             "scale": self.scale,
             "nan_policy": self.nan_policy,
+            "budget": self.budget,
         }
 
 

@@ -171,6 +171,17 @@ class WorkerCollector(Collector):
             "1 if the detector's alarm survives the min-sample gate and multiple-testing control.",
             labels=per_det,
         )
+        threshold = GaugeMetricFamily(
+            names.M_STREAM_THRESHOLD,
+            "Alarm threshold per stream and detector (alpha for tests with a p-value).",
+            labels=per_det,
+        )
+        budget = GaugeMetricFamily(
+            names.M_STREAM_BUDGET,
+            "False-alarm budget the detector's threshold was set for: values between false "
+            "alarms with no change (ARL0); detectors with a budget only.",
+            labels=per_det,
+        )
         for r in rows:
             labels = [monitor, r.stream, r.detector, shard]
             if not math.isnan(r.statistic):
@@ -178,7 +189,10 @@ class WorkerCollector(Collector):
             if r.p_value is not None and not math.isnan(r.p_value):
                 pval.add_metric(labels, r.p_value)
             drift.add_metric(labels, 1.0 if flags[(r.stream, r.detector)] else 0.0)
-        yield from (stat, pval, drift)
+            threshold.add_metric(labels, r.result.threshold)
+            if r.result.budget is not None:
+                budget.add_metric(labels, r.result.budget)
+        yield from (stat, pval, drift, threshold, budget)
 
         values = CounterMetricFamily(
             names.M_STREAM_VALUES, "Values applied per stream.", labels=per_stream
@@ -355,6 +369,8 @@ def status_document(worker: ShardWorker, collector: WorkerCollector) -> dict[str
             "alarm": r.drift,
             "drift": flags[(r.stream, r.detector)],
             "n_seen": r.n_seen,
+            "threshold": r.result.threshold,
+            "false_alarm_budget": r.result.budget,
         }
     w = worker
     with w.lock:

@@ -101,12 +101,18 @@ def stream_seed(stream: str) -> int:
     return int.from_bytes(hashlib.blake2b(stream.encode(), digest_size=4).digest(), "big")
 
 
-def spec_factory(spec: DriftMonitorSpec) -> DetectorFactory:
-    """Return a factory building each stream's detectors with the detectors package."""
+def spec_factory(spec: DriftMonitorSpec, tests_in_monitor: int = 1) -> DetectorFactory:
+    """Return a factory building each stream's detectors with the detectors package.
+
+    ``tests_in_monitor``: how many detectors the whole monitor runs; the monitor's
+    false-alarm budget (``detectors.valuesPerFalseAlarm``) is split evenly over them,
+    so every shard builds the same thresholds (docs/detectors.md, "Budgets").
+    """
     from driftwarden import detectors as det_pkg
 
     make_detector = det_pkg.make_detector
     window, every = spec.workers.window, spec.workers.evaluate_every
+    budget = det_pkg.split_budget(spec.detectors.values_per_false_alarm, tests_in_monitor)
 
     def build(stream: StreamSpec) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -123,6 +129,7 @@ def spec_factory(spec: DriftMonitorSpec) -> DetectorFactory:
                 window=window,
                 evaluate_every=every,
                 seed=stream_seed(stream.name),
+                budget=budget,
             )
         return out
 
@@ -180,10 +187,11 @@ def plan_from_bundle(monitor: str, spec: DriftMonitorSpec, bundle: Any) -> Monit
                 np.asarray(emb),
                 dim=manifest.embedding.dim,
             )
+    tests = sum(len(detector_configs(spec, s)) for s in streams.values())
     return MonitorPlan(
         monitor=monitor,
         streams=streams,
-        factory=spec_factory(spec),
+        factory=spec_factory(spec, tests_in_monitor=max(tests, 1)),
         join=JoinConfig(max_delay_s=parse_duration(spec.label_join.max_delay)),
         min_samples=spec.detectors.min_samples,
         fdr=spec.detectors.fdr,
