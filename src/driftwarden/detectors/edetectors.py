@@ -61,7 +61,7 @@ _PILOT_ARL = 200.0
 _PILOT_VALUES = 100_000
 _MIN_CALIBRATION_ALARMS = 30
 
-_THRESHOLD_CACHE: dict[tuple, float] = {}
+_THRESHOLD_CACHE: dict[tuple[Any, ...], float] = {}
 _CACHE_LIMIT = 256
 
 
