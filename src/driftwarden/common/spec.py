@@ -54,12 +54,14 @@ class DetectorType(str, Enum):
     ADWIN = "adwin"
     MMD = "mmd"  # embeddings
     MIXTURE_CUSUM = "mixtureCusum"  # numeric mean/variance shifts, threshold from the budget
+    MULTINOMIAL_CUSUM = "multinomialCusum"  # any distribution change (categories or bins)
 
 
 _D = DetectorType
 # Which detectors make sense on which stream type; the CRD enforces the same sets.
 NUMERIC_DETECTORS: tuple[DetectorType, ...] = (
     _D.MIXTURE_CUSUM,
+    _D.MULTINOMIAL_CUSUM,
     _D.KS,
     _D.IKS,
     _D.PAGE_HINKLEY,
@@ -67,7 +69,13 @@ NUMERIC_DETECTORS: tuple[DetectorType, ...] = (
     _D.KL,
     _D.JS,
 )
-CATEGORICAL_DETECTORS: tuple[DetectorType, ...] = (_D.CHI2, _D.PSI, _D.KL, _D.JS)
+CATEGORICAL_DETECTORS: tuple[DetectorType, ...] = (
+    _D.MULTINOMIAL_CUSUM,
+    _D.CHI2,
+    _D.PSI,
+    _D.KL,
+    _D.JS,
+)
 PREDICTION_DETECTORS: tuple[DetectorType, ...] = tuple(
     dict.fromkeys(NUMERIC_DETECTORS + CATEGORICAL_DETECTORS)
 )
@@ -85,7 +93,7 @@ EMBEDDING_DETECTORS: tuple[DetectorType, ...] = (_D.MMD, _D.NM_DDM)
 # Parameters that only some detectors read; setting one elsewhere is a mistake.
 _PARAMETER_DETECTORS: dict[str, tuple[DetectorType, ...]] = {
     "delta": (_D.PAGE_HINKLEY, _D.ADWIN),
-    "bins": (_D.PSI, _D.KL, _D.JS),
+    "bins": (_D.PSI, _D.KL, _D.JS, _D.MULTINOMIAL_CUSUM),
     "permutations": (_D.MMD, _D.NM_DDM),
 }
 
@@ -196,7 +204,7 @@ class DetectorsSpec(_Model):
     categorical: list[DetectorConfig] = _detector_list(
         "categorical: detectors on every categorical feature stream.",
         CATEGORICAL_DETECTORS,
-        lambda: [DetectorConfig(type=DetectorType.CHI2), DetectorConfig(type=DetectorType.PSI)],
+        lambda: [DetectorConfig(type=DetectorType.MULTINOMIAL_CUSUM)],
     )
     prediction: list[DetectorConfig] | None = _detector_list(
         "prediction: detectors on the prediction stream; defaults by the prediction's type "

@@ -15,7 +15,7 @@ from .budget import e_bh_alarms, e_bonferroni_alarms, split_budget
 from .categorical import PSI, Chi2, JensenShannon, KLDivergence
 from .concept import ErrorRateIncrease, RelativeMSE
 from .decision import StreamDecision, benjamini_hochberg, bonferroni, decide, wasserstein_sigma
-from .edetectors import MixtureCUSUM
+from .edetectors import MixtureCUSUM, MultinomialCUSUM
 from .factory import DETECTOR_CLASSES, StreamKind, detector_from_state, make_detector
 from .ks import IKS, KSWindow
 from .multivariate import MMD, NMDDM
@@ -42,6 +42,7 @@ __all__ = [
     "KLDivergence",
     "KSWindow",
     "MixtureCUSUM",
+    "MultinomialCUSUM",
     "PageHinkley",
     "RelativeMSE",
     "StreamDecision",

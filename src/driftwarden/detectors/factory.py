@@ -12,7 +12,7 @@ from .base import Detector
 from .budget import alpha_per_evaluation, page_hinkley_threshold
 from .categorical import PSI, Chi2, JensenShannon, KLDivergence
 from .concept import ErrorRateIncrease, RelativeMSE
-from .edetectors import DEFAULT_BUDGET, MixtureCUSUM
+from .edetectors import DEFAULT_BUDGET, DEFAULT_SHAPE_BINS, MixtureCUSUM, MultinomialCUSUM
 from .ks import IKS, KSWindow
 from .multivariate import MMD, NMDDM
 from .sequential import ADWIN, DDM, EDDM, HDDMA, HDDMW, PageHinkley
@@ -26,6 +26,7 @@ DETECTOR_CLASSES: dict[str, type[Detector]] = {
     for cls in (
         KSWindow, IKS, PageHinkley, DDM, EDDM, HDDMA, HDDMW, ADWIN, Chi2, KLDivergence,
         JensenShannon, PSI, RelativeMSE, ErrorRateIncrease, MMD, NMDDM, MixtureCUSUM,
+        MultinomialCUSUM,
     )
 }  # fmt: skip
 assert {t.value for t in DetectorType} == set(DETECTOR_CLASSES), "every DetectorType needs a class"
@@ -90,6 +91,17 @@ def make_detector(
             _need_reference(config, reference),
             budget=budget,
             threshold=config.threshold,
+            nan_policy=nan_policy,
+        )
+    if t is DetectorType.MULTINOMIAL_CUSUM:
+        if kind == "embedding":
+            raise ValueError("detector 'multinomialCusum' works on one column, not on embeddings")
+        return MultinomialCUSUM(
+            _need_reference(config, reference),
+            budget=budget,
+            threshold=config.threshold,
+            value_kind=kind,
+            bins=config.bins or DEFAULT_SHAPE_BINS,
             nan_policy=nan_policy,
         )
     if t is DetectorType.KS:
