@@ -97,7 +97,9 @@ def _plan(root: Path) -> MonitorPlan:
 # ---------------------------------------------------------------------------- 1. ingest
 
 
-async def _post_for(url: str, bodies: list[bytes], seconds: float) -> tuple[int, float]:
+async def _post_for(
+    url: str, bodies: list[bytes], seconds: float, auth_headers: dict[str, str]
+) -> tuple[int, float]:
     """Post batches with IN_FLIGHT concurrent requests for ``seconds``; return (batches, elapsed)."""
     done = 0
     i = 0
@@ -110,7 +112,7 @@ async def _post_for(url: str, bodies: list[bytes], seconds: float) -> tuple[int,
                 body = bodies[i]
                 i += 1
                 r = await client.post(
-                    url, content=body, headers={"content-type": wire.CONTENT_TYPE}
+                    url, content=body, headers={"content-type": wire.CONTENT_TYPE, **auth_headers}
                 )
                 r.raise_for_status()
                 done += 1
@@ -154,13 +156,20 @@ def ingest_http(root: Path, bodies: list[bytes], rounds: int = 2) -> dict[str, d
         per_round = (len(bodies) - 8) // (2 * rounds)
         chunk = 0
         for local in shards.values():  # warm-up: JIT, connections, page cache
-            asyncio.run(_post_for(local.url(0) + "/v1/ingest", bodies[:8], 3.0))
+            asyncio.run(
+                _post_for(local.url(0) + "/v1/ingest", bodies[:8], 3.0, local.headers("sender"))
+            )
         for _ in range(rounds):
             for mode, local in shards.items():
                 part = bodies[8 + chunk * per_round : 8 + (chunk + 1) * per_round]
                 chunk += 1
                 done, elapsed = asyncio.run(
-                    _post_for(local.url(0) + "/v1/ingest", part, INGEST_SECONDS / rounds)
+                    _post_for(
+                        local.url(0) + "/v1/ingest",
+                        part,
+                        INGEST_SECONDS / rounds,
+                        local.headers("sender"),
+                    )
                 )
                 rate = done * FEATURES * VALUES_PER_SEGMENT / elapsed
                 if rate > best.get(mode, {}).get("values_per_s", 0.0):
@@ -245,6 +254,7 @@ def sender_throughput(root: Path) -> dict[str, Any]:
             sender = Sender(
                 local.monitor,
                 shard_map=local.map,
+                credential=local.sender_credential,
                 registry=CollectorRegistry(),
                 settings=SenderSettings(
                     url_template=local.url_template,
@@ -306,6 +316,7 @@ def reshard_pause(root: Path) -> dict[str, Any]:
             sender = Sender(
                 local.monitor,
                 shard_map_path=local.root / "shardmap.json",
+                credential=local.sender_credential,
                 registry=CollectorRegistry(),
                 settings=SenderSettings(
                     url_template=local.url_template,

@@ -71,7 +71,10 @@ def cluster_view(local: LocalShards) -> dict[str, Any]:
         live = [s for s, v in status["streams"].items() if v["status"] == "live"]
         if live:
             state = httpx.get(
-                local.url(k) + "/v1/state", params={"stream": live}, timeout=30
+                local.url(k) + "/v1/state",
+                params={"stream": live},
+                headers=local.headers(),
+                timeout=30,
             ).json()
             assert not set(state) & set(out), "a stream is live on two shards"
             out.update(view(state))
@@ -86,6 +89,7 @@ async def drive(
     sender = Sender(
         local.monitor,
         shard_map_path=local.root / "shardmap.json",
+        credential=local.sender_credential,
         registry=CollectorRegistry(),
         settings=SenderSettings(
             url_template=local.url_template,
@@ -169,7 +173,7 @@ def test_scale_down_pod_hands_off_at_sigterm_even_before_it_saw_the_new_map(tmp_
                 httpx.post(
                     local.url(k) + "/v1/ingest",
                     content=body,
-                    headers={"content-type": wire.CONTENT_TYPE},
+                    headers={"content-type": wire.CONTENT_TYPE, **local.headers("sender")},
                     timeout=30,
                 ).raise_for_status()
         held_by_2 = [s for s, v in local.status(2)["streams"].items() if v["status"] == "live"]
@@ -177,7 +181,10 @@ def test_scale_down_pod_hands_off_at_sigterm_even_before_it_saw_the_new_map(tmp_
         local.map = local.map.advance(2)
         for k in (0, 1):  # the map reaches the surviving shards only
             httpx.put(
-                local.url(k) + "/v1/shardmap", content=local.map.model_dump_json(), timeout=30
+                local.url(k) + "/v1/shardmap",
+                content=local.map.model_dump_json(),
+                headers=local.headers(),
+                timeout=30,
             ).raise_for_status()
         assert all(
             local.status(k)["handoff"]["awaiting"]

@@ -98,6 +98,16 @@ class FakeApi:
         self.objects[key] = stored
         return copy.deepcopy(stored)
 
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self._count("create", obj["kind"])
+        key = child_key(obj)
+        if key in self.objects:
+            raise ApiError("POST", "/x", 409, '{"reason": "AlreadyExists", "message": "exists"}')
+        stored = copy.deepcopy(obj)
+        stored["metadata"]["resourceVersion"] = self._bump()
+        self.objects[key] = stored
+        return copy.deepcopy(stored)
+
     async def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
         self._count("replace", obj["kind"])
         key = child_key(obj)
@@ -193,6 +203,7 @@ def test_first_pass_creates_every_child_and_an_idle_pass_writes_nothing() -> Non
             "ServiceMonitor",
             "ServiceMonitor",
             "PrometheusRule",
+            "Secret",
         ]
     )
     assert writes == len(kinds) + 1  # every child plus one status patch
@@ -217,7 +228,8 @@ def test_without_the_hash_skip_every_pass_reapplies_every_child() -> None:
     h.api.make_ready()
     h.watch()
     h.run()
-    assert h.run() == len(h.api.objects)
+    # every child re-applied; the credential Secret is created once, never re-applied
+    assert h.run() == len(h.api.objects) - 1
 
 
 def test_a_child_deleted_or_edited_by_hand_is_restored() -> None:
@@ -695,3 +707,74 @@ def test_a_failed_apply_of_another_child_never_skips_the_map_push() -> None:
     with pytest.raises(RetryLater):
         h.run()
     assert sorted(shards.puts) == [(f"diamonds-workers-{k}", 2) for k in range(5)]
+
+
+def test_the_credential_secret_is_created_once_mounted_and_signs_map_pushes() -> None:
+    from driftwarden.common import auth
+
+    tokens: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT":
+            tokens.append(request.headers.get("authorization", ""))
+            return httpx.Response(200, json={"adopted": True})
+        return httpx.Response(200, json={"streams": {}})
+
+    h = Harness(
+        OperatorSettings(worker_status_url="http://{monitor}-workers-{ordinal}:8080/status")
+    )
+    h.reconciler.http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    h.run()
+    secrets = [o for k, o in h.api.objects.items() if k[1] == "Secret"]
+    assert len(secrets) == 1 and h.api.writes[("create", "Secret")] == 1
+    secret = secrets[0]
+    assert secret["metadata"]["name"] == "diamonds-driftwarden-credential"
+    assert secret["metadata"]["ownerReferences"][0]["kind"] == "DriftMonitor"
+    monitor = h.state.credential
+    assert monitor is not None and monitor.monitor == "ml/diamonds"
+    # A restarted operator reads the same key back instead of making a new one.
+    h.state = MonitorState()
+    h.spec["workers"] = {"shards": 4}
+    h.generation += 1
+    h.run()
+    assert h.api.writes[("create", "Secret")] == 1
+    assert h.state.credential is not None and h.state.credential.key == monitor.key
+    # The reshard's pushes carry an operator token the shards verify with that key.
+    assert len(tokens) == 4
+    verifier = auth.Verifier(monitor)
+    for header in tokens:
+        assert verifier.verify(header, {auth.ROLE_OPERATOR}).role == auth.ROLE_OPERATOR
+    # Pods mount only their own file: the model server never sees the monitor key.
+    sts = h.api.objects[("apps/v1", "StatefulSet", "ml", "diamonds-workers")]
+    dep = h.api.objects[("apps/v1", "Deployment", "ml", "diamonds-model")]
+
+    def items(obj: dict[str, Any]) -> list[str]:
+        vols = obj["spec"]["template"]["spec"]["volumes"]
+        (cred,) = [v for v in vols if v["name"] == "credential"]
+        assert cred["secret"]["secretName"] == "diamonds-driftwarden-credential"
+        return [i["key"] for i in cred["secret"]["items"]]
+
+    assert items(sts) == [auth.WORKER_FILE]
+    assert items(dep) == [auth.SENDER_FILE]
+
+
+def test_a_credential_secret_for_another_monitor_is_reported_not_used() -> None:
+    import base64
+
+    from driftwarden.common import auth
+
+    h = Harness()
+    wrong = auth.Credential.generate("ml/other")
+    key = ("v1", "Secret", "ml", "diamonds-driftwarden-credential")
+    h.api.objects[key] = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": key[3], "namespace": "ml", "resourceVersion": "1"},
+        "data": {auth.WORKER_FILE: base64.b64encode(wrong.to_json().encode()).decode()},
+    }
+    with pytest.raises(RetryLater, match="ml/other"):
+        h.run()
+    assert h.state.credential is None
+    degraded = [c for c in h.api.status["conditions"] if c["type"] == "Degraded"]
+    assert degraded and degraded[0]["status"] == "True"
+    assert "ml/other" in degraded[0]["message"]

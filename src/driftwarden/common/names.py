@@ -67,6 +67,8 @@ M_WORKER_REJECTED_VALUES = "driftwarden_worker_rejected_values_total"
 M_WORKER_REBASELINES = "driftwarden_worker_detector_rebaselines_total"
 M_LABEL_JOIN = "driftwarden_label_join_total"  # outcome: joined|expired_prediction|unmatched_label
 M_LABEL_JOIN_PENDING = "driftwarden_label_join_pending"  # kind: predictions|labels
+# every component that verifies the monitor credential (docs/security.md)
+M_AUTH_REFUSALS = "driftwarden_auth_refused_requests_total"  # labels endpoint, reason
 # model server
 M_REQUESTS = "driftwarden_model_requests_total"
 M_REQUEST_LATENCY = "driftwarden_model_request_duration_seconds"

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from driftwarden.common.spec import MAX_SHARDS
+
 
 def _weight(monitor: str, stream: str, ordinal: int) -> int:
     key = f"{monitor}\x00{stream}\x00{ordinal}".encode()
@@ -33,6 +35,11 @@ def assign(monitor: str, streams: Iterable[str], shards: int) -> dict[str, int]:
 # Epochs of history a shard map carries: enough for a shard that missed a few
 # reshards to find each stream's previous owner.
 MAX_HISTORY = 32
+# How far ahead of a shard's epoch a map pushed over the network may be. The operator
+# advances one epoch per reshard and pushes each; a shard that was away longer reads
+# the newest map from its mounted ConfigMap. A map further ahead is refused, so a
+# forged epoch (2**62) cannot make a shard ignore every real map after it.
+MAX_EPOCH_AHEAD = MAX_HISTORY
 
 
 class ShardMap(BaseModel):
@@ -47,11 +54,16 @@ class ShardMap(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    monitor: str = Field(description="Monitor key, '<namespace>/<name>'.")
-    epoch: int = Field(ge=0)
-    shards: int = Field(ge=1)
+    monitor: str = Field(
+        max_length=317,  # namespace (63) + "/" + name (253)
+        description="Monitor key, '<namespace>/<name>'.",
+    )
+    epoch: int = Field(ge=0, lt=2**53)
+    shards: int = Field(ge=1, le=MAX_SHARDS)
     history: tuple[tuple[int, int], ...] = Field(
-        default=(), description="(epoch, shards) of earlier epochs, oldest first."
+        default=(),
+        max_length=MAX_HISTORY,
+        description="(epoch, shards) of earlier epochs, oldest first.",
     )
 
     @model_validator(mode="after")
@@ -61,8 +73,8 @@ class ShardMap(BaseModel):
             raise ValueError(
                 f"history epochs {epochs} must be increasing and below epoch {self.epoch}"
             )
-        if any(n < 1 for _, n in self.history):
-            raise ValueError("history shard counts must be >= 1")
+        if any(not 1 <= n <= MAX_SHARDS for _, n in self.history):
+            raise ValueError(f"history shard counts must be between 1 and {MAX_SHARDS}")
         return self
 
     def owner(self, stream: str) -> int:
@@ -81,3 +93,33 @@ class ShardMap(BaseModel):
         """Return the map of the next epoch with ``shards`` shards (this one kept in history)."""
         history = (*self.history, (self.epoch, self.shards))[-MAX_HISTORY:]
         return ShardMap(monitor=self.monitor, epoch=self.epoch + 1, shards=shards, history=history)
+
+
+def check_pushed_map(current: ShardMap | None, candidate: ShardMap) -> str | None:
+    """Return why a shard must refuse ``candidate`` arriving over the network, or None.
+
+    Shard counts are bounded by the model itself (``MAX_SHARDS``, the CRD's bound).
+    Here: the same monitor, an epoch no further than ``MAX_EPOCH_AHEAD`` past the
+    current one, and a history that agrees with what the shard already knows (an
+    epoch never changes its shard count).
+    """
+    if current is None:
+        return None
+    if candidate.monitor != current.monitor:
+        return (
+            f"shard map is for monitor {candidate.monitor!r}, this shard serves {current.monitor!r}"
+        )
+    if candidate.epoch > current.epoch + MAX_EPOCH_AHEAD:
+        return (
+            f"epoch {candidate.epoch} is more than {MAX_EPOCH_AHEAD} ahead of this shard's epoch "
+            f"{current.epoch}; the operator advances one epoch per reshard"
+        )
+    known = {current.epoch: current.shards, **dict(current.history)}
+    theirs = {candidate.epoch: candidate.shards, **dict(candidate.history)}
+    for epoch in sorted(known.keys() & theirs.keys()):
+        if known[epoch] != theirs[epoch]:
+            return (
+                f"epoch {epoch} had {known[epoch]} shards here but the pushed map says "
+                f"{theirs[epoch]}"
+            )
+    return None

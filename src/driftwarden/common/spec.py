@@ -292,6 +292,10 @@ _STORAGE_IMMUTABLE = _cel(
 )
 
 
+# The most shards a monitor may have; the workers refuse shard maps beyond it too.
+MAX_SHARDS = 64
+
+
 class WorkersSpec(_Model):
     """The drift-worker StatefulSet: one shard per replica, one volume per shard."""
 
@@ -317,7 +321,7 @@ class WorkersSpec(_Model):
     shards: int = Field(
         3,
         ge=1,
-        le=64,
+        le=MAX_SHARDS,
         description=(
             "shards: drift-worker StatefulSet replicas; the scale subresource "
             "(kubectl scale driftmonitor/<name> --replicas=N) sets it."

@@ -17,7 +17,13 @@ import sys
 from pathlib import Path
 
 from driftwarden.common.sharding import ShardMap
-from driftwarden.drift_worker.settings import ConfigError, Settings, build_plan, check_plan
+from driftwarden.drift_worker.settings import (
+    ConfigError,
+    Settings,
+    build_plan,
+    check_plan,
+    load_credential,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, help="WAL and snapshot directory")
     p.add_argument("--monitor-config", type=Path, help="monitor.json")
     p.add_argument("--shard-map", type=Path, help="shardmap.json")
+    p.add_argument("--credential-file", type=Path, help="the monitor credential (worker.json)")
     p.add_argument("--streams-file", type=Path, help="streams JSON instead of the bundle schema")
     p.add_argument("--fsync", choices=["always", "interval", "never"])
     p.add_argument(
@@ -79,6 +86,8 @@ def load_settings(argv: list[str]) -> Settings:
         top["shard_map"] = args.shard_map
     if args.log_level is not None:
         top["log_level"] = args.log_level
+    if args.credential_file is not None:
+        top["credential_file"] = args.credential_file
     return Settings.model_validate(top)
 
 
@@ -116,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(
                 f"shard map is for {shard_map.monitor!r} but monitor.json describes {plan.monitor!r}"
             )
+        credential = load_credential(settings, plan.monitor)
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
@@ -164,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         max_body_bytes=w.max_body_bytes,
         shutdown_drain_s=w.shutdown_drain_s,
         storage_failure_exit_s=w.storage_failure_exit_s,
+        credential=credential,
     )
     config = uvicorn.Config(
         create_app(service),

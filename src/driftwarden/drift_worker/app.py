@@ -15,6 +15,13 @@ Endpoints:
 - ``GET /metrics``, ``/healthz``, ``/readyz``, ``/status``; ``GET /v1/state`` dumps
   held streams' full state (debugging, tests).
 
+Every call that changes state or reads reference data carries the monitor's
+credential (:mod:`driftwarden.common.auth`): ingest admits the ``sender`` role,
+handoff ``peer``, the shard-map push ``operator``, ``/v1/state`` ``operator`` or
+``peer``. Anything else answers 401/403 before its body is read, changes nothing and
+is counted in ``driftwarden_auth_refused_requests_total``. Every body is read with
+the same byte limit, whether or not the caller declared its length.
+
 Batches are decoded, logged and applied on one dedicated thread, in arrival order;
 the event loop stays free for probes and scrapes, and fsyncs run on their own
 threads so concurrent batches share them (group commit).
@@ -41,7 +48,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from driftwarden.common.sharding import ShardMap
+from driftwarden.common import auth
+from driftwarden.common.sharding import ShardMap, check_pushed_map
 from driftwarden.drift_worker.metrics import WorkerCollector, status_document
 from driftwarden.drift_worker.shard import Refusal, ShardWorker
 from driftwarden.ingest import wire
@@ -55,6 +63,8 @@ EXIT_STORAGE_FAILED = 75
 # Handoffs in flight at once: enough to overlap network and the peer's install,
 # few enough that big states do not all sit in memory together.
 PUSH_CONCURRENCY = 8
+# A shard map is a few hundred bytes even with a full history; nothing bigger is one.
+SHARD_MAP_MAX_BYTES = 64 * 1024
 
 
 class WorkerService:
@@ -75,7 +85,9 @@ class WorkerService:
         storage_failure_exit_s: float = 30.0,
         on_fatal: Callable[[], None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        credential: auth.CredentialSource | None = None,
     ) -> None:
+        """``credential``: the monitor key; None leaves every endpoint open (in-process tests)."""
         self.worker = worker
         self.peer_url_template = peer_url_template
         self.base_port = base_port
@@ -109,6 +121,24 @@ class WorkerService:
         self.collector = WorkerCollector(worker, per_detector)
         self.registry = CollectorRegistry()
         self.registry.register(self.collector)
+        self.verifier = auth.Verifier(credential) if credential is not None else None
+        self._peer_token = (
+            auth.TokenSource(credential, auth.ROLE_PEER) if credential is not None else None
+        )
+        if self.verifier is not None:
+            if self.verifier.monitor != worker.plan.monitor:
+                raise auth.CredentialError(
+                    f"the credential is for monitor {self.verifier.monitor!r} but this shard "
+                    f"serves {worker.plan.monitor!r}: another monitor's Secret is mounted"
+                )
+            self.registry.register(self.verifier)
+        else:
+            log.warning(
+                "shard %d of %s runs WITHOUT authentication: anyone who reaches it can change "
+                "its state",
+                worker.ordinal,
+                worker.plan.monitor,
+            )
         ProcessCollector(registry=self.registry)
 
     # ------------------------------------------------------------------ lifecycle
@@ -286,7 +316,7 @@ class WorkerService:
 
         maps = await asyncio.gather(*(ask(k) for k in range(shards) if k != self.worker.ordinal))
         newest = max(
-            (m for m in maps if m is not None and m.monitor == self.worker.plan.monitor),
+            (m for m in maps if m is not None and not check_pushed_map(self.worker.map, m)),
             key=lambda m: m.epoch,
             default=None,
         )
@@ -338,7 +368,7 @@ class WorkerService:
         try:
             body = await loop.run_in_executor(self._background, lambda: json.dumps(doc).encode())
             resp = await self._client.post(
-                url, content=body, headers={"content-type": "application/json"}
+                url, content=body, headers={"content-type": "application/json", **self._auth()}
             )
         except httpx.HTTPError as exc:
             log.warning(
@@ -369,6 +399,9 @@ class WorkerService:
         )
         return True
 
+    def _auth(self) -> dict[str, str]:
+        return self._peer_token.header() if self._peer_token is not None else {}
+
     # ------------------------------------------------------------------ handlers
 
     def _refusal(self, r: Refusal) -> JSONResponse:
@@ -379,15 +412,32 @@ class WorkerService:
         headers = {"retry-after": "1"} if r.status == 503 else None
         return JSONResponse(body, status_code=r.status, headers=headers)
 
-    async def _body(self, request: Request) -> bytes:
-        length = request.headers.get("content-length")
-        if length is not None and int(length) > self.max_body_bytes:
-            raise Refusal(
+    async def _body(self, request: Request, limit: int | None = None) -> bytes:
+        """Return the body, refusing with 413 once it passes ``limit`` (declared or not)."""
+        limit = self.max_body_bytes if limit is None else limit
+
+        def too_large(size: int | str) -> Refusal:
+            return Refusal(
                 413,
                 "too_large",
-                f"body of {length} bytes exceeds {self.max_body_bytes}; send smaller batches",
+                f"body of {size} bytes exceeds the {limit}-byte limit "
+                "(DRIFTWARDEN_WORKER__MAX_BODY_BYTES); send smaller batches",
             )
-        return await request.body()
+
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise Refusal(400, "bad_request", f"content-length {length[:40]!r} is not a number")
+            if int(length) > limit:
+                raise too_large(length)
+        # Chunked bodies (no length, or a length that lies) stop at the same limit.
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large(f"more than {limit}")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def ingest(self, request: Request) -> Response:
         if self._stopping:
@@ -432,6 +482,14 @@ class WorkerService:
                 raise Refusal(400, "bad_handoff", f"handoff body is not JSON: {exc}") from None
             if not isinstance(doc, dict):
                 raise Refusal(400, "bad_handoff", "handoff body must be a JSON object")
+            carried = doc.get("shard_map")
+            if isinstance(carried, dict):
+                try:
+                    problem = check_pushed_map(self.worker.map, ShardMap.model_validate(carried))
+                except ValueError as exc:
+                    problem = f"its shard map is invalid: {exc}"
+                if problem:
+                    raise Refusal(400, "bad_shard_map", f"handoff refused: {problem}")
             status = await loop.run_in_executor(self._apply, self.worker.receive_handoff, doc, body)
         except Refusal as r:
             return self._refusal(r)
@@ -458,10 +516,14 @@ class WorkerService:
 
     async def put_shardmap(self, request: Request) -> Response:
         try:
-            shard_map = ShardMap.model_validate_json(await request.body())
-        except ValueError as exc:
-            return JSONResponse({"error": "bad_shard_map", "detail": str(exc)}, status_code=400)
-        try:
+            body = await self._body(request, SHARD_MAP_MAX_BYTES)
+            try:
+                shard_map = ShardMap.model_validate_json(body)
+            except ValueError as exc:
+                raise Refusal(400, "bad_shard_map", str(exc)) from None
+            problem = check_pushed_map(self.worker.map, shard_map)  # type: ignore[arg-type]
+            if problem:
+                raise Refusal(400, "bad_shard_map", problem)
             moved = await self._adopt(shard_map)
         except Refusal as r:
             return self._refusal(r)
@@ -512,15 +574,28 @@ def _error_code(resp: httpx.Response) -> str | None:
 
 def create_app(service: WorkerService) -> Starlette:
     """Return the ASGI app of one shard."""
+
+    def only(endpoint: str, *roles: str) -> Any:
+        return auth.protect(service.verifier, roles, endpoint)
+
     routes = [
-        Route("/v1/ingest", service.ingest, methods=["POST"]),
-        Route(HANDOFF_PATH, service.handoff, methods=["POST"]),
+        Route("/v1/ingest", only("ingest", auth.ROLE_SENDER)(service.ingest), methods=["POST"]),
+        Route(HANDOFF_PATH, only("handoff", auth.ROLE_PEER)(service.handoff), methods=["POST"]),
         Route(HANDOFF_PATH, service.handoff_status, methods=["GET"]),
         Route("/v1/shardmap", service.get_shardmap, methods=["GET"]),
-        Route("/v1/shardmap", service.put_shardmap, methods=["PUT"]),
+        Route(
+            "/v1/shardmap",
+            only("shardmap", auth.ROLE_OPERATOR)(service.put_shardmap),
+            methods=["PUT"],
+        ),
         Route("/metrics", service.metrics, methods=["GET"]),
         Route("/status", service.status, methods=["GET"]),
-        Route("/v1/state", service.stream_state, methods=["GET"]),
+        # The full state includes the reference sample: not for everyone who can reach us.
+        Route(
+            "/v1/state",
+            only("state", auth.ROLE_OPERATOR, auth.ROLE_PEER)(service.stream_state),
+            methods=["GET"],
+        ),
         Route("/healthz", service.healthz, methods=["GET"]),
         Route("/readyz", service.readyz, methods=["GET"]),
     ]

@@ -7,6 +7,7 @@ Everything a pod spec needs to set is here, e.g.::
     DRIFTWARDEN_WORKER__DATA_DIR=/var/lib/driftwarden
     DRIFTWARDEN_WORKER__FSYNC=always
     DRIFTWARDEN_WORKER__PEER_URL_TEMPLATE=http://m-workers-{ordinal}.m-workers.ns.svc:8080
+    DRIFTWARDEN_CREDENTIAL_FILE=/etc/driftwarden-credential/worker.json
 
 The ordinal comes from ``DRIFTWARDEN_WORKER__ORDINAL`` or ``--ordinal``, else from
 the pod name's ``-<n>`` suffix (``POD_NAME`` or ``HOSTNAME``), as a StatefulSet
@@ -25,6 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from driftwarden.common import auth
 from driftwarden.common.errors import ConfigError
 from driftwarden.common.spec import DriftMonitorSpec
 from driftwarden.drift_worker.plan import (
@@ -104,6 +106,16 @@ class Settings(BaseSettings):
 
     monitor_config: Path = Path("/etc/driftwarden/monitor.json")
     shard_map: Path = Path("/etc/driftwarden/shardmap.json")
+    credential_file: Path | None = Field(
+        None,
+        description="The monitor credential (worker.json of the <monitor>-driftwarden-credential "
+        "Secret); every state-changing call must carry a token signed with it.",
+    )
+    insecure_no_auth: bool = Field(
+        False,
+        description="Serve without a credential: anyone who reaches the shard can change its "
+        "state. Only for debugging on a private machine.",
+    )
     worker: WorkerOptions = Field(default_factory=WorkerOptions)
     log_level: str = "INFO"
 
@@ -231,3 +243,19 @@ def check_plan(plan: MonitorPlan) -> None:
                 f"stream {stream.name!r} ({stream.kind}): its detectors cannot be built: {exc}. "
                 "Fix spec.detectors of the DriftMonitor."
             ) from None
+
+
+def load_credential(settings: Settings, monitor: str) -> auth.CredentialFile | None:
+    """Return the monitor credential to verify calls with, or None when explicitly insecure."""
+    if settings.credential_file is None:
+        if settings.insecure_no_auth:
+            return None
+        raise ConfigError(
+            "no monitor credential: set DRIFTWARDEN_CREDENTIAL_FILE (or --credential-file) to the "
+            "worker.json of the <monitor>-driftwarden-credential Secret; "
+            "DRIFTWARDEN_INSECURE_NO_AUTH=true serves without one (debugging only)"
+        )
+    try:
+        return auth.CredentialFile(settings.credential_file, monitor=monitor)
+    except auth.CredentialError as exc:
+        raise ConfigError(str(exc)) from None

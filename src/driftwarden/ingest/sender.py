@@ -48,7 +48,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field
 
-from driftwarden.common import names
+from driftwarden.common import auth, names
 from driftwarden.common.sharding import ShardMap
 from driftwarden.ingest import wire
 
@@ -138,7 +138,9 @@ class Sender:
         registry: CollectorRegistry | None = REGISTRY,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Any = time.time,
+        credential: auth.CredentialSource | None = None,
     ) -> None:
+        """``credential``: the monitor's sender credential; workers refuse batches without it."""
         if shard_map is None and shard_map_path is None:
             raise ValueError("Sender needs a shard_map or a shard_map_path to route by")
         self.monitor = monitor
@@ -157,6 +159,10 @@ class Sender:
         self._owner_cache_key: tuple[int, int] = (-1, -1)
         self._transport = transport
         self._clock = clock
+        self._token = (
+            auth.TokenSource(credential, auth.ROLE_SENDER) if credential is not None else None
+        )
+        self._last_auth_log = float("-inf")
 
         self._lock = threading.Lock()
         self._queues: dict[str, _StreamQueue] = {}
@@ -532,9 +538,10 @@ class Sender:
         outcome: str | int = "retry"
         try:
             body = wire.encode(batch)
-            resp = await self._client.post(
-                url, content=body, headers={"content-type": wire.CONTENT_TYPE}
-            )
+            headers = {"content-type": wire.CONTENT_TYPE}
+            if self._token is not None:
+                headers.update(self._token.header())
+            resp = await self._client.post(url, content=body, headers=headers)
             outcome = self._handle_response(shard, resp, len(batch.segments))
         except (httpx.HTTPError, OSError) as exc:
             self._last_error = f"shard {shard} ({url}): {type(exc).__name__}: {exc}"
@@ -602,6 +609,21 @@ class Sender:
             return "acked"
         detail = body.get("detail") if isinstance(body, dict) else None
         self._last_error = f"shard {shard}: HTTP {resp.status_code}: {detail or resp.text[:200]}"
+        if resp.status_code in (401, 403):
+            # A credential problem (a Secret rotated, a wrong mount) is not the batch's fault:
+            # keep the values and retry, and say loudly what to fix.
+            now = time.monotonic()
+            if now - self._last_auth_log >= 60.0:
+                self._last_auth_log = now
+                log.error(
+                    "driftwarden sender for monitor %s: shard %d refused our credential (%s); "
+                    "values stay buffered and are retried. Check that the model server mounts "
+                    "this monitor's <monitor>-driftwarden-credential Secret.",
+                    self.monitor,
+                    shard,
+                    self._last_error,
+                )
+            return "retry"
         if resp.status_code == 409:
             # Not the owner. With a newer map the retry goes straight to the new owner;
             # otherwise the worker lags behind our map and we back off until it catches up.

@@ -7,6 +7,7 @@ server with no worker configured uses :class:`NullEmitter` and tests can record.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -16,6 +17,8 @@ from prometheus_client import CollectorRegistry
 from driftwarden.bundles import Bundle
 from driftwarden.common import names
 from driftwarden.model_server.settings import ConfigError, Settings
+
+log = logging.getLogger("driftwarden.model_server")
 
 
 class Emitter(Protocol):
@@ -85,6 +88,19 @@ def build_emitter(
         shard_map = ShardMap.model_validate_json(settings.shard_map.read_bytes())
     except ValueError as exc:
         raise ConfigError(f"shard map {settings.shard_map} is invalid: {exc}") from None
+    from driftwarden.common import auth
+
+    credential = None
+    if settings.credential_file is not None:
+        try:
+            credential = auth.CredentialFile(settings.credential_file, monitor=monitor)
+        except auth.CredentialError as exc:
+            raise ConfigError(str(exc)) from None
+    else:
+        log.warning(
+            "DRIFTWARDEN_CREDENTIAL_FILE is not set: drift workers that check credentials "
+            "(every one the operator runs) will refuse this server's batches"
+        )
     return Sender(
         monitor,
         shard_map=shard_map,
@@ -92,4 +108,5 @@ def build_emitter(
         settings=settings.sender,
         streams=bundle_streams(bundle),
         registry=registry,
+        credential=credential,
     )

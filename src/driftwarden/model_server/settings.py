@@ -5,6 +5,7 @@ What a pod spec sets (the operator renders the first three)::
     DRIFTWARDEN_MONITOR_CONFIG=/etc/driftwarden/monitor.json   # bundle URI + monitor name
     DRIFTWARDEN_SHARD_MAP=/etc/driftwarden/shardmap.json       # enables emission to workers
     DRIFTWARDEN_SENDER__URL_TEMPLATE=http://m-workers-{ordinal}.m-workers.ns.svc:8080
+    DRIFTWARDEN_CREDENTIAL_FILE=/etc/driftwarden-credential/sender.json   # signs ingest calls
     DRIFTWARDEN_BUNDLE=builtin://diamonds                      # overrides the monitor's bundle
     DRIFTWARDEN_SERVER__MAX_BATCH_ROWS=256                     # and the other SERVER__ fields
 
@@ -71,6 +72,11 @@ class Settings(BaseSettings):
     )
     monitor_config: Path | None = None
     shard_map: Path | None = None
+    credential_file: Path | None = Field(
+        None,
+        description="The monitor's sender credential (sender.json of the "
+        "<monitor>-driftwarden-credential Secret); drift workers refuse batches without it.",
+    )
     server: ServerOptions = Field(default_factory=ServerOptions)
     sender: SenderSettings = Field(default_factory=SenderSettings)
 

@@ -9,6 +9,8 @@ pin them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import hashlib
 import json
@@ -17,6 +19,7 @@ from typing import Any
 
 import kopf
 
+from driftwarden.common import auth
 from driftwarden.common.sharding import ShardMap
 from driftwarden.common.spec import DriftMonitorSpec
 from driftwarden.operator.monitor import Monitor
@@ -33,12 +36,15 @@ CONFIG_MOUNT = "/etc/driftwarden"
 DATA_MOUNT = "/var/lib/driftwarden"
 MONITOR_FILE = "monitor.json"
 SHARDMAP_FILE = "shardmap.json"
+# Outside CONFIG_MOUNT: a Secret volume inside a ConfigMap volume would be a nested mount.
+CREDENTIAL_MOUNT = "/etc/driftwarden-credential"
 
 COMPONENT_MODEL = "model-server"
 COMPONENT_WORKER = "drift-worker"
 COMPONENT_CONFIG = "config"
 COMPONENT_ALERTS = "alerts"
 COMPONENT_DASHBOARD = "dashboard"
+COMPONENT_CREDENTIAL = "credential"
 
 RenderFn = Callable[[str, str, DriftMonitorSpec], Any]
 
@@ -74,6 +80,10 @@ def workers_name(monitor: str) -> str:
 
 def config_name(monitor: str) -> str:
     return f"{monitor}-driftwarden"
+
+
+def credential_name(monitor: str) -> str:
+    return f"{monitor}-driftwarden-credential"
 
 
 def dashboard_name(monitor: Monitor, settings: OperatorSettings) -> str:
@@ -213,6 +223,27 @@ def _volumes() -> list[dict[str, Any]]:
     ]
 
 
+def _credential(
+    monitor: Monitor, file: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Return (volume, mount, env) that give a pod one file of the monitor's credential.
+
+    Only the named key is projected: model servers see the sender key, never the
+    monitor key the workers verify with (docs/security.md).
+    """
+    volume = {
+        "name": "credential",
+        "secret": {
+            "secretName": credential_name(monitor.name),
+            "items": [{"key": file, "path": file}],
+            "defaultMode": 0o440,
+        },
+    }
+    mount = {"name": "credential", "mountPath": CREDENTIAL_MOUNT, "readOnly": True}
+    env = {"name": "DRIFTWARDEN_CREDENTIAL_FILE", "value": f"{CREDENTIAL_MOUNT}/{file}"}
+    return volume, mount, env
+
+
 def _meta(monitor: Monitor, name: str, component: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -226,6 +257,8 @@ def build_model_deployment(monitor: Monitor, settings: OperatorSettings) -> dict
     name = model_name(monitor.name)
     volumes = _volumes()
     volumes[0]["configMap"]["name"] = config_name(monitor.name)
+    cred_volume, cred_mount, cred_env = _credential(monitor, auth.SENDER_FILE)
+    volumes.append(cred_volume)
     container = {
         "name": COMPONENT_MODEL,
         "image": settings.model_server_image,
@@ -234,6 +267,7 @@ def build_model_deployment(monitor: Monitor, settings: OperatorSettings) -> dict
         "env": [
             *_config_env(),
             {"name": "DRIFTWARDEN_SENDER__URL_TEMPLATE", "value": worker_url_template(monitor)},
+            cred_env,
         ],
         "ports": [{"name": "http", "containerPort": MODEL_PORT, "protocol": "TCP"}],
         "readinessProbe": _probe("/readyz", 5, 3),
@@ -243,6 +277,7 @@ def build_model_deployment(monitor: Monitor, settings: OperatorSettings) -> dict
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
+            cred_mount,
         ],
     }
     return {
@@ -287,6 +322,8 @@ def build_worker_statefulset(
     name = workers_name(monitor.name)
     volumes = _volumes()
     volumes[0]["configMap"]["name"] = config_name(monitor.name)
+    cred_volume, cred_mount, cred_env = _credential(monitor, auth.WORKER_FILE)
+    volumes.append(cred_volume)
     container = {
         "name": COMPONENT_WORKER,
         "image": settings.drift_worker_image,
@@ -305,6 +342,7 @@ def build_worker_statefulset(
                 },
             },
             {"name": "DRIFTWARDEN_WORKER__DATA_DIR", "value": DATA_MOUNT},
+            cred_env,
         ],
         "ports": [{"name": "http", "containerPort": WORKER_PORT, "protocol": "TCP"}],
         "readinessProbe": _probe("/readyz", 5, 3),
@@ -315,6 +353,7 @@ def build_worker_statefulset(
             {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
             {"name": "data", "mountPath": DATA_MOUNT},
+            cred_mount,
         ],
     }
     claim: dict[str, Any] = {
@@ -396,6 +435,56 @@ def build_config_map(
             + "\n",
         },
     }
+
+
+def build_credential_secret(monitor: Monitor, credential: auth.Credential) -> dict[str, Any]:
+    """Return the monitor's credential Secret, owned by the monitor (created once, never applied).
+
+    ``worker.json`` holds the monitor key (workers verify every role with it);
+    ``sender.json`` the sender role's derived key (model servers can ingest, no more).
+    """
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": _meta(monitor, credential_name(monitor.name), COMPONENT_CREDENTIAL),
+        # Immutable: a new key is a new Secret (delete it and the operator makes another).
+        "immutable": True,
+        "data": {
+            auth.WORKER_FILE: b64(credential.to_json()),
+            auth.SENDER_FILE: b64(credential.for_role(auth.ROLE_SENDER).to_json()),
+        },
+    }
+    kopf.adopt(secret, owner=monitor.owner_body())
+    return secret
+
+
+def read_credential_secret(secret: dict[str, Any], monitor: Monitor) -> auth.Credential:
+    """Return the monitor key held in a credential Secret; CredentialError says what is wrong."""
+    raw = (secret.get("data") or {}).get(auth.WORKER_FILE)
+    if not raw:
+        raise auth.CredentialError(
+            f"Secret {monitor.namespace}/{credential_name(monitor.name)} has no {auth.WORKER_FILE}; "
+            "delete it and the operator creates a new credential"
+        )
+    try:
+        text = base64.b64decode(raw)
+    except (binascii.Error, ValueError):
+        raise auth.CredentialError(
+            f"Secret {credential_name(monitor.name)}: {auth.WORKER_FILE} is not base64"
+        ) from None
+    cred = auth.Credential.from_json(text, source=f"Secret {credential_name(monitor.name)}")
+    if cred.monitor != monitor.key or cred.role != auth.ALL_ROLES:
+        raise auth.CredentialError(
+            f"Secret {monitor.namespace}/{credential_name(monitor.name)} holds a credential for "
+            f"{cred.monitor!r} ({cred.role}), not monitor {monitor.key!r}; delete it and the "
+            "operator creates a new one"
+        )
+    return cred
 
 
 def read_shard_map(config_map: dict[str, Any] | None) -> ShardMap | None:

@@ -53,10 +53,16 @@ CHILD_KINDS: dict[tuple[str, str], Kind] = {
 }
 
 
+# The monitor credential: created once and read back, never applied, watched or pruned
+# (the operator may not list Secrets; garbage collection deletes it with its monitor).
+SECRET_KIND = Kind("v1", "Secret", "secrets")
+KNOWN_KINDS: dict[tuple[str, str], Kind] = {**CHILD_KINDS, ("v1", "Secret"): SECRET_KIND}
+
+
 def kind_of(obj: dict[str, Any]) -> Kind:
     """Return the Kind of a manifest; KeyError names kinds this client does not know."""
     try:
-        return CHILD_KINDS[(obj["apiVersion"], obj["kind"])]
+        return KNOWN_KINDS[(obj["apiVersion"], obj["kind"])]
     except KeyError:
         raise KeyError(f"unknown child kind {obj.get('apiVersion')}/{obj.get('kind')}") from None
 
@@ -196,6 +202,22 @@ class KubeApi:
         self.writes[("apply", kind.kind)] += 1
         if resp.status_code >= 400:
             raise ApiError("PATCH(apply)", path, resp.status_code, resp.text)
+        return resp.json()
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """POST ``obj``; an existing object of that name raises ApiError with status 409."""
+        kind = kind_of(obj)
+        path = kind.path(obj["metadata"]["namespace"])
+        resp = await self._request(
+            "POST",
+            path,
+            params={"fieldManager": FIELD_MANAGER},
+            content=json.dumps(obj).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        self.writes[("create", kind.kind)] += 1
+        if resp.status_code >= 400:
+            raise ApiError("POST", path, resp.status_code, resp.text)
         return resp.json()
 
     async def replace(self, obj: dict[str, Any]) -> dict[str, Any]:

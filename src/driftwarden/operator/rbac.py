@@ -49,6 +49,11 @@ def operator_rules() -> list[dict[str, Any]]:
             "verbs": ["get", "patch"],
         },
         *_child_rules(),
+        # Each monitor's credential Secret: created once with a random key, read back to
+        # sign shard-map pushes. No list/watch (that would expose every Secret's value in
+        # the cluster), no update (the Secret is immutable), no delete (garbage collection
+        # removes it with its monitor).
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]},
         # kopf posts warnings and errors about a monitor as Kubernetes Events.
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},

@@ -22,10 +22,10 @@ from typing import Any
 
 import httpx
 
-from driftwarden.common import names
+from driftwarden.common import auth, names
 from driftwarden.common.sharding import ShardMap
 from driftwarden.operator import builders
-from driftwarden.operator.kube import CHILD_KINDS, ApiError, KubeApi, kind_of
+from driftwarden.operator.kube import CHILD_KINDS, SECRET_KIND, ApiError, KubeApi, kind_of
 from driftwarden.operator.monitor import InvalidMonitor, Monitor
 from driftwarden.operator.settings import OperatorSettings
 from driftwarden.operator.status import (
@@ -38,6 +38,8 @@ from driftwarden.operator.status import (
 from driftwarden.operator.workers import probe_workers, push_shard_map, unsettled_handoffs
 
 ChildKey = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
+# A Secret deleted by hand is noticed (and a new key made) within this long.
+CREDENTIAL_RECHECK_SECONDS = 300.0
 
 _QUANTITY_KEYS = frozenset({"requests", "limits"})
 _SUFFIXES = {
@@ -216,6 +218,9 @@ class MonitorState:
     # A scale-down waiting for handoffs: why, and how soon the daemon should look again.
     handing_off: str | None = None
     next_pass_in: float | None = None
+    # The monitor credential, read once and re-checked every CREDENTIAL_RECHECK_SECONDS.
+    credential: auth.Credential | None = None
+    credential_checked: float = float("-inf")
 
 
 class Reconciler:
@@ -342,6 +347,8 @@ class Reconciler:
             )
         for key in sorted(owned - wanted):
             api_version, kind, namespace, name = key
+            if (api_version, kind) not in CHILD_KINDS:
+                continue  # the credential Secret is never rendered, so never "unwanted"
             await self.api.delete(api_version, kind, namespace, name)
             self.cache.remove(key)
             logger.info("deleted %s %s/%s: no longer in the spec", kind, namespace, name)
@@ -362,13 +369,62 @@ class Reconciler:
             self.cache.remove(key)
             logger.info("deleted %s %s/%s with its monitor", kind, namespace, name)
 
+    # ------------------------------------------------------------------ credential
+
+    async def ensure_credential(
+        self,
+        monitor: Monitor,
+        state: MonitorState,
+        logger: logging.Logger,
+        *,
+        fresh: bool = False,
+    ) -> auth.Credential:
+        """Return the monitor's credential, creating its Secret with a random key if absent.
+
+        Never applied or re-rendered: the key is made once, by ``secrets``, and only read
+        back afterwards (a re-render would change it every pass). Its value never
+        reaches a log line or the status. ``fresh`` (a monitor never reconciled): create
+        without reading first; a 409 means it exists after all.
+        """
+        now = time.monotonic()
+        if (
+            state.credential is not None
+            and now - state.credential_checked < CREDENTIAL_RECHECK_SECONDS
+        ):
+            return state.credential
+        path = SECRET_KIND.path(monitor.namespace, builders.credential_name(monitor.name))
+        secret = None if fresh else await self.api.get(path)
+        if secret is None:
+            fresh = auth.Credential.generate(monitor.key)
+            try:
+                secret = await self.api.create(builders.build_credential_secret(monitor, fresh))
+                logger.info(
+                    "created credential Secret %s/%s",
+                    monitor.namespace,
+                    builders.credential_name(monitor.name),
+                )
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                secret = await self.api.get(path)  # another pass created it meanwhile
+                if secret is None:
+                    raise
+        state.credential = builders.read_credential_secret(secret, monitor)
+        state.credential_checked = now
+        return state.credential
+
     # ------------------------------------------------------------------ status
 
     async def _push_shard_map(
-        self, monitor: Monitor, shard_map: ShardMap, shards: int, logger: Any
+        self,
+        monitor: Monitor,
+        shard_map: ShardMap,
+        shards: int,
+        logger: Any,
+        credential: auth.Credential | None,
     ) -> None:
         """Tell every old and new shard about a new epoch now, not at the kubelet's next sync."""
-        if not self.settings.worker_status_url or self.http is None:
+        if not self.settings.worker_status_url or self.http is None or credential is None:
             return
         errors = await push_shard_map(
             self.http,
@@ -379,6 +435,7 @@ class Reconciler:
             shards=shards,
             timeout=self.settings.worker_status_timeout_seconds,
             base_port=self.settings.worker_base_port,
+            headers=auth.TokenSource(credential, auth.ROLE_OPERATOR).header(),
         )
         if errors:
             logger.warning(
@@ -590,13 +647,19 @@ class Reconciler:
         apply_error: str | None = None
         skipped: list[str] = []
         map_published = False
+        credential: auth.Credential | None = None
         try:
+            # Before the pods: they mount it and do not start without it.
+            credential = await self.ensure_credential(monitor, state, logger, fresh=fresh)
             # The ConfigMap (with the shard map) alone first: pods never start without
             # it, and once it is written the new epoch is the published one.
             skipped = await self.apply_children(children[:1], logger, fresh=fresh)
             map_published = True
             skipped += await self.apply_children(children[1:], logger, fresh=fresh)
             await self.prune(monitor, children, logger)
+        except auth.CredentialError as exc:
+            apply_error = f"monitor credential: {exc}"
+            logger.error("%s; will retry", apply_error)
         except (ApiError, httpx.HTTPError) as exc:
             apply_error = f"applying children failed: {exc}"
             logger.error("%s; will retry", apply_error)
@@ -610,6 +673,7 @@ class Reconciler:
                 shard_map,
                 max(published.shards if published else 0, shards, running),
                 logger,
+                credential,
             )
         state.handing_off, state.next_pass_in = None, None
         if draining and map_published:

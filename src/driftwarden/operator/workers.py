@@ -184,6 +184,7 @@ async def push_shard_map(
     shards: int,
     timeout: float,
     base_port: int = 0,
+    headers: dict[str, str] | None = None,
 ) -> list[str]:
     """PUT the new shard map to shards ``0..shards-1``; return one error line per failure.
 
@@ -200,7 +201,11 @@ async def push_shard_map(
         )
         try:
             resp = await client.put(
-                url, content=body, timeout=timeout, headers={"content-type": "application/json"}
+                url,
+                content=body,
+                timeout=timeout,
+                # the operator's token: shards refuse maps from anyone else
+                headers={"content-type": "application/json", **(headers or {})},
             )
             resp.raise_for_status()
             return None

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from driftwarden.common import auth
 from driftwarden.common.sharding import ShardMap
 from driftwarden.drift_worker.settings import write_streams_file
 from driftwarden.drift_worker.streams import StreamSpec
@@ -93,6 +94,24 @@ class LocalShards:
         write_streams_file(self.root / "streams.json", streams)
         self.map = ShardMap(monitor=self.monitor, epoch=1, shards=shards)
         self.write_map()
+        # The monitor credential, written as the operator's Secret would mount it.
+        self.credential = auth.Credential.generate(self.monitor)
+        self.credential_files = auth.write_credential_files(
+            self.root / "credential", self.credential
+        )
+        self._tokens = {
+            role: auth.TokenSource(self.credential, role)
+            for role in (auth.ROLE_SENDER, auth.ROLE_OPERATOR)
+        }
+
+    def headers(self, role: str = auth.ROLE_OPERATOR) -> dict[str, str]:
+        """Return the Authorization header of ``role`` (operator: map pushes, state reads)."""
+        return self._tokens[role].header()
+
+    @property
+    def sender_credential(self) -> auth.Credential:
+        """The credential a Sender to these shards needs (the sender role key only)."""
+        return self.credential.for_role(auth.ROLE_SENDER)
 
     @property
     def url_template(self) -> str:
@@ -154,6 +173,8 @@ class LocalShards:
             str(self.snapshot_every_values),
             "--log-level",
             "INFO",
+            "--credential-file",
+            str(self.credential_files[auth.WORKER_FILE]),
         ]
         if not self.wal:
             cmd.append("--no-wal")
@@ -260,7 +281,9 @@ class LocalShards:
         body = self.map.model_dump_json()
 
         def put(k: int) -> None:
-            httpx.put(self.url(k) + "/v1/shardmap", content=body, timeout=30.0).raise_for_status()
+            httpx.put(
+                self.url(k) + "/v1/shardmap", content=body, headers=self.headers(), timeout=30.0
+            ).raise_for_status()
 
         with ThreadPoolExecutor(max(1, len(self.procs))) as pool:
             list(pool.map(put, list(self.procs)))

@@ -37,6 +37,7 @@ import yaml
 
 from driftwarden.alerts.alertmanager import build_config_spec
 from driftwarden.alerts.rules import build_rule_groups
+from driftwarden.common import auth
 from driftwarden.common.durations import parse_duration
 from driftwarden.common.sharding import ShardMap
 from driftwarden.common.spec import DriftMonitorSpec
@@ -162,6 +163,10 @@ class LocalStack:
         self._started = False
         self._previous_sigterm: Any = None
         self._http = httpx.Client(timeout=10.0)
+        # The monitor credential, as the operator's Secret would hold it: workers get the
+        # monitor key, the model server the sender key only (docs/security.md).
+        self.credential = auth.Credential.generate(self._shard_map.monitor)
+        self._operator_token = auth.TokenSource(self.credential, auth.ROLE_OPERATOR)
 
     # ------------------------------------------------------------------ URLs
 
@@ -188,6 +193,14 @@ class LocalStack:
     def log_dir(self) -> Path:
         return self.run_dir / "logs"
 
+    @property
+    def credential_dir(self) -> Path:
+        return self.run_dir / "credential"
+
+    def operator_headers(self) -> dict[str, str]:
+        """Return the Authorization header the operator sends (shard-map pushes, state reads)."""
+        return self._operator_token.header()
+
     # ------------------------------------------------------------- rendering
 
     def render(self) -> None:
@@ -197,6 +210,7 @@ class LocalStack:
         monitor_json, shardmap_json = self._config_map_files()
         (self.config_dir / MONITOR_FILE).write_text(monitor_json, encoding="utf-8")
         (self.config_dir / SHARDMAP_FILE).write_text(shardmap_json, encoding="utf-8")
+        auth.write_credential_files(self.credential_dir, self.credential)
         groups = build_rule_groups(
             self.name, self.namespace, self.spec, rate_window=self.timing.rate_window
         )
@@ -314,6 +328,7 @@ class LocalStack:
                 # Handoffs between shards go peer to peer, on base_port + ordinal.
                 DRIFTWARDEN_WORKER__PEER_URL_TEMPLATE="http://127.0.0.1:{port}",
                 DRIFTWARDEN_WORKER__BASE_PORT=str(self.worker_base_port),
+                DRIFTWARDEN_CREDENTIAL_FILE=str(self.credential_dir / auth.WORKER_FILE),
             ),
         )
 
@@ -328,6 +343,7 @@ class LocalStack:
                 DRIFTWARDEN_SERVER__PORT=str(self.model_port),
                 DRIFTWARDEN_SENDER__URL_TEMPLATE="http://127.0.0.1:{port}",
                 DRIFTWARDEN_SENDER__BASE_PORT=str(self.worker_base_port),
+                DRIFTWARDEN_CREDENTIAL_FILE=str(self.credential_dir / auth.SENDER_FILE),
             ),
         )
 
@@ -540,7 +556,11 @@ class LocalStack:
         self.render()
         body = self._shard_map.model_dump_json()
         for ordinal in range(max(old, shards)):
-            response = self._http.put(f"{self.worker_url(ordinal)}/v1/shardmap", content=body)
+            response = self._http.put(
+                f"{self.worker_url(ordinal)}/v1/shardmap",
+                content=body,
+                headers=self.operator_headers(),
+            )
             if response.status_code >= 300:
                 raise ProcessError(
                     f"shard {ordinal} refused shard map epoch {self._shard_map.epoch}: HTTP "
