@@ -521,7 +521,7 @@ class WorkerService:
                 shard_map = ShardMap.model_validate_json(body)
             except ValueError as exc:
                 raise Refusal(400, "bad_shard_map", str(exc)) from None
-            problem = check_pushed_map(self.worker.map, shard_map)  # type: ignore[arg-type]
+            problem = check_pushed_map(self.worker.map, shard_map)
             if problem:
                 raise Refusal(400, "bad_shard_map", problem)
             moved = await self._adopt(shard_map)
