@@ -49,7 +49,7 @@ R_SHARDS_UP = "driftwarden:monitor_shards_up:count"
 R_SHARD_INGEST_LAG = "driftwarden:worker_ingest_lag:seconds"
 R_REQUEST_RATE = "driftwarden:model_requests:rate"
 R_ERROR_RATIO = "driftwarden:model_request_errors:ratio"
-R_LATENCY_QUANTILE = "driftwarden:model_request_parse_duration:quantile"
+R_LATENCY_QUANTILE = "driftwarden:model_request_duration_seconds:quantile"
 R_SHED_RATE = "driftwarden:sender_shed_values:rate"
 
 # Alert names: the shared prefix makes them easy to route and silence together.
