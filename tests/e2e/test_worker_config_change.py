@@ -60,7 +60,7 @@ def feed(local: LocalShards, steps: int, seed: int, first_seq: int) -> None:
             resp = httpx.post(
                 local.url(local.map.owner(stream)) + "/v1/ingest",
                 content=body,
-                headers={"content-type": wire.CONTENT_TYPE},
+                headers={"content-type": wire.CONTENT_TYPE, **local.headers("sender")},
                 timeout=30,
             )
             assert resp.status_code == 200, resp.text
@@ -69,7 +69,9 @@ def feed(local: LocalShards, steps: int, seed: int, first_seq: int) -> None:
 def held(local: LocalShards) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for k in sorted(local.procs):
-        out.update(httpx.get(local.url(k) + "/v1/state", timeout=30).json())
+        out.update(
+            httpx.get(local.url(k) + "/v1/state", headers=local.headers(), timeout=30).json()
+        )
     return {s: out[s]["detectors"] for s in STREAMS}
 
 

@@ -443,7 +443,9 @@ def test_a_shard_stopped_past_the_handoff_timeout_cannot_overwrite_newer_data(
             k for k in (0, 1) if any(local.map.owner(s) == k != nxt.owner(s) for s in before)
         )
         moving = [s for s in before if local.map.owner(s) == victim != nxt.owner(s)]
-        held = httpx.get(local.url(victim) + "/v1/state", params={"stream": moving}).json()
+        held = httpx.get(
+            local.url(victim) + "/v1/state", params={"stream": moving}, headers=local.headers()
+        ).json()
         held_values = sum(st["values_total"] for st in held.values())
         local.procs[victim].send_signal(signal.SIGSTOP)
         local.map = nxt
@@ -451,7 +453,9 @@ def test_a_shard_stopped_past_the_handoff_timeout_cannot_overwrite_newer_data(
         local.write_map()
         for k in (k for k in local.procs if k != victim):
             httpx.put(
-                local.url(k) + "/v1/shardmap", content=nxt.model_dump_json()
+                local.url(k) + "/v1/shardmap",
+                content=nxt.model_dump_json(),
+                headers=local.headers(),
             ).raise_for_status()
 
         def past_timeout() -> None:

@@ -60,7 +60,10 @@ def cluster_view(local: LocalShards) -> dict[str, Any]:
         live = [s for s, v in status["streams"].items() if v["status"] == "live"]
         if live:
             state = httpx.get(
-                local.url(k) + "/v1/state", params={"stream": live}, timeout=30
+                local.url(k) + "/v1/state",
+                params={"stream": live},
+                headers=local.headers(),
+                timeout=30,
             ).json()
             assert not set(state) & set(out), "a stream is live on two shards"
             out.update(view(state))
@@ -81,6 +84,7 @@ def make_sender(local: LocalShards, **overrides: Any) -> Sender:
     return Sender(
         local.monitor,
         shard_map_path=local.root / "shardmap.json",
+        credential=local.sender_credential,
         registry=CollectorRegistry(),
         settings=SenderSettings(**settings),
     )
@@ -123,7 +127,7 @@ def post_batch(local: LocalShards, ordinal: int, segments: list[wire.Segment]) -
     return httpx.post(
         local.url(ordinal) + "/v1/ingest",
         content=body,
-        headers={"content-type": wire.CONTENT_TYPE},
+        headers={"content-type": wire.CONTENT_TYPE, **local.headers("sender")},
         timeout=30,
     )
 
