@@ -110,6 +110,7 @@ class WriteAheadLog:
         self.fsync_errors = 0
         self.last_error: str | None = None  # the latest storage error, cleared by a good write
         self._recover_tail()
+        self._sync_existing()
         self._stop = threading.Event()
         self._syncer: threading.Thread | None = None
         if fsync == "interval":
@@ -147,6 +148,24 @@ class WriteAheadLog:
             last_lsn = _segment_lsn(last) - 1
         self._next_lsn = last_lsn + 1
         self._written_lsn = self._durable_lsn = last_lsn
+
+    def _sync_existing(self) -> None:
+        """Fsync every segment found at start-up before anything in it counts as durable.
+
+        A previous process may have written records whose fsync failed (it then
+        stopped); their pages can still be in the kernel's cache, so recovery reads
+        and applies them, and a retried batch would be acknowledged as their
+        duplicate. Making them durable now, before the first acknowledgement, keeps
+        "duplicates only once the original is durable" true across restarts.
+        """
+        for path in self.segments():
+            fd = self.io.open(path, os.O_RDONLY)
+            try:
+                self.io.fsync(fd)
+            finally:
+                self.io.close(fd)
+        if self.segments():
+            fsync_dir(self.io, self.directory)
 
     def continue_after(self, lsn: int) -> None:
         """Make the next record's lsn exceed ``lsn`` (a snapshot's): LSNs never go backwards.
