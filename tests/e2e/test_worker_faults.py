@@ -404,7 +404,7 @@ def test_a_full_volume_answers_503_and_the_shard_recovers_by_itself_when_space_r
 
 
 def test_a_file_size_limit_efbig_answers_503_until_lifted(tmp_path: Path) -> None:
-    limit = 160 * 1024
+    limit = 40 * 1024  # reached after ~30 steps; lifted at step 110
 
     def limit_file_size() -> None:  # in the child, before exec: a real EFBIG from the kernel
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
