@@ -306,7 +306,7 @@ def test_a_stalled_fsync_acknowledges_no_retry_before_the_original_is_durable(
     )
 
     def stall() -> None:
-        write_rules(rules, [{"op": "fsync", "path": "/wal", "delay_s": 2.0}], durable)
+        write_rules(rules, [{"op": "fsync", "path": "/wal", "delay_s": 30.0}], durable)
         time.sleep(3.0)  # several timed-out posts and retries of the same segments
 
     def power_loss() -> None:
