@@ -78,6 +78,8 @@ def test_every_child_is_owned_labelled_and_hashed() -> None:
             "Service",
             "Deployment",
             "StatefulSet",
+            "NetworkPolicy",
+            "NetworkPolicy",
             "ServiceMonitor",
             "ServiceMonitor",
             "PrometheusRule",
@@ -264,6 +266,106 @@ def test_scaling_rolls_no_pods_but_a_spec_change_does() -> None:
     )
     assert builders.config_hash(base) == builders.config_hash(scaled)
     assert builders.config_hash(base) != builders.config_hash(tuned)
+
+
+def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) == {"matchLabels"}, selector  # only what this helper understands
+    return all(labels.get(k) == v for k, v in selector["matchLabels"].items())
+
+
+def _pod_labels(children: list[dict[str, Any]], kind: str) -> dict[str, str]:
+    workload = next(c for c in children if c["kind"] == kind)
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def test_network_policies_select_the_monitors_pods_and_admit_only_its_peers() -> None:
+    settings = OperatorSettings(
+        namespace="driftwarden-system",
+        operator_pod_labels={"app.kubernetes.io/name": "driftwarden", "op": "yes"},
+    )
+    children = _children(_monitor({"model": {"bundle": "builtin://d"}}), settings)
+    policies = _by_kind(children)
+    model_pods = _pod_labels(children, "Deployment")
+    worker_pods = _pod_labels(children, "StatefulSet")
+    other_monitor = {**worker_pods, "app.kubernetes.io/instance": "other"}
+
+    workers = policies[("NetworkPolicy", "diamonds-workers")]["spec"]
+    assert workers["policyTypes"] == ["Ingress"], "egress stays open"
+    assert _matches(workers["podSelector"], worker_pods)
+    assert not _matches(workers["podSelector"], model_pods)
+    assert not _matches(workers["podSelector"], other_monitor)
+    for rule in workers["ingress"]:
+        assert rule["ports"] == [{"protocol": "TCP", "port": builders.WORKER_PORT}]
+    peers, scrapers = (rule["from"] for rule in workers["ingress"])
+    same_namespace = [p for p in peers if set(p) == {"podSelector"}]
+    assert [_matches(p["podSelector"], model_pods) for p in same_namespace] == [True, False]
+    assert [_matches(p["podSelector"], worker_pods) for p in same_namespace] == [False, True]
+    assert not any(_matches(p["podSelector"], other_monitor) for p in same_namespace)
+    assert [p for p in peers if p not in same_namespace] == [
+        {
+            "namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": "driftwarden-system"}
+            },
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "driftwarden", "op": "yes"}},
+        }
+    ]
+    assert scrapers == [
+        {
+            "namespaceSelector": {},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+    ]
+
+    # The model endpoint is for every client: its port from anywhere, no other port.
+    model = policies[("NetworkPolicy", "diamonds-model")]["spec"]
+    assert _matches(model["podSelector"], model_pods)
+    assert not _matches(model["podSelector"], worker_pods)
+    assert model["policyTypes"] == ["Ingress"]
+    assert model["ingress"] == [{"ports": [{"protocol": "TCP", "port": builders.MODEL_PORT}]}]
+    container_ports = {
+        c["kind"]: c["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+        for c in children
+        if c["kind"] in ("Deployment", "StatefulSet")
+    }
+    assert container_ports == {
+        "Deployment": builders.MODEL_PORT,
+        "StatefulSet": builders.WORKER_PORT,
+    }
+
+
+def test_the_operator_is_admitted_from_any_namespace_when_its_own_is_unknown() -> None:
+    monitor = _monitor({"model": {"bundle": "builtin://d"}})
+    policy = builders.build_worker_network_policy(monitor, OperatorSettings())
+    assert policy is not None
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert peers[-1] == {
+        "namespaceSelector": {},
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "driftwarden",
+                "app.kubernetes.io/component": "operator",
+            }
+        },
+    }
+
+
+def test_the_prometheus_peer_is_configurable_and_must_be_a_peer() -> None:
+    peer = {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
+    monitor = _monitor({"model": {"bundle": "builtin://d"}})
+    policy = builders.build_worker_network_policy(monitor, OperatorSettings(prometheus_peer=peer))
+    assert policy is not None and policy["spec"]["ingress"][1]["from"] == [peer]
+    for bad in ({}, {"podselector": {}}):
+        with pytest.raises(ValueError, match="NetworkPolicyPeer"):
+            OperatorSettings(prometheus_peer=bad)
+
+
+def test_network_policies_switch_off_without_restarting_pods() -> None:
+    on = _monitor({"model": {"bundle": "builtin://d"}})
+    off = _monitor({"model": {"bundle": "builtin://d"}, "networkPolicy": {"enabled": False}})
+    assert "NetworkPolicy" in {c["kind"] for c in _children(on)}
+    assert "NetworkPolicy" not in {c["kind"] for c in _children(off)}
+    assert builders.config_hash(on) == builders.config_hash(off)
 
 
 def test_next_shard_map_bumps_the_epoch_only_on_a_reshard() -> None:

@@ -67,7 +67,7 @@ def test_startup_sets_prefixes_selectors_and_standalone_peering(
     assert settings.posting.level == logging.WARNING
     assert settings.peering.standalone is True
     selectors = dict(settings.watching.label_selectors.items())
-    assert len(selectors) == 7
+    assert len(selectors) == 8  # one per child kind
     assert set(selectors.values()) == {f"app.kubernetes.io/managed-by={MANAGED_BY}"}
     assert memo.settings.resync_seconds == 7
     assert memo.reconciler.settings is memo.settings

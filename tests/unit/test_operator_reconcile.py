@@ -200,6 +200,8 @@ def test_first_pass_creates_every_child_and_an_idle_pass_writes_nothing() -> Non
             "Service",
             "Deployment",
             "StatefulSet",
+            "NetworkPolicy",
+            "NetworkPolicy",
             "ServiceMonitor",
             "ServiceMonitor",
             "PrometheusRule",

@@ -486,6 +486,20 @@ class DashboardSpec(_Model):
     )
 
 
+class NetworkPolicySpec(_Model):
+    """The monitor's NetworkPolicies (docs/security.md)."""
+
+    enabled: bool = Field(
+        True,
+        description=(
+            "enabled: render NetworkPolicies that admit traffic to the drift-worker port only "
+            "from this monitor's model-server and drift-worker pods, the operator and "
+            "Prometheus, and to the model-server pods only on their serving port. Turn off "
+            "when other senders must reach the workers, or to manage policies yourself."
+        ),
+    )
+
+
 class LabelJoinSpec(_Model):
     """How late labels meet their predictions for concept drift."""
 
@@ -529,6 +543,10 @@ class DriftMonitorSpec(_Model):
     )
     label_join: LabelJoinSpec = Field(
         default_factory=LabelJoinSpec, description="labelJoin: joining late labels."
+    )
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec,
+        description="networkPolicy: who may reach the monitor's pods.",
     )
 
 

@@ -145,11 +145,14 @@ def config_hash(monitor: Monitor) -> str:
     """Return the hash that rolls pods when the spec changes, scaling excluded.
 
     Shards and model replicas change without restarting anything: workers follow the
-    shard map's epoch, and replicas only add or remove pods.
+    shard map's epoch, and replicas only add or remove pods; NetworkPolicies are
+    separate objects.
     """
     dumped = spec_dump(monitor.spec)
     dumped["workers"].pop("shards", None)
     dumped["model"].pop("replicas", None)
+    # The pods never read it: a policy switch must not restart them.
+    dumped.pop("networkPolicy", None)
     return digest(dumped)
 
 
@@ -420,6 +423,87 @@ def build_worker_service(monitor: Monitor, settings: OperatorSettings) -> dict[s
     }
 
 
+# ---------------------------------------------------------------------- network policies
+
+
+def _operator_peer(settings: OperatorSettings) -> dict[str, Any]:
+    """Return the NetworkPolicy peer that matches the operator's pods."""
+    namespaces: dict[str, Any] = (
+        {"matchLabels": {"kubernetes.io/metadata.name": settings.namespace}}
+        if settings.namespace
+        else {}
+    )
+    return {
+        "namespaceSelector": namespaces,
+        "podSelector": {"matchLabels": dict(settings.operator_pod_labels)},
+    }
+
+
+def _tcp(port: int) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": port}]
+
+
+def build_worker_network_policy(
+    monitor: Monitor, settings: OperatorSettings
+) -> dict[str, Any] | None:
+    """Return the drift workers' NetworkPolicy, or None when the monitor turns policies off.
+
+    The worker port serves ingest, handoff, the shard map, /status and /metrics: only
+    this monitor's model servers (ingest, labels), its own shards (handoff), the
+    operator (map pushes, status) and Prometheus (scrapes) may connect. Egress is not
+    restricted.
+    """
+    if not monitor.spec.network_policy.enabled:
+        return None
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(monitor, workers_name(monitor.name), COMPONENT_WORKER),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(monitor.name, COMPONENT_WORKER)},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {"podSelector": {"matchLabels": selector_labels(monitor.name, c)}}
+                        for c in (COMPONENT_MODEL, COMPONENT_WORKER)
+                    ]
+                    + [_operator_peer(settings)],
+                    "ports": _tcp(WORKER_PORT),
+                },
+                # Prometheus shares the port with the API (metrics have no listener of
+                # their own); every write and state read there is authenticated.
+                {"from": [dict(settings.prometheus_peer)], "ports": _tcp(WORKER_PORT)},
+            ],
+        },
+    }
+
+
+def build_model_network_policy(
+    monitor: Monitor, settings: OperatorSettings
+) -> dict[str, Any] | None:
+    """Return the model servers' NetworkPolicy, or None when the monitor turns policies off.
+
+    The serving port is the model's endpoint (/predict, /feedback, /metrics), so it is
+    open to every client, as its Service is; the policy closes every other port.
+    """
+    if not monitor.spec.network_policy.enabled:
+        return None
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(monitor, model_name(monitor.name), COMPONENT_MODEL),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(monitor.name, COMPONENT_MODEL)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": _tcp(MODEL_PORT)}],
+        },
+    }
+
+
+# ---------------------------------------------------------------------------- config
+
+
 def build_config_map(
     monitor: Monitor, settings: OperatorSettings, shard_map: ShardMap
 ) -> dict[str, Any]:
@@ -652,6 +736,8 @@ def build_children(
         build_worker_service(monitor, settings),
         build_model_deployment(monitor, settings),
         build_worker_statefulset(monitor, settings, replicas=worker_replicas),
+        build_model_network_policy(monitor, settings),
+        build_worker_network_policy(monitor, settings),
         build_model_service_monitor(monitor, settings),
         build_worker_service_monitor(monitor, settings),
         build_prometheus_rule(monitor, settings, renderers),

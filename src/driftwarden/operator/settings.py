@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from driftwarden import __version__
 
 DEFAULT_MODEL_SERVER_IMAGE = f"driftwarden/driftwarden-model-server:{__version__}"
 DEFAULT_DRIFT_WORKER_IMAGE = f"driftwarden/driftwarden-drift-worker:{__version__}"
+
+
+_PEER_KEYS = frozenset({"namespaceSelector", "podSelector", "ipBlock"})
 
 
 class Resources(BaseModel):
@@ -40,7 +43,13 @@ class OperatorSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    namespace: str = Field("", description="Namespace the operator runs in (informational).")
+    namespace: str = Field(
+        "",
+        description=(
+            "Namespace the operator runs in; the monitors' NetworkPolicies admit the operator "
+            "from this namespace only (empty: from any namespace)."
+        ),
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "text"
     peering_name: str = Field(
@@ -81,6 +90,26 @@ class OperatorSettings(BaseModel):
         "", description="Namespace of dashboard ConfigMaps; empty: beside each monitor."
     )
 
+    operator_pod_labels: dict[str, str] = Field(
+        default_factory=lambda: {
+            "app.kubernetes.io/name": "driftwarden",
+            "app.kubernetes.io/component": "operator",
+        },
+        min_length=1,
+        description="Labels of the operator's pods, which the workers' NetworkPolicy admits.",
+    )
+    prometheus_peer: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "namespaceSelector": {},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        },
+        description=(
+            "The NetworkPolicy peer (namespaceSelector, podSelector, ipBlock) that may scrape "
+            "the drift workers; the default matches kube-prometheus-stack's Prometheus pods "
+            "in any namespace."
+        ),
+    )
+
     resync_seconds: float = Field(
         60.0, gt=0, description="Idle resync period per monitor (restores edited children)."
     )
@@ -113,6 +142,19 @@ class OperatorSettings(BaseModel):
     )
     api_timeout_seconds: float = Field(30.0, gt=0)
     max_concurrent_applies: int = Field(16, ge=1, le=256)
+
+    @field_validator("prometheus_peer")
+    @classmethod
+    def _is_a_peer(cls, peer: dict[str, Any]) -> dict[str, Any]:
+        # An empty peer would admit nobody; a misspelt key would be refused by the API
+        # server on every monitor's policy, far from the setting that caused it.
+        unknown = set(peer) - _PEER_KEYS
+        if not peer or unknown:
+            raise ValueError(
+                f"prometheus_peer must be a NetworkPolicyPeer with some of {sorted(_PEER_KEYS)}"
+                + (f"; unknown: {sorted(unknown)}" if unknown else "")
+            )
+        return peer
 
 
 class _EnvSettings(BaseSettings):
