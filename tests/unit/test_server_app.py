@@ -74,6 +74,9 @@ class RecordingEmitter:
     def emit_embeddings(self, group, matrix):
         self.embeddings.append((group, np.asarray(matrix)))
 
+    def has_room(self, values):
+        return True
+
     async def start(self):
         self.started = True
 

@@ -78,6 +78,8 @@ M_PREDICTIONS = "driftwarden_model_predictions"  # histogram; classification: cl
 M_PREDICTED_CLASS = "driftwarden_model_predicted_class_total"  # label "class"
 M_BATCH_REQUESTS = "driftwarden_model_batch_requests"  # requests sharing one model call
 M_INFLIGHT = "driftwarden_model_inflight_requests"
+# 503 + Retry-After because the server was full; labels handler, reason
+M_OVERLOADED = "driftwarden_model_overloaded_total"
 M_FEEDBACK_LABELS = "driftwarden_model_feedback_labels_total"
 M_EMISSION_ENABLED = "driftwarden_model_emission_enabled"  # 1 when a sender is configured
 # values served although outside the training range (label "feature")

@@ -268,6 +268,10 @@ class DetectorsSpec(_Model):
         return self
 
 
+# The model server's default bound on concurrent requests (docs/model-server.md).
+DEFAULT_MAX_INFLIGHT_REQUESTS = 256
+
+
 class ModelSpec(_Model):
     """The model under watch and its serving replicas."""
 
@@ -282,6 +286,15 @@ class ModelSpec(_Model):
     )
     replicas: int = Field(
         2, ge=1, le=100, description="replicas: model-server Deployment replicas."
+    )
+    max_inflight_requests: int = Field(
+        DEFAULT_MAX_INFLIGHT_REQUESTS,
+        ge=1,
+        le=100_000,
+        description=(
+            "maxInflightRequests: most /predict and /feedback requests one model-server "
+            "replica serves at once; beyond it the replica answers 503 with Retry-After."
+        ),
     )
 
 

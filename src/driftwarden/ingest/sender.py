@@ -323,6 +323,14 @@ class Sender:
     def retries(self) -> int:
         return self._retries
 
+    def has_room(self, values: int) -> bool:
+        """Return whether ``values`` more values would be buffered now rather than shed.
+
+        The model server asks before accepting labels, so a client told 503 can retry
+        instead of having its labels shed; a value racing in between is still shed.
+        """
+        return not self._stopped and self._buffered + values <= self.settings.max_buffered_values
+
     def shed_values(self, reason: str | None = None) -> int:
         """Return the values shed so far, for one reason or all."""
         with self._lock:

@@ -27,6 +27,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--port", type=int, help="listen port (default: DRIFTWARDEN_SERVER__PORT or 8000)"
     )
+    parser.add_argument(
+        "--max-inflight-requests",
+        type=int,
+        help="requests served at once before 503 + Retry-After "
+        "(default: DRIFTWARDEN_SERVER__MAX_INFLIGHT_REQUESTS or 256)",
+    )
     parser.add_argument("--log-level", help="uvicorn log level (default: info)")
     return parser
 
@@ -57,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             settings.server.port = args.port
         if args.log_level:
             settings.server.log_level = args.log_level
+        if args.max_inflight_requests is not None:
+            if args.max_inflight_requests < 1:
+                raise ConfigError("--max-inflight-requests must be at least 1")
+            settings.server.max_inflight_requests = args.max_inflight_requests
         # Fail now with one line, not with a traceback from inside the lifespan.
         directory, builtin = resolve_uri(settings.bundle_uri())
         if builtin is None and not (directory / MANIFEST_FILE).is_file():

@@ -26,6 +26,10 @@ from driftwarden.bundles.manifest import FeatureSpec
 from driftwarden.common import names
 from driftwarden.model_server.validation import REASONS
 
+# Reasons of driftwarden_model_overloaded_total (a bounded label set).
+OVERLOAD_INFLIGHT = "inflight_limit"
+OVERLOAD_SENDER_FULL = "sender_queue_full"
+
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0, 2.5, 5.0,
 )  # fmt: skip
@@ -75,6 +79,14 @@ class ServerMetrics:
             ["handler", "reason"],
             registry=r,
         )
+        self.overloaded = Counter(
+            _base(names.M_OVERLOADED, "_total"),
+            "Requests answered 503 with Retry-After because the server was full, by endpoint "
+            "and reason (inflight_limit: too many requests at once; sender_queue_full: the "
+            "queue toward the drift workers has no room for the labels).",
+            ["handler", "reason"],
+            registry=r,
+        )
         self.batch_rows = Histogram(
             names.M_BATCH_SIZE,
             "Rows per model call (micro-batches gather concurrent requests).",
@@ -112,6 +124,8 @@ class ServerMetrics:
         for handler in ("/predict", "/feedback"):
             for reason in REASONS:
                 self.rejections.labels(handler, reason)  # export zeros: rates need a start
+            self.overloaded.labels(handler, OVERLOAD_INFLIGHT)
+        self.overloaded.labels("/feedback", OVERLOAD_SENDER_FULL)
 
     def bind_bundle(self, bundle: Bundle) -> None:
         """Create the prediction-distribution metrics for ``bundle``."""

@@ -37,6 +37,12 @@ class ErrorBody(BaseModel):
     detail: str
     errors: list[ProblemItem] | None = None
     status: str | None = Field(None, description="503 only: `starting` or `stopping`")
+    reason: str | None = Field(
+        None,
+        description="503 for a full server only: `inflight_limit` (too many requests at once) "
+        "or `sender_queue_full` (/feedback: no room toward the drift workers)",
+    )
+    retry_after_s: int | None = Field(None, description="503 only: as the Retry-After header")
 
 
 def _schema(adapter: TypeAdapter[Any], components: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +64,13 @@ def _type_errors(doc: dict[str, Any], components: dict[str, Any]) -> None:
             for code, response in operation.get("responses", {}).items():
                 if code[0] in "45":
                     response["content"] = _json(error)
+                if code == "503":
+                    response["headers"] = {
+                        "Retry-After": {
+                            "description": "seconds to wait before retrying",
+                            "schema": {"type": "integer", "minimum": 1},
+                        }
+                    }
 
 
 def openapi_document(app: FastAPI, state: ServerState) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from driftwarden.common.errors import ConfigError
+from driftwarden.common.spec import DEFAULT_MAX_INFLIGHT_REQUESTS
 from driftwarden.ingest.sender import SenderSettings
 
 
@@ -53,6 +54,20 @@ class ServerOptions(BaseModel):
         description="Native threads (OpenMP, BLAS, torch) a model call may use. One suits a "
         "pod with about one CPU, where extra threads only contend with the event loop; "
         "scale with replicas.",
+    )
+    max_inflight_requests: int = Field(
+        DEFAULT_MAX_INFLIGHT_REQUESTS,
+        ge=1,
+        description="Most /predict and /feedback requests served at once (reading, queued for "
+        "the model, or awaiting it); beyond it the server answers 503 with Retry-After "
+        "without reading the body, so request memory stays below this times MAX_BODY_BYTES. "
+        "The operator renders it from spec.model.maxInflightRequests.",
+    )
+    retry_after_s: int = Field(
+        1,
+        ge=1,
+        le=3600,
+        description="Seconds a refused client is told to wait (Retry-After on every 503).",
     )
     drain_timeout_s: float = Field(
         5.0, ge=0, description="On shutdown, how long the sender may flush buffered values."

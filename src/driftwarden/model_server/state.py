@@ -38,6 +38,19 @@ class ServerState:
         self.emitting = False
         self.ready = False
         self.stopping = False
+        self.active_requests = 0  # /predict and /feedback requests admitted, not yet answered
+
+    def admit(self) -> bool:
+        """Count one more request in, or return False when MAX_INFLIGHT_REQUESTS are in."""
+        # One event loop: the check and the increment cannot interleave with another request.
+        if self.active_requests >= self.settings.server.max_inflight_requests:
+            return False
+        self.active_requests += 1
+        return True
+
+    def release(self) -> None:
+        """Count an admitted request out."""
+        self.active_requests -= 1
 
     async def open(self, bundle: Bundle | None = None, emitter: Emitter | None = None) -> None:
         """Load the model, build validators and metrics, start the batcher and the sender."""

@@ -153,6 +153,8 @@ def config_hash(monitor: Monitor) -> str:
     dumped["model"].pop("replicas", None)
     # The pods never read it: a policy switch must not restart them.
     dumped.pop("networkPolicy", None)
+    # Reaches the model server as an env var, whose change rolls its Deployment alone.
+    dumped["model"].pop("maxInflightRequests", None)
     return digest(dumped)
 
 
@@ -270,6 +272,10 @@ def build_model_deployment(monitor: Monitor, settings: OperatorSettings) -> dict
         "env": [
             *_config_env(),
             {"name": "DRIFTWARDEN_SENDER__URL_TEMPLATE", "value": worker_url_template(monitor)},
+            {
+                "name": "DRIFTWARDEN_SERVER__MAX_INFLIGHT_REQUESTS",
+                "value": str(monitor.spec.model.max_inflight_requests),
+            },
             cred_env,
         ],
         "ports": [{"name": "http", "containerPort": MODEL_PORT, "protocol": "TCP"}],

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import Request, Response
 
+from driftwarden.model_server.metrics import OVERLOAD_INFLIGHT
 from driftwarden.model_server.state import ServerState
 from driftwarden.model_server.validation import (
     BODY_TOO_LARGE,
@@ -68,6 +69,30 @@ def reject(state: ServerState, handler: str, rejection: Rejection) -> Response:
 
 def not_ready(state: ServerState) -> Response:
     status = "stopping" if state.stopping else "starting"
-    return json_response(
+    response = json_response(
         {"detail": f"the model server is {status}; retry shortly", "status": status}, 503
     )
+    response.headers["Retry-After"] = str(state.settings.server.retry_after_s)
+    return response
+
+
+def overloaded(state: ServerState, handler: str, reason: str) -> Response:
+    """Return the 503 for a full server, with Retry-After, and count it."""
+    options = state.settings.server
+    if reason == OVERLOAD_INFLIGHT:
+        detail = (
+            f"the model server is serving its limit of {options.max_inflight_requests} "
+            "requests at once (DRIFTWARDEN_SERVER__MAX_INFLIGHT_REQUESTS, "
+            "spec.model.maxInflightRequests); retry after the Retry-After delay or add replicas"
+        )
+    else:
+        detail = (
+            "the queue toward the drift workers is full (DRIFTWARDEN_SENDER__MAX_BUFFERED_VALUES); "
+            "the labels were not accepted: retry after the Retry-After delay"
+        )
+    state.metrics.overloaded.labels(handler, reason).inc()
+    response = json_response(
+        {"detail": detail, "reason": reason, "retry_after_s": options.retry_after_s}, 503
+    )
+    response.headers["Retry-After"] = str(options.retry_after_s)
+    return response

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from driftwarden.model_server.routers.common import json_response, not_ready, read_json_body, reject
+from driftwarden.model_server.metrics import OVERLOAD_INFLIGHT, OVERLOAD_SENDER_FULL
+from driftwarden.model_server.routers.common import (
+    json_response,
+    not_ready,
+    overloaded,
+    read_json_body,
+    reject,
+)
 from driftwarden.model_server.state import StateDep
 from driftwarden.model_server.validation import Rejection
 
@@ -26,17 +33,30 @@ PATH = "/feedback"
         413: {"description": "body or batch too large"},
         415: {"description": "content-type is not JSON"},
         422: {"description": "unknown id format or a label outside the model's classes"},
-        503: {"description": "model not loaded yet, or shutting down"},
+        503: {
+            "description": "model not loaded yet, shutting down, serving its limit of requests "
+            "at once (`reason`: `inflight_limit`), or the queue toward the drift workers is "
+            "full (`sender_queue_full`); retry after `Retry-After` seconds"
+        },
     },
 )
 async def feedback(request: Request, state: StateDep) -> Response:
     if not state.ready:
         return not_ready(state)
+    if not state.admit():
+        return overloaded(state, PATH, OVERLOAD_INFLIGHT)
     try:
-        body = await read_json_body(request, state.settings.server.max_body_bytes)
-        ids, labels, _ = state.parser.parse_feedback(body)
-    except Rejection as rejection:
-        return reject(state, PATH, rejection)
-    state.emitter.emit_labels(ids, labels)
-    state.metrics.feedback.inc(len(ids))
-    return json_response({"accepted": len(ids), "forwarded": state.emitting}, 202)
+        try:
+            body = await read_json_body(request, state.settings.server.max_body_bytes)
+            ids, labels, _ = state.parser.parse_feedback(body)
+        except Rejection as rejection:
+            return reject(state, PATH, rejection)
+        # Labels exist only for the workers: refuse them (the client retries) rather than
+        # accept and shed them.
+        if not state.emitter.has_room(len(ids)):
+            return overloaded(state, PATH, OVERLOAD_SENDER_FULL)
+        state.emitter.emit_labels(ids, labels)
+        state.metrics.feedback.inc(len(ids))
+        return json_response({"accepted": len(ids), "forwarded": state.emitting}, 202)
+    finally:
+        state.release()

@@ -7,7 +7,14 @@ import logging
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
-from driftwarden.model_server.routers.common import json_response, not_ready, read_json_body, reject
+from driftwarden.model_server.metrics import OVERLOAD_INFLIGHT
+from driftwarden.model_server.routers.common import (
+    json_response,
+    not_ready,
+    overloaded,
+    read_json_body,
+    reject,
+)
 from driftwarden.model_server.state import StateDep
 from driftwarden.model_server.validation import Rejection
 
@@ -32,12 +39,17 @@ PATH = "/predict"
         500: {
             "description": "the model raised for valid input (a fault of the model, not the input)"
         },
-        503: {"description": "model not loaded yet, or shutting down"},
+        503: {
+            "description": "model not loaded yet, shutting down, or serving its limit of "
+            "requests at once (`reason`: `inflight_limit`); retry after `Retry-After` seconds"
+        },
     },
 )
 async def predict(request: Request, state: StateDep) -> Response:
     if not state.ready:
         return not_ready(state)
+    if not state.admit():
+        return overloaded(state, PATH, OVERLOAD_INFLIGHT)
     state.metrics.inflight.inc()
     try:
         try:
@@ -66,3 +78,4 @@ async def predict(request: Request, state: StateDep) -> Response:
         )
     finally:
         state.metrics.inflight.dec()
+        state.release()
