@@ -392,7 +392,7 @@ INVALID = [
     (
         "detector on the wrong stream",
         {"detectors": {"categorical": [{"type": "ks"}]}},
-        "categorical detectors must be of type chi2, psi, kl, js",
+        "categorical detectors must be of type multinomialCusum, chi2, psi, kl, js",
     ),
     (
         "two receiver kinds",

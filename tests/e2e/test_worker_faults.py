@@ -12,6 +12,7 @@ which raises in the same call the kernel would.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import resource
 import shutil
@@ -231,7 +232,7 @@ def test_two_processes_on_one_data_directory_and_a_volume_of_another_ordinal(
         local.start_all()
         sent = ingest_direct(local, 0, 3)
         # a second process for shard 0 (another port, same volume), e.g. a stuck old pod
-        twin = LocalShards(tmp_path, SPEC, streams(), 2)
+        twin = LocalShards(tmp_path, SPEC, streams(), 2, credential=local.credential)
         twin.start(0, wait=False)
         assert twin.wait_exit(0) == 2
         assert "is in use by another process (pid" in local.log(0)
@@ -378,8 +379,17 @@ def test_a_full_volume_answers_503_and_the_shard_recovers_by_itself_when_space_r
 
         def disk_full() -> None:
             if wrap is not None:
-                with open(ballast, "wb") as f:
-                    f.write(b"\0" * fill_to)
+                # fill what is left (the WAL has grown since fill_to was measured): the
+                # ballast's own write may meet ENOSPC first, which is the point
+                with open(ballast, "wb", buffering=0) as f:
+                    left = fill_to
+                    while left > 0:
+                        try:
+                            left -= f.write(b"\0" * min(left, 64 * 1024))
+                        except OSError as e:
+                            if e.errno != errno.ENOSPC:
+                                raise
+                            break
             else:
                 write_rules(
                     rules, [{"op": "write", "path": "/wal", "errno": "ENOSPC", "partial": True}]

@@ -39,7 +39,7 @@ VARIABLES = {
 REQUIRED_PANELS = {
     "Drifting features over time",
     "Per-feature drift scores",
-    "Per-feature p-values",
+    "Per-feature alarm level",
     "Drift state per stream",
     "Last drift",
     "Reference vs live: $stream",

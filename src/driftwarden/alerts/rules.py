@@ -9,7 +9,7 @@ Recording rules keep the dashboards and alerts cheap: every expensive expression
 (aggregating per-detector series, rates over histograms) is evaluated once per
 interval. Series budget per monitor, with S streams and D detectors per stream:
 the raw worker export is about S x (D x 2 + 4) series; the recording rules add
-3 x S per-stream series, N per-shard series and 11 monitor-level ones (docs/alerts.md).
+4 x S per-stream series, N per-shard series and 11 monitor-level ones (docs/alerts.md).
 
 Scoping: worker series are selected by the ``namespace`` target label and the
 exported ``monitor`` label; model-server series by ``namespace`` and the scrape job
@@ -40,6 +40,7 @@ RUNBOOK_BASE_URL = "https://github.com/driftwarden/driftwarden/blob/main/docs/al
 # Recording rules (level:metric:operations). Dashboards import these names.
 R_STREAM_DRIFT = "driftwarden:stream_drift:max"
 R_STREAM_P_VALUE = "driftwarden:stream_p_value:min"
+R_STREAM_ALARM_LEVEL = "driftwarden:stream_alarm_level:max"
 R_STREAM_VALUES = "driftwarden:stream_values:max"
 R_FEATURES_TOTAL = "driftwarden:monitor_features:count"
 R_FEATURES_DRIFTING = "driftwarden:monitor_features_drifting:count"
@@ -172,6 +173,20 @@ def _recording_rules(
         _record(
             R_STREAM_P_VALUE,
             normalise_monitor(f"min {by_stream} ({raw(names.M_STREAM_P_VALUE)})", name),
+        ),
+        # Evidence against each detector's own threshold, on one scale for every kind
+        # of detector: 1 is the alarm level. Tests with a p-value: ln p / ln alpha (p at
+        # alpha gives 1, smaller p more); the others: statistic / threshold (Page-Hinkley,
+        # the e-detectors, divergences). The p-value form is taken where both exist.
+        _record(
+            R_STREAM_ALARM_LEVEL,
+            normalise_monitor(
+                f"max {by_stream} ("
+                f"ln(clamp_min({raw(names.M_STREAM_P_VALUE)}, 1e-300))"
+                f" / ln({raw(names.M_STREAM_THRESHOLD)})"
+                f" or {raw(names.M_STREAM_STATISTIC)} / {raw(names.M_STREAM_THRESHOLD)})",
+                name,
+            ),
         ),
         # max, not sum: after a reshard the old and the new owner may both still export
         # the stream's counter for a scrape or two.

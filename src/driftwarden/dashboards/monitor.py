@@ -206,11 +206,14 @@ def build_dashboard(name: str, namespace: str, spec: DriftMonitorSpec) -> dict[s
         )
         .with_panel(
             time_series(
-                "Per-feature p-values",
-                "Smallest p-value over each feature's detectors (log scale); small means drift.",
-                [Query(selector(r.R_STREAM_P_VALUE, feature, **mon), "{{stream}}")],
+                "Per-feature alarm level",
+                "Each feature's evidence against its detectors' thresholds (max over them; log "
+                "scale): 1 is the alarm level. ln p / ln alpha for tests with a p-value, "
+                "statistic / threshold for the others.",
+                [Query(selector(r.R_STREAM_ALARM_LEVEL, feature, **mon), "{{stream}}")],
                 log_scale=True,
                 unit="none",
+                threshold=1,
             )
         )
         .with_panel(

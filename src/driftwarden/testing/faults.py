@@ -163,9 +163,9 @@ def simulate_power_loss(durable_log: Path, wal_dir: Path) -> dict[str, int]:
     durable: dict[str, int] = {}
     if durable_log.exists():
         for line in durable_log.read_text().splitlines():
-            path, _, size = line.rpartition("\t")
-            durable[path] = max(durable.get(path, 0), int(size))
-    cut = {}
+            path, _, length = line.rpartition("\t")
+            durable[path] = max(durable.get(path, 0), int(length))
+    cut: dict[str, int] = {}
     for seg in sorted(wal_dir.glob("wal-*.log")):
         keep = durable.get(str(seg), 0)
         size = seg.stat().st_size

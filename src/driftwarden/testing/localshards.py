@@ -72,7 +72,11 @@ class LocalShards:
         handoff_timeout_s: float | None = None,
         storage_failure_exit_s: float | None = None,
         peer_base_port: int | None = None,
+        credential: auth.Credential | None = None,
     ) -> None:
+        """``credential``: the monitor's (default: a new one); a second set of
+        processes on the same ``root`` must pass the first one's, as the Secret is
+        shared by every pod of a monitor."""
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.monitor = f"{namespace}/{name}"
@@ -95,7 +99,7 @@ class LocalShards:
         self.map = ShardMap(monitor=self.monitor, epoch=1, shards=shards)
         self.write_map()
         # The monitor credential, written as the operator's Secret would mount it.
-        self.credential = auth.Credential.generate(self.monitor)
+        self.credential = credential or auth.Credential.generate(self.monitor)
         self.credential_files = auth.write_credential_files(
             self.root / "credential", self.credential
         )

@@ -213,8 +213,9 @@ def _splice(a: socket.socket, b: socket.socket) -> None:
             selector.register(sock, selectors.EVENT_READ)
         while open_reads:
             for key, _ in selector.select():
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
+                ready = key.fileobj
+                assert isinstance(ready, socket.socket)
+                sock = ready
                 try:
                     data = sock.recv(65536)
                 except OSError:

@@ -928,7 +928,8 @@ disabled_plugins = [
             raise
         finally:
             api.close()
-        return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+        conditions = (node.status.conditions if node.status else None) or []
+        return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
     def _node_http_ok(self, port: int, path: str) -> bool:
         local = self.forward("127.0.0.1", port)
@@ -949,7 +950,7 @@ disabled_plugins = [
             discovery = client.DiscoveryV1Api(api)
             # The API server publishes no endpoint itself (it listens on the host's
             # loopback only, --endpoint-reconciler-type=none).
-            endpoints = {
+            endpoints: dict[str, Any] = {
                 "apiVersion": "v1",
                 "kind": "Endpoints",
                 "metadata": {
@@ -963,7 +964,7 @@ disabled_plugins = [
                     }
                 ],
             }
-            slice_ = {
+            slice_: dict[str, Any] = {
                 "apiVersion": "discovery.k8s.io/v1",
                 "kind": "EndpointSlice",
                 "metadata": {
@@ -977,14 +978,15 @@ disabled_plugins = [
                 "endpoints": [{"addresses": [self.node_ip], "conditions": {"ready": True}}],
                 "ports": [{"name": "https", "port": api_port, "protocol": "TCP"}],
             }
-            for create, replace, body in (
+            writes: tuple[tuple[Any, Any, dict[str, Any]], ...] = (
                 (core.create_namespaced_endpoints, core.replace_namespaced_endpoints, endpoints),
                 (
                     discovery.create_namespaced_endpoint_slice,
                     discovery.replace_namespaced_endpoint_slice,
                     slice_,
                 ),
-            ):
+            )
+            for create, replace, body in writes:
                 try:
                     create("default", body)
                 except client.exceptions.ApiException as exc:
