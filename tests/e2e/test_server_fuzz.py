@@ -10,6 +10,7 @@ server refused; the input limits and the batch bounds in the schema fixed both.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -22,6 +23,8 @@ from support.model_server import running_model_server
 
 # Seed, example counts and the stricter expected statuses: the same file serves a run by hand.
 CONFIG = Path(__file__).with_name("schemathesis.toml")
+# Keeps generated /feedback timestamps inside their moving window (see the file).
+HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
 RUN_LIMIT_S = 240  # a bound for a hang; a run takes 15-40 s here
 
 
@@ -34,6 +37,7 @@ def schemathesis(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=RUN_LIMIT_S,
         check=False,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)},
     )
 
 

@@ -7,6 +7,7 @@ event holds requests in flight so the limit is reached without timing assumption
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -244,3 +245,110 @@ def test_the_operator_renders_the_inflight_limit_from_the_spec():
     assert env({"bundle": "builtin://diamonds", "maxInflightRequests": 40})[key] == "40"
     # What the server parses from that variable is what the spec said.
     assert ServerOptions.model_validate({"max_inflight_requests": "40"}).max_inflight_requests == 40
+
+
+# ------------------------------------------------------------------ label timestamps
+
+
+def _parser(bundle: Bundle, now: float, **window: float) -> Any:
+    from driftwarden.model_server.validation import RequestParser
+
+    return RequestParser(bundle.manifest, 10, clock=lambda: now, **window)
+
+
+def test_label_timestamps_inside_the_window_are_accepted(bundle):
+    now = 1_800_000_000.0
+    parser = _parser(bundle, now, label_max_age_s=3600, label_max_future_s=300)
+    body = json.dumps(
+        [
+            {"prediction_id": "0123456789ab-1", "label": 1.0, "timestamp": now - 3600},
+            {"prediction_id": "0123456789ab-2", "label": 2.0, "timestamp": now + 300},
+            {"prediction_id": "0123456789ab-3", "label": 3.0, "timestamp": int(now)},
+            {"prediction_id": "0123456789ab-4", "label": 4.0},
+        ]
+    ).encode()
+    ids, labels, batch = parser.parse_feedback(body)
+    assert len(ids) == 4 and labels == [1.0, 2.0, 3.0, 4.0] and batch
+
+
+@pytest.mark.parametrize(
+    ("offset", "side"), [(-3601.0, "past"), (301.0, "future"), (-1e12, "past"), (1e12, "future")]
+)
+def test_label_timestamps_outside_the_window_are_refused_naming_field_and_window(
+    bundle, offset, side
+):
+    from driftwarden.model_server.validation import Rejection
+
+    now = 1_800_000_000.0
+    parser = _parser(bundle, now, label_max_age_s=3600, label_max_future_s=300)
+    good = {"prediction_id": "0123456789ab-1", "label": 1.0, "timestamp": now}
+    bad = {"prediction_id": "0123456789ab-2", "label": 1.0, "timestamp": now + offset}
+    with pytest.raises(Rejection) as caught:
+        parser.parse_feedback(json.dumps([good, bad]).encode())
+    rejection = caught.value
+    assert rejection.status == 422 and rejection.reason == "timestamp_out_of_window"
+    [problem] = rejection.problems
+    assert (problem.field, problem.record) == ("timestamp", 1)
+    # The window, in RFC 3339 and Unix seconds, and the settings that define it.
+    assert "2027-01-15T07:00:00Z and 2027-01-15T08:05:00Z" in problem.message
+    assert "1799996400 to 1800000300" in problem.message
+    assert "labelJoin.maxDelay" in problem.message
+    assert "MAX_LABEL_FUTURE_S" in problem.message
+    assert "record 1, field 'timestamp'" in str(rejection)
+
+
+def test_non_numeric_or_non_finite_timestamps_are_refused(bundle):
+    from driftwarden.model_server.validation import Rejection
+
+    parser = _parser(bundle, 1_800_000_000.0)
+    for raw in (b'"yesterday"', b"true", b"NaN", b"1e999"):
+        body = b'{"prediction_id": "0123456789ab-1", "label": 1.0, "timestamp": ' + raw + b"}"
+        with pytest.raises(Rejection) as caught:
+            parser.parse_feedback(body)
+        assert caught.value.status in (400, 422)
+        assert caught.value.problems[0].field in ("timestamp", None)
+
+
+async def test_feedback_endpoint_refuses_stale_labels_with_422(bundle):
+    import time
+
+    emitter = Emitter()
+    async with serve(bundle, emitter, max_label_future_s=60) as (client, _):
+        stale = {"prediction_id": "0123456789ab-1", "label": 1.0, "timestamp": time.time() - 7200}
+        resp = await client.post("/feedback", json=stale)
+        assert resp.status_code == 422
+        body = resp.json()
+        assert body["errors"][0]["field"] == "timestamp"
+        assert body["errors"][0]["rule"] == "timestamp_out_of_window"
+        assert "at most 60s in the future" in body["detail"]
+        assert "3600s in the past" in body["detail"]  # the default labelJoin.maxDelay, 1h
+        fresh = dict(stale, timestamp=time.time() - 60)
+        assert (await client.post("/feedback", json=fresh)).status_code == 202
+        metrics = (await client.get("/metrics")).text
+    assert emitter.labels == [(["0123456789ab-1"], [1.0])]
+    rejected = sample(
+        metrics, names.M_REJECTIONS, handler="/feedback", reason="timestamp_out_of_window"
+    )
+    assert rejected == 1
+
+
+def test_the_past_bound_is_the_monitors_label_join_max_delay(tmp_path):
+    config = tmp_path / "monitor.json"
+    config.write_text(
+        json.dumps(
+            {
+                "namespace": "ml",
+                "name": "m",
+                "spec": {
+                    "model": {"bundle": "builtin://diamonds"},
+                    "labelJoin": {"maxDelay": "2h30m"},
+                },
+            }
+        )
+    )
+    assert Settings(monitor_config=config).label_max_age_s() == 9000
+    config.write_text(
+        json.dumps({"namespace": "ml", "name": "m", "spec": {"model": {"bundle": "builtin://x"}}})
+    )
+    assert Settings(monitor_config=config).label_max_age_s() == 3600
+    assert Settings(bundle="x").label_max_age_s() == 3600

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from driftwarden.common.durations import parse_duration
 from driftwarden.common.errors import ConfigError
 from driftwarden.common.spec import DEFAULT_MAX_INFLIGHT_REQUESTS
 from driftwarden.ingest.sender import SenderSettings
+from driftwarden.model_server.validation import DEFAULT_LABEL_MAX_AGE_S, DEFAULT_LABEL_MAX_FUTURE_S
 
 
 class ServerOptions(BaseModel):
@@ -69,6 +72,12 @@ class ServerOptions(BaseModel):
         le=3600,
         description="Seconds a refused client is told to wait (Retry-After on every 503).",
     )
+    max_label_future_s: float = Field(
+        DEFAULT_LABEL_MAX_FUTURE_S,
+        ge=0,
+        description="How far in the future a /feedback timestamp may lie (clock skew); the "
+        "past bound is the monitor's spec.labelJoin.maxDelay.",
+    )
     drain_timeout_s: float = Field(
         5.0, ge=0, description="On shutdown, how long the sender may flush buffered values."
     )
@@ -97,12 +106,38 @@ class Settings(BaseSettings):
 
     def monitor(self) -> tuple[str | None, str | None]:
         """Return ``(monitor key 'namespace/name', bundle URI)`` from the monitor config."""
-        if self.monitor_config is None:
+        doc = self._monitor_doc()
+        if doc is None:
             return None, None
         try:
-            doc = json.loads(self.monitor_config.read_bytes())
             key = f"{doc['namespace']}/{doc['name']}"
             return key, doc["spec"]["model"]["bundle"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"monitor config {self.monitor_config} is invalid: missing or bad {exc}"
+            ) from None
+
+    def label_max_age_s(self) -> float:
+        """Return the oldest a /feedback timestamp may be: the monitor's labelJoin.maxDelay."""
+        doc = self._monitor_doc()
+        if doc is None:
+            return DEFAULT_LABEL_MAX_AGE_S
+        try:
+            delay = doc.get("spec", {}).get("labelJoin", {}).get("maxDelay")
+            return DEFAULT_LABEL_MAX_AGE_S if delay is None else parse_duration(delay)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"monitor config {self.monitor_config} is invalid: bad labelJoin.maxDelay ({exc})"
+            ) from None
+
+    def _monitor_doc(self) -> dict[str, Any] | None:
+        if self.monitor_config is None:
+            return None
+        try:
+            doc = json.loads(self.monitor_config.read_bytes())
+            if not isinstance(doc, dict):
+                raise ValueError("content: not a JSON object")
+            return doc
         except FileNotFoundError:
             raise ConfigError(
                 f"monitor config {self.monitor_config} does not exist; mount the "

@@ -59,7 +59,12 @@ class ServerState:
             log.info("loading model bundle %s", uri)
             bundle = await asyncio.to_thread(load_bundle, uri)
         self.bundle = bundle
-        self.parser = RequestParser(bundle.manifest, self.settings.server.max_records)
+        self.parser = RequestParser(
+            bundle.manifest,
+            self.settings.server.max_records,
+            label_max_age_s=self.settings.label_max_age_s(),
+            label_max_future_s=self.settings.server.max_label_future_s,
+        )
         self.metrics.bind_bundle(bundle)
         if emitter is None:
             emitter = build_emitter(self.settings, bundle, self.metrics.registry)

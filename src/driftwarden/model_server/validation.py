@@ -9,13 +9,18 @@ the field and the rule, with a bounded ``reason`` used as the metric label.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from driftwarden.bundles.limits import input_limits
 from driftwarden.bundles.manifest import BundleManifest
+from driftwarden.common.durations import parse_duration
+from driftwarden.common.spec import LabelJoinSpec
 
 # Rejection reasons: the complete, bounded set of metric label values.
 MALFORMED_JSON = "malformed_json"
@@ -31,6 +36,7 @@ OUTSIDE_LIMITS = "outside_limits"
 INVALID_LABEL = "invalid_label"
 INVALID_ID = "invalid_id"
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+TIMESTAMP_OUT_OF_WINDOW = "timestamp_out_of_window"
 INVALID = "invalid"
 REASONS = (
     MALFORMED_JSON,
@@ -46,11 +52,16 @@ REASONS = (
     INVALID_LABEL,
     INVALID_ID,
     UNSUPPORTED_MEDIA_TYPE,
+    TIMESTAMP_OUT_OF_WINDOW,
     INVALID,
 )
 
 # Prediction ids: 12 hex digits naming the server process, a dash, a hex counter.
 PREDICTION_ID_PATTERN = r"^[0-9a-f]{12}-[0-9a-f]{1,16}$"
+
+# The label window's defaults: spec.labelJoin.maxDelay's default, and clock skew.
+DEFAULT_LABEL_MAX_AGE_S = parse_duration(LabelJoinSpec.model_fields["max_delay"].default)
+DEFAULT_LABEL_MAX_FUTURE_S = 300.0
 
 
 @dataclass
@@ -162,6 +173,21 @@ def feedback_model(manifest: BundleManifest) -> type[BaseModel]:
             Annotated[label_annotation(manifest), Field(description=manifest.target.name)],
             ...,
         ),
+        timestamp=(
+            Annotated[
+                float | None,
+                Field(
+                    strict=True,
+                    allow_inf_nan=False,
+                    description="when the label was observed, Unix seconds (optional). It must "
+                    "lie between now minus the monitor's labelJoin.maxDelay (an older label can "
+                    "no longer meet its prediction: the prediction stopped waiting) and now plus "
+                    "DRIFTWARDEN_SERVER__MAX_LABEL_FUTURE_S (clock skew); outside, 422 "
+                    "timestamp_out_of_window. The join itself uses the arrival time.",
+                ),
+            ],
+            None,
+        ),
     )
 
 
@@ -223,9 +249,21 @@ def _problem(error: dict[str, Any], feedback: bool) -> Problem:
 class RequestParser:
     """Parses ``/predict`` and ``/feedback`` bodies into validated records."""
 
-    def __init__(self, manifest: BundleManifest, max_records: int) -> None:
+    def __init__(
+        self,
+        manifest: BundleManifest,
+        max_records: int,
+        *,
+        label_max_age_s: float = DEFAULT_LABEL_MAX_AGE_S,
+        label_max_future_s: float = DEFAULT_LABEL_MAX_FUTURE_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``label_max_age_s``/``label_max_future_s``: the window of /feedback timestamps."""
         self.manifest = manifest
         self.max_records = max_records
+        self.label_max_age_s = label_max_age_s
+        self.label_max_future_s = label_max_future_s
+        self.clock = clock
         self.record = record_model(manifest)
         self.feedback = feedback_model(manifest)
         self._attrs = list(_alias_names(manifest))
@@ -268,7 +306,41 @@ class RequestParser:
     def parse_feedback(self, body: bytes) -> tuple[list[str], list[Any], bool]:
         """Return ``(prediction ids, labels, was a batch)``; raise :class:`Rejection`."""
         items, batch = self._validate(body, self._fb_one, self._fb_many, feedback=True)
+        self._check_timestamps([i.timestamp for i in items], batch)
         return [i.prediction_id for i in items], [i.label for i in items], batch
+
+    def _check_timestamps(self, stamps: list[float | None], batch: bool) -> None:
+        if all(t is None for t in stamps):
+            return
+        now = self.clock()
+        low, high = now - self.label_max_age_s, now + self.label_max_future_s
+        window = (
+            f"must lie between {_rfc3339(low)} and {_rfc3339(high)} (Unix {low:.0f} to "
+            f"{high:.0f}: at most labelJoin.maxDelay = {self.label_max_age_s:g}s in the past, "
+            "when the prediction stops waiting for its label, and at most "
+            f"{self.label_max_future_s:g}s in the future, "
+            "DRIFTWARDEN_SERVER__MAX_LABEL_FUTURE_S)"
+        )
+        problems = [
+            Problem(
+                TIMESTAMP_OUT_OF_WINDOW,
+                f"{window}; got {t!r} ({_rfc3339(t)})",
+                field="timestamp",
+                record=i if batch else None,
+            )
+            for i, t in enumerate(stamps)
+            if t is not None and not low <= t <= high
+        ]
+        if problems:
+            raise Rejection(422, TIMESTAMP_OUT_OF_WINDOW, problems)
+
+
+def _rfc3339(unix: float) -> str:
+    try:
+        stamp = datetime.fromtimestamp(unix, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return "out of range"
+    return stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _batch(item: type[BaseModel], max_records: int) -> Any:

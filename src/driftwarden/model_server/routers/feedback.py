@@ -32,7 +32,10 @@ PATH = "/feedback"
         400: {"description": "body is not valid JSON"},
         413: {"description": "body or batch too large"},
         415: {"description": "content-type is not JSON"},
-        422: {"description": "unknown id format or a label outside the model's classes"},
+        422: {
+            "description": "unknown id format, a label outside the model's classes, or a "
+            "`timestamp` outside the allowed window (`timestamp_out_of_window`)"
+        },
         503: {
             "description": "model not loaded yet, shutting down, serving its limit of requests "
             "at once (`reason`: `inflight_limit`), or the queue toward the drift workers is "
