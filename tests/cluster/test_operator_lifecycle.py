@@ -673,10 +673,7 @@ def test_a_scale_down_waits_until_real_shards_have_handed_their_streams_over(
                 doc = local.handoffs(k)
                 assert (doc["epoch"], doc["outgoing"], doc["awaiting"]) == (2, [], []), (k, doc)
             live = {
-                s
-                for k in (0, 1)
-                for s, v in local.status(k)["streams"].items()
-                if v["status"] == "live"
+                s for k in (0, 1) for s, v in local.status(k).streams.items() if v.status == "live"
             }
             assert live == set(features)
             _wait_ready(custom_objects, core_v1, namespace, "diamonds")

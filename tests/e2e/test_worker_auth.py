@@ -55,7 +55,7 @@ def _state(local: LocalShards) -> list[Any]:
     out = []
     for k in sorted(local.procs):
         status = local.status(k)
-        out.append((status["epoch"], {s: v["values"] for s, v in status["streams"].items()}))
+        out.append((status.epoch, {s: v.values for s, v in status.streams.items()}))
     return out
 
 
@@ -185,13 +185,13 @@ def test_reshard_with_authenticated_pushes_and_handoffs_moves_every_value(
     assert asyncio.run(send()) == 240
     local.reshard(3)  # the map pushed with the operator's token
     local.wait_settled()
-    handed = sum(local.status(k)["handoff"]["in"] for k in local.procs)
+    handed = sum(local.status(k).handoff.in_ for k in local.procs)
     assert handed > 0  # peer-to-peer pushes carried the peer token and were installed
     totals = dict.fromkeys((names.feature_stream(f) for f in FEATURES), 0)
     for k in local.procs:
-        for s, v in local.status(k)["streams"].items():
-            if v["status"] == "live":
-                totals[s] += v["values"]
+        for s, v in local.status(k).streams.items():
+            if v.status == "live":
+                totals[s] += v.values
     assert totals == dict.fromkeys(totals, 40)
 
 

@@ -68,7 +68,7 @@ def cluster_view(local: LocalShards) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k in sorted(local.procs):
         status = local.status(k)
-        live = [s for s, v in status["streams"].items() if v["status"] == "live"]
+        live = [s for s, v in status.streams.items() if v.status == "live"]
         if live:
             state = httpx.get(
                 local.url(k) + "/v1/state",
@@ -143,7 +143,7 @@ def test_reshard_under_load_2_to_3_to_2_moves_state_exactly(shards: LocalShards)
 
     sender, emitted = asyncio.run(drive(local, 150, {40: grow, 100: shrink}))
     local.wait_settled()
-    moved = sum(local.status(k)["handoff"]["in"] for k in local.procs)
+    moved = sum(local.status(k).handoff.in_ for k in local.procs)
     assert moved > 0
     local.retire()
     total = sum(v.size for chunks in emitted.values() for v in chunks)
@@ -176,7 +176,7 @@ def test_scale_down_pod_hands_off_at_sigterm_even_before_it_saw_the_new_map(tmp_
                     headers={"content-type": wire.CONTENT_TYPE, **local.headers("sender")},
                     timeout=30,
                 ).raise_for_status()
-        held_by_2 = [s for s, v in local.status(2)["streams"].items() if v["status"] == "live"]
+        held_by_2 = [s for s, v in local.status(2).streams.items() if v.status == "live"]
         assert held_by_2
         local.map = local.map.advance(2)
         for k in (0, 1):  # the map reaches the surviving shards only
@@ -187,14 +187,14 @@ def test_scale_down_pod_hands_off_at_sigterm_even_before_it_saw_the_new_map(tmp_
                 timeout=30,
             ).raise_for_status()
         assert all(
-            local.status(k)["handoff"]["awaiting"]
+            local.status(k).handoff.awaiting
             for k in (0, 1)
             if any(local.map.owner(s) == k for s in held_by_2)
         )
         local.terminate(2)  # SIGTERM, as a StatefulSet scale-down does
         assert "handed off every stream" in local.log(2), local.log(2)[-2000:]
         for k in (0, 1):
-            assert not local.status(k)["handoff"]["awaiting"]
+            assert not local.status(k).handoff.awaiting
         assert cluster_view(local) == reference_view(local, emitted)
     finally:
         local.stop()

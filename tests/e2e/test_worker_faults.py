@@ -173,7 +173,7 @@ def test_a_damaged_snapshot_is_detected_and_recovery_uses_the_older_one(
             for s, chunks in sent.items():
                 emitted.setdefault(s, []).extend(chunks)
             deadline = time.monotonic() + 60
-            while local.status(0)["snapshots"] <= round_ and time.monotonic() < deadline:
+            while local.status(0).snapshots <= round_ and time.monotonic() < deadline:
                 time.sleep(0.1)
         local.kill(0)
         found = snapshot.snapshots(local.data_dir(0) / "snapshots")
@@ -206,7 +206,7 @@ def test_every_snapshot_damaged_with_the_log_truncated_refuses_to_start(tmp_path
         for round_ in range(3):
             ingest_direct(local, 0, 4, first_seq=1 + 4 * round_, seed=20 + round_)
             deadline = time.monotonic() + 60
-            while local.status(0)["snapshots"] <= round_ and time.monotonic() < deadline:
+            while local.status(0).snapshots <= round_ and time.monotonic() < deadline:
                 time.sleep(0.1)
         local.kill(0)
         segments = sorted((local.data_dir(0) / "wal").glob("wal-*.log"))
@@ -479,8 +479,8 @@ def test_a_shard_stopped_past_the_handoff_timeout_cannot_overwrite_newer_data(
         )
         local.wait_settled()
         assert sender.shed_values() == 0 and sender.acked_values == total(after)
-        refused = sum(local.status(k)["handoff"]["superseded"] for k in local.procs)
-        lost = local.status(victim)["handoff"]["lost_values"]
+        refused = sum(local.status(k).handoff.superseded for k in local.procs)
+        lost = local.status(victim).handoff.lost_values
         assert refused >= len(moving) and lost == held_values
         # live = everything acknowledged, except the old windows the timeout gave up (counted)
         expected = {s: (after[s] if s in moving else before[s] + after[s]) for s in before}

@@ -57,7 +57,7 @@ def cluster_view(local: LocalShards) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k in sorted(local.procs):
         status = local.status(k)
-        live = [s for s, v in status["streams"].items() if v["status"] == "live"]
+        live = [s for s, v in status.streams.items() if v.status == "live"]
         if live:
             state = httpx.get(
                 local.url(k) + "/v1/state",

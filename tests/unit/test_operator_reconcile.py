@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
+import json
 import logging
 from typing import Any
 
@@ -36,7 +37,8 @@ from driftwarden.operator.status import (
     merge_conditions,
     status_patch,
 )
-from driftwarden.operator.workers import parse_status, probe_workers
+from driftwarden.operator.workers import probe_workers
+from driftwarden.testing.operator import FAKE_DRIFT_TIME, fake_stream, fake_worker_status
 from support.operator import FAKE
 from support.operator import monitor as _monitor
 
@@ -531,23 +533,20 @@ def test_merge_conditions_keeps_transition_time_on_reason_change() -> None:
 # --- worker /status -----------------------------------------------------------------
 
 
-def test_parse_status_accepts_both_shapes() -> None:
-    mapping = {
-        "streams": {
-            "feature:a": {"drift": True, "lastDriftTime": 1_800_000_000},
-            "feature:b": {"drift": False},
-        }
-    }
-    assert parse_status(mapping) == (["feature:a"], "2027-01-15T08:00:00Z")
-    listing = {
-        "streams": [
-            {"stream": "prediction", "drift": True, "last_drift_time": "2026-11-23T09:00:00+00:00"},
-            {"name": "feature:c", "drift": False},
-        ]
-    }
-    assert parse_status(listing) == (["prediction"], "2026-11-23T09:00:00Z")
-    with pytest.raises(ValueError):
-        parse_status({"owned": []})
+def _status(ordinal: int = 0, **streams: bool) -> httpx.Response:
+    """A shard's /status answer: the typed document, ``stream=drift`` per stream."""
+    doc = fake_worker_status(
+        "n/m",
+        ordinal,
+        3,
+        {
+            name.replace("_", ":", 1): fake_stream(
+                drift=drift, last_drift_time=FAKE_DRIFT_TIME if drift else None
+            )
+            for name, drift in streams.items()
+        },
+    )
+    return httpx.Response(200, content=doc.to_json(), headers={"content-type": "application/json"})
 
 
 def test_probe_workers_merges_shards_and_tolerates_unreachable_ones() -> None:
@@ -556,8 +555,8 @@ def test_probe_workers_merges_shards_and_tolerates_unreachable_ones() -> None:
         if ordinal == 2:
             raise httpx.ConnectError("connection refused", request=request)
         if ordinal == 1:
-            return httpx.Response(200, json={"streams": {"feature:x": {"drift": True}}})
-        return httpx.Response(200, json={"streams": {"feature:y": {"drift": False}}})
+            return _status(ordinal, feature_x=True)
+        return _status(ordinal, feature_y=False)
 
     async def go() -> DriftObservation:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
@@ -568,7 +567,30 @@ def test_probe_workers_merges_shards_and_tolerates_unreachable_ones() -> None:
     obs = asyncio.run(go())
     assert (obs.shards_asked, obs.shards_answered) == (3, 2)
     assert obs.drifting == ("feature:x",)
+    assert obs.last_drift_time == "2026-11-23T10:00:00Z"
     assert len(obs.errors) == 1 and "shard 2" in obs.errors[0] and "ConnectError" in obs.errors[0]
+
+
+def test_probe_workers_names_the_bad_field_of_a_malformed_status() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "w-1":
+            doc = json.loads(_status(1, feature_x=True).content)
+            doc["streams"]["feature:x"]["drift"] = "maybe"
+            return httpx.Response(200, json=doc)
+        return _status(0, feature_y=False)
+
+    async def go() -> DriftObservation:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            return await probe_workers(
+                http, "http://w-{ordinal}/status", monitor="m", namespace="n", shards=2, timeout=1
+            )
+
+    obs = asyncio.run(go())
+    assert (obs.shards_asked, obs.shards_answered) == (2, 1)
+    [error] = obs.errors
+    assert (
+        "shard 1" in error and "streams.feature:x.drift: Input should be a valid boolean" in error
+    ), error
 
 
 def test_a_reshard_pushes_the_new_map_to_every_old_and_new_shard() -> None:
@@ -582,7 +604,7 @@ def test_a_reshard_pushes_the_new_map_to_every_old_and_new_shard() -> None:
             return httpx.Response(200, json={"adopted": 0})
         if request.url.path == "/v1/handoff":  # every shard settled: scale-downs go ahead
             return httpx.Response(200, json={"epoch": 99, "outgoing": [], "awaiting": []})
-        return httpx.Response(200, json={"streams": {}})
+        return _status()
 
     h = Harness(
         OperatorSettings(worker_status_url="http://{monitor}-workers-{ordinal}:8080/status")
@@ -629,7 +651,7 @@ class FakeShards:
                     "awaiting": [],
                 },
             )
-        return httpx.Response(200, json={"streams": {}})
+        return _status()
 
 
 def _replicas(h: Harness) -> int:
@@ -720,7 +742,7 @@ def test_the_credential_secret_is_created_once_mounted_and_signs_map_pushes() ->
         if request.method == "PUT":
             tokens.append(request.headers.get("authorization", ""))
             return httpx.Response(200, json={"adopted": True})
-        return httpx.Response(200, json={"streams": {}})
+        return _status()
 
     h = Harness(
         OperatorSettings(worker_status_url="http://{monitor}-workers-{ordinal}:8080/status")

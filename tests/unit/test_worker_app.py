@@ -17,6 +17,7 @@ with warnings.catch_warnings():  # starlette 1.x nudges towards httpx2; the clie
     from starlette.testclient import TestClient
 
 from driftwarden.common import names
+from driftwarden.common.contracts import parse_worker_status
 from driftwarden.common.sharding import ShardMap
 from driftwarden.common.spec import DetectorConfig, DetectorType
 from driftwarden.detectors.factory import make_detector
@@ -25,7 +26,6 @@ from driftwarden.drift_worker.plan import MonitorPlan
 from driftwarden.drift_worker.shard import ShardWorker
 from driftwarden.drift_worker.streams import StreamSpec
 from driftwarden.ingest import wire
-from driftwarden.operator.workers import parse_status
 
 MONITOR = "ns/app"
 BIN = {"content-type": wire.CONTENT_TYPE}
@@ -106,17 +106,14 @@ def test_ingest_binary_and_json_then_metrics_and_status(
     # statistics exist only once a detector has evaluated
     assert {s.labels["stream"] for s in families[names.M_STREAM_STATISTIC].samples} == {stream}
 
-    status = client.get("/status").json()
-    assert status["epoch"] == 1 and status["shard"] == 0
-    assert (
-        status["streams"][stream]["values"] == 122 and status["streams"][stream]["status"] == "live"
-    )
-    assert status["streams"][stream]["detectors"]["ks"]["drift"] is True
     # The operator reads this very document into the DriftMonitor status.
-    drifting, last_drift = parse_status(status)
-    assert stream in drifting and last_drift is not None
-    assert set(drifting) == {s for s, v in status["streams"].items() if v["drift"]}
-    assert status["batches"]["accepted"] == 2 and status["batches"]["duplicate"] == 1
+    status = parse_worker_status(client.get("/status").content)
+    assert status.epoch == 1 and status.shard == 0
+    assert status.streams[stream].values == 122 and status.streams[stream].status == "live"
+    assert status.streams[stream].detectors["ks"].drift is True
+    assert stream in status.drifting() and status.last_drift_time() is not None
+    assert set(status.drifting()) == {s for s, v in status.streams.items() if v.drift}
+    assert status.batches.accepted == 2 and status.batches.duplicate == 1
     state = client.get("/v1/state", params={"stream": stream}).json()
     assert state[stream]["values_total"] == 122
 

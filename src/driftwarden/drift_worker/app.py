@@ -539,7 +539,7 @@ class WorkerService:
         doc = await asyncio.get_running_loop().run_in_executor(
             self._background, status_document, self.worker, self.collector
         )
-        return JSONResponse(doc)
+        return Response(doc.to_json(), media_type="application/json")
 
     async def stream_state(self, request: Request) -> Response:
         """The full state of held streams (``?stream=`` repeats; none: all) for debugging and tests."""

@@ -26,6 +26,17 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from driftwarden.common import names
+from driftwarden.common.contracts import (
+    BatchCounts,
+    DetectorStatus,
+    HandoffStatus,
+    OutgoingHandoff,
+    Rebaseline,
+    RecoveryStatus,
+    StreamStatus,
+    WalStatus,
+    WorkerStatus,
+)
 from driftwarden.detectors.base import DetectorResult
 from driftwarden.detectors.decision import decide as decide_streams
 from driftwarden.drift_worker.shard import FROZEN, LIVE, ShardWorker
@@ -358,20 +369,20 @@ def _buckets(edges: np.ndarray, counts: np.ndarray) -> list[tuple[str, float]]:
     return out
 
 
-def status_document(worker: ShardWorker, collector: WorkerCollector) -> dict[str, Any]:
-    """Return the ``/status`` JSON: epoch, streams with their results, handoffs, WAL."""
+def status_document(worker: ShardWorker, collector: WorkerCollector) -> WorkerStatus:
+    """Return the ``/status`` document: epoch, streams with their results, handoffs, WAL."""
     rows, flags = collector.decisions()
-    by_stream: dict[str, dict[str, Any]] = {}
+    by_stream: dict[str, dict[str, DetectorStatus]] = {}
     for r in rows:
-        by_stream.setdefault(r.stream, {})[r.detector] = {
-            "statistic": None if math.isnan(r.statistic) else r.statistic,
-            "p_value": None if r.p_value is None or math.isnan(r.p_value) else r.p_value,
-            "alarm": r.drift,
-            "drift": flags[(r.stream, r.detector)],
-            "n_seen": r.n_seen,
-            "threshold": r.result.threshold,
-            "false_alarm_budget": r.result.budget,
-        }
+        by_stream.setdefault(r.stream, {})[r.detector] = DetectorStatus(
+            statistic=None if math.isnan(r.statistic) else r.statistic,
+            p_value=None if r.p_value is None or math.isnan(r.p_value) else r.p_value,
+            alarm=r.drift,
+            drift=flags[(r.stream, r.detector)],
+            n_seen=r.n_seen,
+            threshold=r.result.threshold,
+            false_alarm_budget=r.result.budget,
+        )
     w = worker
     with w.lock:
         assert w.map is not None
@@ -380,56 +391,58 @@ def status_document(worker: ShardWorker, collector: WorkerCollector) -> dict[str
             st = w.streams.get(name)
             detectors = by_stream.get(name, {})
             alarms = st.last_drift_ts.values() if st else ()
-            streams[name] = {
+            streams[name] = StreamStatus(
                 # Summary fields the operator reads into the DriftMonitor status.
-                "drift": any(d["drift"] for d in detectors.values()),
-                "last_drift_time": max(alarms, default=None),
-                "status": w.status_of(name),
-                "values": st.values_total if st else 0,
-                "window_fill": st.window_fill() if st else 0.0,
-                "generation": st.generation if st else None,
-                "detectors": detectors,
-            }
+                drift=any(d.drift for d in detectors.values()),
+                last_drift_time=max(alarms, default=None),
+                status=w.status_of(name),
+                values=st.values_total if st else 0,
+                window_fill=st.window_fill() if st else 0.0,
+                generation=st.generation if st else None,
+                detectors=detectors,
+            )
         c = w.counters
-        return {
-            "monitor": w.plan.monitor,
-            "shard": w.ordinal,
-            "epoch": w.map.epoch,
-            "shards": w.map.shards,
-            "shard_map": w.map.model_dump(mode="json"),
-            "streams": streams,
-            "handoff": {
-                "outgoing": [{"stream": s, "to": t, "generation": g} for s, t, g in w.outgoing()],
-                "awaiting": sorted(w.awaiting),
-                "in": c.handoffs_in,
-                "out": c.handoffs_out,
-                "timeouts": c.handoff_timeouts,
-                "superseded": c.handoffs_superseded,
-                "dropped": c.handoffs_dropped,
-                "lost_values": c.lost_values,
-                "pause_seconds": dict(w.handoff_pauses),
-            },
-            "rebaselines": [
-                {"stream": s, "detector": d, "change": k, "count": n}
+        return WorkerStatus(
+            monitor=w.plan.monitor,
+            shard=w.ordinal,
+            epoch=w.map.epoch,
+            shards=w.map.shards,
+            shard_map=w.map,
+            streams=streams,
+            handoff=HandoffStatus(
+                outgoing=[
+                    OutgoingHandoff(stream=s, to=t, generation=g) for s, t, g in w.outgoing()
+                ],
+                awaiting=sorted(w.awaiting),
+                in_=c.handoffs_in,
+                out=c.handoffs_out,
+                timeouts=c.handoff_timeouts,
+                superseded=c.handoffs_superseded,
+                dropped=c.handoffs_dropped,
+                lost_values=c.lost_values,
+                pause_seconds=dict(w.handoff_pauses),
+            ),
+            rebaselines=[
+                Rebaseline(stream=s, detector=d, change=k, count=n)
                 for (s, d, k), n in sorted(c.rebaselines.items())
             ],
-            "batches": {
-                "accepted": c.batches_accepted,
-                "duplicate": c.batches_duplicate,
-                "refused": c.batches_refused,
-                "malformed": c.batches_malformed,
-            },
-            "wal": None
+            batches=BatchCounts(
+                accepted=c.batches_accepted,
+                duplicate=c.batches_duplicate,
+                refused=c.batches_refused,
+                malformed=c.batches_malformed,
+            ),
+            wal=None
             if w.wal is None
-            else {
-                "written_lsn": w.wal.written_lsn,
-                "durable_lsn": w.wal.durable_lsn,
-                "fsync": w.wal.fsync,
-                "bytes": w.wal.size_bytes(),
-                "failed": w.storage_failed,
-                "last_error": w.wal.last_error,
-            },
-            "storage_errors": w.storage_errors(),
-            "recovery": {"records": c.recovered_records, "seconds": c.recovery_seconds},
-            "snapshots": c.snapshots,
-        }
+            else WalStatus(
+                written_lsn=w.wal.written_lsn,
+                durable_lsn=w.wal.durable_lsn,
+                fsync=w.wal.fsync,
+                bytes=w.wal.size_bytes(),
+                failed=w.storage_failed,
+                last_error=w.wal.last_error,
+            ),
+            storage_errors=w.storage_errors(),
+            recovery=RecoveryStatus(records=c.recovered_records, seconds=c.recovery_seconds),
+            snapshots=c.snapshots,
+        )

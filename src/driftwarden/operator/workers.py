@@ -5,61 +5,21 @@ Every shard is asked concurrently with a short timeout; an unreachable shard
 in the observation, never an exception, so status stays Unknown instead of the
 reconciler looping on errors.
 
-Accepted ``/status`` shapes (the worker owns the endpoint; we read only this):
-``{"streams": {"<stream>": {"drift": bool, "lastDriftTime"|"last_drift_time": ...}}}``
-or ``{"streams": [{"stream"|"name": "<stream>", "drift": bool, ...}]}``; a
-timestamp may be RFC 3339 text or Unix seconds.
+The document is :class:`driftwarden.common.contracts.WorkerStatus`, validated on
+arrival; a malformed answer is an error naming the bad field, like an unreachable
+shard.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Mapping
-from typing import Any
 
 import httpx
 
+from driftwarden.common.contracts import WorkerStatus, parse_worker_status
 from driftwarden.common.sharding import ShardMap
 from driftwarden.operator.status import DriftObservation, format_time
-
-
-def _iter_streams(payload: Any) -> list[tuple[str, Mapping[str, Any]]]:
-    streams = payload.get("streams") if isinstance(payload, Mapping) else None
-    if isinstance(streams, Mapping):
-        return [(str(k), v) for k, v in streams.items() if isinstance(v, Mapping)]
-    if isinstance(streams, list):
-        out = []
-        for item in streams:
-            if isinstance(item, Mapping):
-                name = item.get("stream", item.get("name"))
-                if name is not None:
-                    out.append((str(name), item))
-        return out
-    raise ValueError("no 'streams' object or list in the /status answer")
-
-
-def _timestamp(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, int | float):
-        return format_time(dt.datetime.fromtimestamp(float(value), tz=dt.UTC))
-    try:
-        return format_time(dt.datetime.fromisoformat(str(value)))
-    except ValueError:
-        return None
-
-
-def parse_status(payload: Any) -> tuple[list[str], str | None]:
-    """Return (drifting stream names, latest drift time) from one shard's /status JSON."""
-    drifting, latest = [], None
-    for name, info in _iter_streams(payload):
-        if info.get("drift") is True:
-            drifting.append(name)
-        stamp = _timestamp(info.get("lastDriftTime", info.get("last_drift_time")))
-        if stamp and (latest is None or stamp > latest):
-            latest = stamp
-    return drifting, latest
 
 
 async def probe_workers(
@@ -74,20 +34,20 @@ async def probe_workers(
 ) -> DriftObservation:
     """Return the drift state merged over every shard that answered."""
 
-    async def one(ordinal: int) -> tuple[list[str], str | None] | str:
+    async def one(ordinal: int) -> WorkerStatus | str:
         url = shard_url(
             url_template, monitor=monitor, namespace=namespace, ordinal=ordinal, base_port=base_port
         )
         try:
             resp = await client.get(url, timeout=timeout)
             resp.raise_for_status()
-            return parse_status(resp.json())
+            return parse_worker_status(resp.content)
         except (httpx.HTTPError, ValueError) as exc:
             return f"shard {ordinal} ({url}): {type(exc).__name__}: {exc}"[:300]
 
     results = await asyncio.gather(*(one(k) for k in range(shards)))
     drifting: set[str] = set()
-    latest: str | None = None
+    latest: float | None = None
     errors: list[str] = []
     answered = 0
     for result in results:
@@ -95,14 +55,17 @@ async def probe_workers(
             errors.append(result)
             continue
         answered += 1
-        drifting.update(result[0])
-        if result[1] and (latest is None or result[1] > latest):
-            latest = result[1]
+        drifting.update(result.drifting())
+        stamp = result.last_drift_time()
+        if stamp is not None and (latest is None or stamp > latest):
+            latest = stamp
     return DriftObservation(
         shards_asked=shards,
         shards_answered=answered,
         drifting=tuple(sorted(drifting)),
-        last_drift_time=latest,
+        last_drift_time=None
+        if latest is None
+        else format_time(dt.datetime.fromtimestamp(latest, tz=dt.UTC)),
         errors=tuple(errors),
     )
 

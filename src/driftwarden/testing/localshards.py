@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from driftwarden.common import auth
+from driftwarden.common.contracts import WorkerStatus, parse_worker_status
 from driftwarden.common.sharding import ShardMap
 from driftwarden.drift_worker.settings import write_streams_file
 from driftwarden.drift_worker.streams import StreamSpec
@@ -296,8 +297,11 @@ class LocalShards:
         """Return shard ``ordinal``'s pending handoffs (``GET /v1/handoff``)."""
         return httpx.get(self.url(ordinal) + "/v1/handoff", timeout=30.0).json()
 
-    def status(self, ordinal: int) -> dict[str, Any]:
-        return httpx.get(self.url(ordinal) + "/status", timeout=30.0).json()
+    def status(self, ordinal: int) -> WorkerStatus:
+        """Return shard ``ordinal``'s validated ``/status`` document."""
+        resp = httpx.get(self.url(ordinal) + "/status", timeout=30.0)
+        resp.raise_for_status()
+        return parse_worker_status(resp.content)
 
     def wait_settled(self, timeout: float = 180.0) -> float:
         """Wait until no shard has handoffs in flight; return the seconds it took."""

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 import time
@@ -23,7 +22,9 @@ from typing import Any, Self
 
 import yaml
 
+from driftwarden.common.contracts import DetectorStatus, StreamStatus, WorkerStatus
 from driftwarden.common.paths import source_root
+from driftwarden.common.sharding import ShardMap
 from driftwarden.operator.crd import CRD_NAME
 from driftwarden.operator.rbac import operator_rules
 
@@ -120,11 +121,52 @@ def restricted_kubeconfig(
     return out
 
 
+# 2026-11-23T10:00:00Z, the drift time every fake drifting stream reports
+FAKE_DRIFT_TIME = 1_795_428_000.0
+FAKE_THRESHOLD = 12.5
+
+
+def fake_stream(*, drift: bool, last_drift_time: float | None = None) -> StreamStatus:
+    """Return a live stream with one ``mixtureCusum`` detector in the given verdict."""
+    detector = DetectorStatus(
+        statistic=20.0 if drift else 1.0,
+        p_value=None,
+        alarm=drift,
+        drift=drift,
+        n_seen=1000,
+        threshold=FAKE_THRESHOLD,
+        false_alarm_budget=1e6,
+    )
+    return StreamStatus(
+        drift=drift,
+        last_drift_time=last_drift_time,
+        status="live",
+        values=1000,
+        window_fill=1.0,
+        generation=1,
+        detectors={"mixtureCusum": detector},
+    )
+
+
+def fake_worker_status(
+    monitor: str, ordinal: int, shards: int, streams: Mapping[str, StreamStatus]
+) -> WorkerStatus:
+    """Return the /status document of shard ``ordinal`` holding ``streams``, at epoch 1."""
+    return WorkerStatus(
+        monitor=monitor,
+        shard=ordinal,
+        epoch=1,
+        shards=shards,
+        shard_map=ShardMap(monitor=monitor, epoch=1, shards=shards),
+        streams=dict(streams),
+    )
+
+
 class FakeWorkerStatus:
     """Serves ``/<namespace>/<monitor>/<ordinal>/status`` from a dict the test sets."""
 
     def __init__(self) -> None:
-        self.answers: dict[str, Any] = {}
+        self.answers: dict[str, WorkerStatus] = {}
         self.requests = 0
         owner = self
 
@@ -136,7 +178,7 @@ class FakeWorkerStatus:
                 if answer is None:
                     self.send_error(503, "no such shard")
                     return
-                body = json.dumps(answer).encode()
+                body = answer.to_json().encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -164,11 +206,13 @@ class FakeWorkerStatus:
         """Make every shard of a monitor answer; ``drifting`` maps ordinal -> streams."""
         for ordinal in range(shards):
             streams = {
-                s: {"drift": True, "lastDriftTime": "2026-11-23T10:00:00Z"}
+                s: fake_stream(drift=True, last_drift_time=FAKE_DRIFT_TIME)
                 for s in (drifting or {}).get(ordinal, [])
             }
-            streams[f"feature:quiet-{ordinal}"] = {"drift": False}
-            self.answers[f"{namespace}/{monitor}/{ordinal}"] = {"streams": streams}
+            streams[f"feature:quiet-{ordinal}"] = fake_stream(drift=False)
+            self.answers[f"{namespace}/{monitor}/{ordinal}"] = fake_worker_status(
+                f"{namespace}/{monitor}", ordinal, shards, streams
+            )
 
     def __enter__(self) -> Self:
         self._thread.start()
