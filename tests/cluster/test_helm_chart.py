@@ -134,6 +134,7 @@ def test_rendered_manifests_pass_server_side_validation(
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "NetworkPolicy",
         "Service",
         "ServiceMonitor",
     }

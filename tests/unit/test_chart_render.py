@@ -209,6 +209,7 @@ def test_default_render_has_the_operator_and_its_permissions(default):
             "ConfigMap",
             "CustomResourceDefinition",
             "Deployment",
+            "NetworkPolicy",
             "Service",
             "ServiceAccount",
         ]
@@ -438,6 +439,73 @@ def test_missing_rbac_rules_file_fails_with_the_fix(tmp_path):
         render(chart=copy)
 
 
+# --- NetworkPolicy ----------------------------------------------------------------------
+
+
+def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) == {"matchLabels"}, selector
+    return all(labels.get(k) == v for k, v in selector["matchLabels"].items())
+
+
+def test_operator_network_policy_admits_prometheus_to_metrics_only(default):
+    from driftwarden.operator import builders
+    from driftwarden.operator.settings import OperatorSettings
+    from support.operator import monitor
+
+    policy = default.one("NetworkPolicy")
+    spec = policy["spec"]
+    pod_labels = default.one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert _matches(spec["podSelector"], pod_labels)
+    # A monitor named like the release has pods with the same name and instance labels.
+    monitor_pod = {**pod_labels, "app.kubernetes.io/component": "drift-worker"}
+    assert not _matches(spec["podSelector"], monitor_pod)
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    metrics_port = next(p for p in default.container()["ports"] if p["name"] == "metrics")
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert spec["ingress"] == [
+        {
+            "from": [values["networkPolicy"]["prometheus"]],
+            "ports": [{"protocol": "TCP", "port": metrics_port["containerPort"]}],
+        }
+    ], "only Prometheus, only the metrics port (the kubelet's probes come from the node)"
+
+    dns, api, workers = spec["egress"]
+    assert dns == {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+    assert api == {"ports": [{"protocol": "TCP", "port": p} for p in (443, 6443)]}
+    # The workers' port and labels are the ones the operator renders for every monitor.
+    sts = builders.build_worker_statefulset(
+        monitor({"model": {"bundle": "builtin://d"}}), OperatorSettings()
+    )
+    worker_pods = sts["spec"]["template"]["metadata"]["labels"]
+    (peer,) = workers["to"]
+    assert peer["namespaceSelector"] == {}, "monitors live in any namespace"
+    assert _matches(peer["podSelector"], worker_pods)
+    assert not _matches(peer["podSelector"], {**worker_pods, "app.kubernetes.io/component": "x"})
+    assert workers["ports"] == [{"protocol": "TCP", "port": builders.WORKER_PORT}]
+
+
+def test_operator_network_policy_follows_its_values():
+    off = render({"networkPolicy": {"enabled": False}})
+    assert not off.of_kind("NetworkPolicy")
+    no_metrics = render({"metrics": {"enabled": False}})
+    assert no_metrics.one("NetworkPolicy")["spec"]["ingress"] == [], "nothing may connect"
+    peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    custom = render(
+        {
+            "metrics": {"port": 9191},
+            "networkPolicy": {
+                "prometheus": {**peer, "podSelector": None},
+                "apiServerPorts": [8443],
+            },
+        }
+    )
+    spec = custom.one("NetworkPolicy")["spec"]
+    assert spec["ingress"] == [{"from": [peer], "ports": [{"protocol": "TCP", "port": 9191}]}]
+    assert spec["egress"][1] == {"ports": [{"protocol": "TCP", "port": 8443}]}
+    # The operator hands the same peer to every monitor's worker policy.
+    assert json.loads(custom.env()["DRIFTWARDEN_OPERATOR__PROMETHEUS_PEER"] or "") == peer
+
+
 # --- impossible values --------------------------------------------------------------------
 
 
@@ -530,6 +598,12 @@ def test_impossible_values_fail_with_a_message_naming_the_value(values, message)
             "invalid propertyName 'gpus'",
         ),
         ({"monitoring": {"scrapeInterval": "often"}}, "scrapeInterval"),
+        (
+            {"networkPolicy": {"prometheus": {"podselector": {}}}},
+            "invalid propertyName 'podselector'",
+        ),
+        ({"networkPolicy": {"apiServerPorts": []}}, "apiServerPorts"),
+        ({"networkPolicy": {"apiServerPorts": [0]}}, "apiServerPorts"),
     ],
 )
 def test_schema_rejects_unknown_keys_and_bad_values(values, message):
@@ -619,6 +693,22 @@ def test_operator_settings_parse_every_variable_the_chart_sets(monkeypatch):
     assert settings.image_pull_secrets == [{"name": "regcred"}]
     assert settings.image_pull_policy == "Always"
     assert settings.scrape_interval == "30s"
+    # The monitors' worker policies admit the operator by its pods' labels and namespace.
+    pod_labels = rendered.one("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert settings.operator_pod_labels.items() <= pod_labels.items()
+    assert settings.operator_pod_labels == {
+        "app.kubernetes.io/name": "driftwarden",
+        "app.kubernetes.io/instance": "dw",
+        "app.kubernetes.io/component": "operator",
+    }
+    assert (
+        settings.operator_pod_labels
+        == rendered.one("NetworkPolicy")["spec"]["podSelector"]["matchLabels"]
+    )
+    assert (
+        settings.prometheus_peer
+        == yaml.safe_load((CHART / "values.yaml").read_text())["networkPolicy"]["prometheus"]
+    )
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert settings.model_server_resources.as_manifest() == values["childResources"]["modelServer"]
     assert settings.drift_worker_resources.as_manifest() == values["childResources"]["driftWorker"]

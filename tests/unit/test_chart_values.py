@@ -33,6 +33,7 @@ PASSTHROUGH = {
     "podLabels",
     "imagePullSecrets",
     "operator.extraEnv",
+    "networkPolicy.prometheus",
     "monitoring.additionalLabels",
     "monitoring.grafanaDashboards.labels",
     "monitoring.grafanaDashboards.annotations",

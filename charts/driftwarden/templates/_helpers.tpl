@@ -61,6 +61,16 @@ app.kubernetes.io/part-of: driftwarden
 {{ include "driftwarden.releaseLabels" . }}
 {{- end -}}
 
+{{/*
+The labels that pick out the operator's pods in NetworkPolicies: the selector labels
+plus the component, so a DriftMonitor named like the release (its pods also carry
+name=driftwarden and instance=<its name>) is never taken for the operator.
+*/}}
+{{- define "driftwarden.operatorPodLabels" -}}
+{{ include "driftwarden.selectorLabels" . }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
 {{/* The operator's ServiceAccount name. */}}
 {{- define "driftwarden.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
@@ -208,6 +218,11 @@ Maps and lists are JSON, which pydantic-settings parses for complex fields.
 - name: DRIFTWARDEN_OPERATOR__DASHBOARD_NAMESPACE
   # Empty: each dashboard ConfigMap lives beside its DriftMonitor.
   value: {{ .Values.monitoring.grafanaDashboards.namespace | quote }}
+- name: DRIFTWARDEN_OPERATOR__OPERATOR_POD_LABELS
+  # The monitors' worker NetworkPolicies admit the operator's pods by these labels.
+  value: {{ include "driftwarden.operatorPodLabels" . | fromYaml | toJson | quote }}
+- name: DRIFTWARDEN_OPERATOR__PROMETHEUS_PEER
+  value: {{ .Values.networkPolicy.prometheus | toJson | quote }}
 {{- with .Values.operator.extraEnv }}
 {{ toYaml . }}
 {{- end }}
