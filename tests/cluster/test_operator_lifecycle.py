@@ -31,6 +31,7 @@ from driftwarden.testing.controlplane import ControlPlane
 from driftwarden.testing.kube import describe_pods
 from driftwarden.testing.localshards import LocalShards
 from driftwarden.testing.operator import (
+    FAKE_THRESHOLD,
     FakeWorkerStatus,
     install_crd,
     operator_writes,
@@ -346,6 +347,20 @@ def test_every_example_creates_its_children_and_becomes_ready(
     assert diamonds["driftingStreams"] == 2
     assert diamonds["driftingStreamNames"] == ["feature:carat", "performance"]
     assert diamonds["lastDriftTime"] == "2026-11-23T10:00:00Z"
+    # the budget and, per detector name, the thresholds the (fake) shards report
+    assert diamonds["detection"] == {
+        "valuesPerFalseAlarm": 1_000_000,
+        "detectors": [
+            {
+                "detector": "mixtureCusum",
+                "streams": 5,
+                "driftingStreams": 2,
+                "thresholdMin": FAKE_THRESHOLD,
+                "thresholdMax": FAKE_THRESHOLD,
+                "valuesPerFalseAlarm": 1e6,
+            }
+        ],
+    }
     iris = _monitor(custom_objects, namespace, "iris")
     wait_until(
         lambda: (

@@ -17,7 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
+from driftwarden.common.contracts import WorkerStatus
 from driftwarden.common.sharding import ShardMap
+from driftwarden.common.spec import MAX_DETECTION_ENTRIES, DriftMonitorStatus
 from driftwarden.operator import builders
 from driftwarden.operator.kube import ApiError, kind_of
 from driftwarden.operator.reconcile import (
@@ -36,9 +38,15 @@ from driftwarden.operator.status import (
     compute_status,
     merge_conditions,
     status_patch,
+    summarise_detectors,
 )
 from driftwarden.operator.workers import probe_workers
-from driftwarden.testing.operator import FAKE_DRIFT_TIME, fake_stream, fake_worker_status
+from driftwarden.testing.operator import (
+    FAKE_DRIFT_TIME,
+    FAKE_THRESHOLD,
+    fake_stream,
+    fake_worker_status,
+)
 from support.operator import FAKE
 from support.operator import monitor as _monitor
 
@@ -505,6 +513,79 @@ def test_status_drift_from_workers() -> None:
     assert after["lastDriftTime"] == "2026-11-23T10:00:00Z"  # kept
 
 
+def _shard_doc(ordinal: int, streams: range, drifting: set[int]) -> WorkerStatus:
+    """A shard holding ``feature:f<i>`` for i in ``streams``, each with two detectors."""
+    out = {}
+    for i in streams:
+        stream = fake_stream(drift=i in drifting)
+        cusum = stream.detectors["mixtureCusum"].model_copy(
+            update={"threshold": 10.0 + i / 1000, "false_alarm_budget": 2.5e7}
+        )
+        ks = cusum.model_copy(
+            update={"threshold": 0.01, "false_alarm_budget": None, "drift": False}
+        )
+        out[f"feature:f{i}"] = stream.model_copy(
+            update={"detectors": {"mixtureCusum": cusum, "ks": ks}}
+        )
+    return fake_worker_status("n/diamonds", ordinal, 2, out)
+
+
+def test_status_reports_the_budget_and_thresholds_per_detector_not_per_stream() -> None:
+    monitor = _monitor(
+        {"model": {"bundle": "builtin://d"}, "detectors": {"valuesPerFalseAlarm": 50_000_000}}
+    )
+    docs = [_shard_doc(0, range(300), {7}), _shard_doc(1, range(300, 600), {400, 401})]
+    summary = summarise_detectors(docs)
+    drift = DriftObservation(
+        shards_asked=2, shards_answered=2, drifting=("feature:f7",), detectors=summary
+    )
+    status = compute_status(monitor, {}, Observation(shards=2, epoch=1, drift=drift), NOW)
+    assert status["detection"] == {
+        "valuesPerFalseAlarm": 50_000_000,
+        "detectors": [  # 600 streams, two entries: one per detector name, sorted
+            {
+                "detector": "ks",
+                "streams": 600,
+                "driftingStreams": 0,
+                "thresholdMin": 0.01,
+                "thresholdMax": 0.01,
+            },
+            {
+                "detector": "mixtureCusum",
+                "streams": 600,
+                "driftingStreams": 3,
+                "thresholdMin": 10.0,
+                "thresholdMax": 10.599,
+                "valuesPerFalseAlarm": 2.5e7,
+            },
+        ],
+    }
+    # what the operator writes is the CRD's status model
+    DriftMonitorStatus.model_validate(status)
+    assert compute_status(monitor, status, Observation(2, 1, drift=drift), LATER) == status
+
+    # no shard answered: the budget stays, the per-detector list empties (a merge patch
+    # replaces the list whole)
+    silent = DriftObservation(shards_asked=2, shards_answered=0, errors=("refused",))
+    after = compute_status(monitor, status, Observation(2, 1, drift=silent), LATER)
+    assert after["detection"] == {"valuesPerFalseAlarm": 50_000_000, "detectors": []}
+    assert status_patch(status, after)["detection"] == after["detection"]
+
+
+def test_the_detector_summary_is_bounded_and_skips_thresholds_that_are_not_finite() -> None:
+    stream = fake_stream(drift=False)
+    detectors = {
+        f"ks#{k}": stream.detectors["mixtureCusum"].model_copy(update={"threshold": None})
+        for k in range(MAX_DETECTION_ENTRIES + 5)
+    }
+    doc = fake_worker_status(
+        "n/m", 0, 1, {"feature:a": stream.model_copy(update={"detectors": detectors})}
+    )
+    summary = summarise_detectors([doc])
+    assert len(summary) == MAX_DETECTION_ENTRIES
+    assert summary[0].threshold_min is None and summary[0].threshold_max is None
+
+
 def test_deployment_failure_is_degraded() -> None:
     dep = _ready("Deployment", 2, 0)
     dep["status"]["conditions"] = [
@@ -568,6 +649,9 @@ def test_probe_workers_merges_shards_and_tolerates_unreachable_ones() -> None:
     assert (obs.shards_asked, obs.shards_answered) == (3, 2)
     assert obs.drifting == ("feature:x",)
     assert obs.last_drift_time == "2026-11-23T10:00:00Z"
+    [cusum] = obs.detectors  # from the two shards that answered
+    assert (cusum.detector, cusum.streams, cusum.drifting_streams) == ("mixtureCusum", 2, 1)
+    assert cusum.threshold_min == cusum.threshold_max == FAKE_THRESHOLD
     assert len(obs.errors) == 1 and "shard 2" in obs.errors[0] and "ConnectError" in obs.errors[0]
 
 

@@ -26,6 +26,7 @@ from driftwarden.drift_worker.plan import MonitorPlan
 from driftwarden.drift_worker.shard import ShardWorker
 from driftwarden.drift_worker.streams import StreamSpec
 from driftwarden.ingest import wire
+from driftwarden.operator.status import summarise_detectors
 
 MONITOR = "ns/app"
 BIN = {"content-type": wire.CONTENT_TYPE}
@@ -114,6 +115,9 @@ def test_ingest_binary_and_json_then_metrics_and_status(
     assert stream in status.drifting() and status.last_drift_time() is not None
     assert set(status.drifting()) == {s for s, v in status.streams.items() if v.drift}
     assert status.batches.accepted == 2 and status.batches.duplicate == 1
+    # ... and the thresholds the DriftMonitor status reports, per detector
+    [ks] = summarise_detectors([status])
+    assert (ks.detector, ks.threshold_min, ks.drifting_streams) == ("ks", 0.01, 1)
     state = client.get("/v1/state", params={"stream": stream}).json()
     assert state[stream]["values_total"] == 122
 

@@ -29,7 +29,9 @@ class DetectorStatus(_Doc):
     alarm: bool = Field(description="The detector's own alarm, before the monitor-wide decision.")
     drift: bool = Field(description="The monitor-wide verdict for this stream and detector.")
     n_seen: int = Field(ge=0, description="Values the detector had accepted when it evaluated.")
-    threshold: float = Field(description="What the statistic (or p-value) is compared with.")
+    threshold: float | None = Field(
+        description="What the statistic (or p-value) is compared with; None if not finite."
+    )
     false_alarm_budget: float | None = Field(
         description="Values between false alarms the threshold was set for (ARL0), if any."
     )

@@ -595,6 +595,65 @@ class Condition(_Model):
     )
 
 
+# Detector names a monitor can run: five stream kinds, at most _MAX_DETECTORS each.
+MAX_DETECTION_ENTRIES = 5 * _MAX_DETECTORS
+
+
+class DetectorThresholds(_Model):
+    """The thresholds one detector uses over the monitor's streams (from the workers)."""
+
+    detector: str = Field(
+        max_length=64,
+        description=(
+            "detector: the detector's name, as in the metrics' detector label (its type, "
+            "or type#2 for a repeat)."
+        ),
+    )
+    streams: int = Field(ge=0, description="streams: live streams running it.")
+    drifting_streams: int = Field(
+        ge=0, description="driftingStreams: of those, the streams where it reports drift."
+    )
+    threshold_min: float | None = Field(
+        None,
+        description=(
+            "thresholdMin: the smallest threshold in use (alpha for tests with a p-value, "
+            "else the statistic's alarm threshold); absent while none is finite."
+        ),
+    )
+    threshold_max: float | None = Field(
+        None, description="thresholdMax: the largest threshold in use."
+    )
+    values_per_false_alarm: float | None = Field(
+        None,
+        description=(
+            "valuesPerFalseAlarm: the share of the monitor's budget its thresholds were set "
+            "for, in values between false alarms on one stream (ARL0; the smallest over its "
+            "streams); absent for detectors with a per-test level instead of a budget."
+        ),
+    )
+
+
+class DetectionStatus(_Model):
+    """The monitor's false-alarm budget and the thresholds its detectors use."""
+
+    values_per_false_alarm: int = Field(
+        description="valuesPerFalseAlarm: the monitor's budget (spec.detectors.valuesPerFalseAlarm)."
+    )
+    detectors: list[DetectorThresholds] = Field(
+        default_factory=list,
+        max_length=MAX_DETECTION_ENTRIES,
+        description=(
+            "detectors: one entry per detector name over every shard that answered (at most "
+            f"{MAX_DETECTION_ENTRIES}, however many streams), sorted by name; empty until a "
+            "shard answers."
+        ),
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["detector"],
+        },
+    )
+
+
 class DriftMonitorStatus(_Model):
     """DriftMonitor status, written only by the operator."""
 
@@ -631,4 +690,12 @@ class DriftMonitorStatus(_Model):
         None,
         json_schema_extra={"format": "date-time"},
         description="lastDriftTime: when a stream last started drifting (RFC 3339).",
+    )
+    detection: DetectionStatus | None = Field(
+        None,
+        description=(
+            "detection: the false-alarm budget and, per detector, the thresholds in use "
+            "(also exported as driftwarden_stream_threshold and "
+            "driftwarden_stream_false_alarm_budget, per stream)."
+        ),
     )

@@ -369,19 +369,24 @@ def _buckets(edges: np.ndarray, counts: np.ndarray) -> list[tuple[str, float]]:
     return out
 
 
+def _finite(x: float | None) -> float | None:
+    # JSON has no inf or NaN
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
 def status_document(worker: ShardWorker, collector: WorkerCollector) -> WorkerStatus:
     """Return the ``/status`` document: epoch, streams with their results, handoffs, WAL."""
     rows, flags = collector.decisions()
     by_stream: dict[str, dict[str, DetectorStatus]] = {}
     for r in rows:
         by_stream.setdefault(r.stream, {})[r.detector] = DetectorStatus(
-            statistic=None if math.isnan(r.statistic) else r.statistic,
-            p_value=None if r.p_value is None or math.isnan(r.p_value) else r.p_value,
+            statistic=_finite(r.statistic),
+            p_value=_finite(r.p_value),
             alarm=r.drift,
             drift=flags[(r.stream, r.detector)],
             n_seen=r.n_seen,
-            threshold=r.result.threshold,
-            false_alarm_budget=r.result.budget,
+            threshold=_finite(r.result.threshold),
+            false_alarm_budget=_finite(r.result.budget),
         )
     w = worker
     with w.lock:

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from driftwarden.common import names
+from driftwarden.common.contracts import DetectorStatus, WorkerStatus
+from driftwarden.common.spec import MAX_DETECTION_ENTRIES, DetectionStatus, DetectorThresholds
 from driftwarden.operator.builders import worker_selector
 from driftwarden.operator.monitor import Monitor
 
@@ -35,6 +37,8 @@ class DriftObservation:
     drifting: tuple[str, ...] = ()
     last_drift_time: str | None = None
     errors: tuple[str, ...] = ()
+    # per detector name, over the shards that answered (summarise_detectors)
+    detectors: tuple[DetectorThresholds, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -54,6 +58,41 @@ class Observation:
     skipped_kinds: tuple[str, ...] = ()
     # a scale-down waiting for the shards' handoffs: what it waits for
     handing_off: str | None = None
+
+
+def _significant(x: float) -> float:
+    # 6 digits: readable in kubectl, and a threshold recomputed on another shard with
+    # a different rounding does not rewrite the status
+    return float(f"{x:.6g}")
+
+
+def summarise_detectors(docs: Sequence[WorkerStatus]) -> tuple[DetectorThresholds, ...]:
+    """Return one threshold summary per detector name over every live stream in ``docs``.
+
+    Bounded by the detector names a spec can hold (``MAX_DETECTION_ENTRIES``), not by
+    the number of streams: a 500-feature monitor has as many entries as a 5-feature one.
+    """
+    seen: dict[str, list[DetectorStatus]] = {}
+    for doc in docs:
+        for stream in doc.streams.values():
+            for name, det in stream.detectors.items():
+                seen.setdefault(name, []).append(det)
+    out = []
+    for name in sorted(seen)[:MAX_DETECTION_ENTRIES]:
+        dets = seen[name]
+        thresholds = [d.threshold for d in dets if d.threshold is not None]
+        budgets = [d.false_alarm_budget for d in dets if d.false_alarm_budget is not None]
+        out.append(
+            DetectorThresholds(
+                detector=name,
+                streams=len(dets),
+                drifting_streams=sum(d.drift for d in dets),
+                threshold_min=_significant(min(thresholds)) if thresholds else None,
+                threshold_max=_significant(max(thresholds)) if thresholds else None,
+                values_per_false_alarm=_significant(min(budgets)) if budgets else None,
+            )
+        )
+    return tuple(out)
 
 
 def format_time(when: dt.datetime) -> str:
@@ -237,6 +276,12 @@ def compute_status(
         for cond in conditions:
             if cond["type"] in (DATA_DRIFT, CONCEPT_DRIFT) and cond["status"] == "True":
                 last = max(last or "", cond["lastTransitionTime"])
+    answered = drift is not None and drift.shards_answered > 0
+    status["detection"] = DetectionStatus(
+        values_per_false_alarm=monitor.spec.detectors.values_per_false_alarm,
+        # always present (possibly empty): a merge patch replaces a list whole
+        detectors=list(drift.detectors) if drift is not None and answered else [],
+    ).model_dump(by_alias=True, mode="json", exclude_none=True)
     last = max(filter(None, (last, previous.get("lastDriftTime"))), default=None)
     if last:
         status["lastDriftTime"] = last
@@ -272,5 +317,6 @@ _OWN_KEYS = frozenset(
         "driftingStreams",
         "driftingStreamNames",
         "lastDriftTime",
+        "detection",
     }
 )

@@ -19,7 +19,7 @@ import httpx
 
 from driftwarden.common.contracts import WorkerStatus, parse_worker_status
 from driftwarden.common.sharding import ShardMap
-from driftwarden.operator.status import DriftObservation, format_time
+from driftwarden.operator.status import DriftObservation, format_time, summarise_detectors
 
 
 async def probe_workers(
@@ -49,24 +49,25 @@ async def probe_workers(
     drifting: set[str] = set()
     latest: float | None = None
     errors: list[str] = []
-    answered = 0
+    docs: list[WorkerStatus] = []
     for result in results:
         if isinstance(result, str):
             errors.append(result)
             continue
-        answered += 1
+        docs.append(result)
         drifting.update(result.drifting())
         stamp = result.last_drift_time()
         if stamp is not None and (latest is None or stamp > latest):
             latest = stamp
     return DriftObservation(
         shards_asked=shards,
-        shards_answered=answered,
+        shards_answered=len(docs),
         drifting=tuple(sorted(drifting)),
         last_drift_time=None
         if latest is None
         else format_time(dt.datetime.fromtimestamp(latest, tz=dt.UTC)),
         errors=tuple(errors),
+        detectors=summarise_detectors(docs),
     )
 
 
