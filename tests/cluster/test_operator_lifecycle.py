@@ -434,6 +434,11 @@ INVALID = [
         {"labelJoin": {"maxDelay": "200h"}},
         "labelJoin.maxDelay must be greater than 0s and at most 168h",
     ),
+    (
+        "malformed bundle digest",
+        {"model": {"bundle": "builtin://diamonds", "digest": "sha256:abc"}},
+        "spec.model.digest: Invalid value",
+    ),
 ]
 
 

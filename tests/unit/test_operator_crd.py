@@ -166,6 +166,9 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("unknown detector", {"detectors": {"numeric": [{"type": "magic"}]}}, "type"),
     ("bad duration", {"alerts": {"for": "5 minutes"}}, "for"),
     ("bad bundle scheme", {"model": {"bundle": "s3://bucket/model"}}, "bundle"),
+    ("short digest", {"model": {"digest": "sha256:abc"}}, "digest"),
+    ("digest of another hash", {"model": {"digest": "md5:" + "0" * 32}}, "digest"),
+    ("uppercase digest", {"model": {"digest": "sha256:" + "A" * 64}}, "digest"),
 ]
 
 
@@ -184,6 +187,12 @@ def test_invalid_specs_fail_the_openapi_schema_and_the_models(
     with pytest.raises(ValidationError) as excinfo:
         DriftMonitorSpec.model_validate(spec)
     assert field in str(excinfo.value)
+
+
+def test_a_well_formed_digest_is_accepted(root_schema: dict[str, Any]) -> None:
+    spec = {"model": {"bundle": "builtin://diamonds", "digest": "sha256:" + "0a" * 32}}
+    assert not list(_openapi_validator(root_schema).iter_errors(spec))
+    assert DriftMonitorSpec.model_validate(spec).model.digest == "sha256:" + "0a" * 32
 
 
 def test_missing_bundle_is_rejected(root_schema: dict[str, Any]) -> None:

@@ -3,7 +3,8 @@
 ``load_bundle(uri)`` is the entry point; ``scenario(...)`` draws drift streams.
 """
 
-from driftwarden.bundles.bundle import Bundle, BundleError, bundles_dir, load_bundle
+from driftwarden.bundles.bundle import Bundle, bundles_dir, load_bundle
+from driftwarden.bundles.errors import BundleError, BundleIntegrityError
 from driftwarden.bundles.manifest import BundleManifest, FeatureSpec
 from driftwarden.bundles.scenarios import SCENARIOS, scenario
 
@@ -11,6 +12,7 @@ __all__ = [
     "SCENARIOS",
     "Bundle",
     "BundleError",
+    "BundleIntegrityError",
     "BundleManifest",
     "FeatureSpec",
     "bundles_dir",

@@ -7,7 +7,14 @@ the model file, and ``reference.csv`` (the features of a held-out sample, the mo
 URIs:
 - ``builtin://<name>``: ``$DRIFTWARDEN_BUNDLES_DIR/<name>`` (default
   ``~/.cache/driftwarden/bundles/<name>``), trained there on first use;
-- ``file:///abs/path`` or a plain path: an existing directory.
+- ``file:///abs/path``: an existing directory inside the bundles directory (symbolic
+  links followed; anything resolving outside it is refused);
+- a plain path: an existing directory (for the command line; a DriftMonitor cannot
+  name one).
+
+Every file a manifest names must lie inside its bundle, and a bundle pinned by digest
+(``load_bundle(uri, digest=...)``, ``spec.model.digest``) loads only if its digest
+matches (:mod:`driftwarden.bundles.integrity`).
 """
 
 from __future__ import annotations
@@ -24,6 +31,13 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
+from driftwarden.bundles.errors import BundleError, BundleIntegrityError
+from driftwarden.bundles.integrity import (
+    bundle_digest,
+    check_digest_format,
+    confined,
+    verify_digest,
+)
 from driftwarden.bundles.manifest import (
     MANIFEST_FILE,
     PREDICTION_COLUMN,
@@ -32,12 +46,19 @@ from driftwarden.bundles.manifest import (
 )
 from driftwarden.bundles.models import Model, load_model
 
+__all__ = [
+    "BUNDLES_DIR_ENV",
+    "Bundle",
+    "BundleError",
+    "BundleIntegrityError",
+    "bundles_dir",
+    "load_bundle",
+    "load_bundle_dir",
+    "resolve_uri",
+]
+
 BUNDLES_DIR_ENV = "DRIFTWARDEN_BUNDLES_DIR"
 log = logging.getLogger(__name__)
-
-
-class BundleError(Exception):
-    """A bundle URI or directory that cannot be used; the message says why and what to do."""
 
 
 def bundles_dir() -> Path:
@@ -51,10 +72,14 @@ def bundles_dir() -> Path:
 class Bundle:
     """A loaded model bundle: the manifest, the model and the reference sample."""
 
-    def __init__(self, path: Path, manifest: BundleManifest, model: Model) -> None:
+    def __init__(
+        self, path: Path, manifest: BundleManifest, model: Model, digest: str | None = None
+    ) -> None:
+        """``digest``: the bundle's ``sha256:`` digest, computed when it was loaded."""
         self.path = path
         self.manifest = manifest
         self.model = model
+        self.digest = digest
 
     def __repr__(self) -> str:
         return f"Bundle(name={self.name!r}, task={self.task!r}, path='{self.path}')"
@@ -86,7 +111,7 @@ class Bundle:
     @cached_property
     def reference(self) -> pd.DataFrame:
         """Return ``reference.csv``: the feature columns, ``prediction`` and ``target``."""
-        path = self.path / self.manifest.reference.file
+        path = confined(self.path, self.manifest.reference.file, "reference sample")
         if not path.is_file():
             raise BundleError(
                 f"bundle {self.name!r} at {self.path}: reference sample {path.name} is missing; "
@@ -170,7 +195,7 @@ def resolve_uri(uri: str) -> tuple[Path, str | None]:
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise BundleError(f"bundle URI {uri!r}: file URIs must be local (file:///abs/path)")
-        return Path(unquote(parsed.path)), None
+        return _inside_bundles_dir(uri, Path(unquote(parsed.path))), None
     if parsed.scheme == "":
         return Path(uri).expanduser(), None
     raise BundleError(
@@ -179,12 +204,37 @@ def resolve_uri(uri: str) -> tuple[Path, str | None]:
     )
 
 
+def _inside_bundles_dir(uri: str, path: Path) -> Path:
+    """Return ``path`` resolved if it lies inside the bundles directory, else raise."""
+    root = bundles_dir().resolve()
+    resolved = path.resolve()
+    if not path.is_absolute() or not resolved.is_relative_to(root):
+        raise BundleIntegrityError(
+            f"bundle URI {uri!r} resolves to {resolved}, outside the bundles directory {root} "
+            f"({BUNDLES_DIR_ENV}); file:// bundles must lie inside it ('..' and symbolic "
+            "links are followed before the check)"
+        )
+    return resolved
+
+
 _train_lock = threading.Lock()
 
 
-def load_bundle(uri: str | os.PathLike[str]) -> Bundle:
-    """Return the bundle at ``uri``, training a missing ``builtin://`` bundle first."""
-    directory, builtin = resolve_uri(os.fspath(uri))
+def load_bundle(uri: str | os.PathLike[str], *, digest: str | None = None) -> Bundle:
+    """Return the bundle at ``uri``, training a missing ``builtin://`` bundle first.
+
+    ``digest`` (``sha256:<64 hex>``): refuse to load unless the bundle has this digest.
+    """
+    text = os.fspath(uri)
+    if digest is not None:
+        check_digest_format(digest)  # before any training or reading
+    directory = ensure_bundle(text)
+    return load_bundle_dir(directory, digest=digest, uri=text)
+
+
+def ensure_bundle(uri: str) -> Path:
+    """Return the directory of ``uri``, training a missing or stale built-in bundle first."""
+    directory, builtin = resolve_uri(uri)
     if builtin is not None:
         from driftwarden.bundles.train import recipe_fingerprint, train_bundle
 
@@ -207,7 +257,7 @@ def load_bundle(uri: str | os.PathLike[str]) -> Bundle:
                         f"{exc}. Point {BUNDLES_DIR_ENV} at a writable directory, or train "
                         "ahead of time with `driftwarden train --out DIR` using this version"
                     ) from exc
-    return load_bundle_dir(directory)
+    return directory
 
 
 def _cached_recipe(directory: Path) -> str | None:
@@ -219,22 +269,33 @@ def _cached_recipe(directory: Path) -> str | None:
         return None
 
 
-def load_bundle_dir(directory: Path) -> Bundle:
-    """Return the bundle stored in ``directory``."""
-    manifest_path = directory / MANIFEST_FILE
+def read_manifest(directory: Path) -> BundleManifest:
+    """Return the parsed ``bundle.json`` of ``directory``; raise :class:`BundleError`."""
+    manifest_path = confined(directory, MANIFEST_FILE, "manifest")
     if not manifest_path.is_file():
         raise BundleError(
             f"{directory} is not a bundle: {MANIFEST_FILE} is missing "
             "(create one with `driftwarden train --out DIR`)"
         )
     try:
-        manifest = BundleManifest.model_validate(json.loads(manifest_path.read_text()))
+        return BundleManifest.model_validate(json.loads(manifest_path.read_text()))
     except json.JSONDecodeError as exc:
         raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
     except ValidationError as exc:
         raise BundleError(f"{manifest_path}: invalid manifest:\n{exc}") from exc
+
+
+def load_bundle_dir(
+    directory: Path, *, digest: str | None = None, uri: str | None = None
+) -> Bundle:
+    """Return the bundle stored in ``directory``; with ``digest``, only if it has that digest."""
+    manifest = read_manifest(directory)
+    # Also refuses a manifest naming a file outside the bundle, before anything is read.
+    actual = bundle_digest(directory, manifest)
+    if digest is not None:
+        verify_digest(uri or str(directory), actual, digest)
     try:
         model = load_model(directory, manifest.model, manifest.prediction.classes)
     except FileNotFoundError as exc:
         raise BundleError(str(exc)) from exc
-    return Bundle(directory, manifest, model)
+    return Bundle(directory, manifest, model, digest=actual)

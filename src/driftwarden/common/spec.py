@@ -268,6 +268,8 @@ class DetectorsSpec(_Model):
         return self
 
 
+# A bundle digest (driftwarden.bundles.integrity, which checks it with the same pattern).
+BUNDLE_DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 # The model server's default bound on concurrent requests (docs/model-server.md).
 DEFAULT_MAX_INFLIGHT_REQUESTS = 256
 
@@ -281,7 +283,18 @@ class ModelSpec(_Model):
         pattern=r"^(builtin://[a-z0-9]([-a-z0-9_]*[a-z0-9])?|file:///.+)$",
         description=(
             "bundle: model bundle URI, builtin://<name> (a bundle shipped in the image) or "
-            "file:///<path> (a directory inside the model-server container)."
+            "file:///<path> (a directory inside the container's bundles directory, "
+            "$DRIFTWARDEN_BUNDLES_DIR: /opt/driftwarden-bundles in the shipped images)."
+        ),
+    )
+    digest: str | None = Field(
+        None,
+        pattern=BUNDLE_DIGEST_PATTERN,
+        max_length=71,
+        description=(
+            "digest: pins the bundle, sha256:<64 lowercase hex>; the model server and the "
+            "drift workers refuse to load a bundle with another digest "
+            "(`driftwarden bundle digest <uri>` prints it; docs/bundles.md defines it)."
         ),
     )
     replicas: int = Field(

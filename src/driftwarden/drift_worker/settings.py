@@ -227,7 +227,7 @@ def build_plan(settings: Settings) -> MonitorPlan:
     from driftwarden.bundles import load_bundle  # torch-free import; only when a bundle is used
 
     try:
-        bundle = load_bundle(spec.model.bundle)
+        bundle = load_bundle(spec.model.bundle, digest=spec.model.digest)
     except Exception as exc:
         raise ConfigError(f"cannot load model bundle {spec.model.bundle!r}: {exc}") from exc
     return plan_from_bundle(monitor, spec, bundle)

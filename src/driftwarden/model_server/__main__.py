@@ -7,8 +7,8 @@ import logging
 import os
 import sys
 
-from driftwarden.bundles.bundle import BundleError, resolve_uri
-from driftwarden.bundles.manifest import MANIFEST_FILE
+from driftwarden.bundles.bundle import BundleError, read_manifest, resolve_uri
+from driftwarden.bundles.integrity import bundle_digest, check_digest_format, verify_digest
 from driftwarden.model_server.settings import ConfigError, Settings
 
 
@@ -68,12 +68,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("--max-inflight-requests must be at least 1")
             settings.server.max_inflight_requests = args.max_inflight_requests
         # Fail now with one line, not with a traceback from inside the lifespan.
-        directory, builtin = resolve_uri(settings.bundle_uri())
-        if builtin is None and not (directory / MANIFEST_FILE).is_file():
-            raise BundleError(
-                f"{directory} is not a bundle: {MANIFEST_FILE} is missing "
-                "(create one with `driftwarden train --out DIR`)"
-            )
+        uri, digest = settings.bundle_uri(), settings.pinned_digest()
+        directory, builtin = resolve_uri(uri)
+        if digest is not None:
+            check_digest_format(digest)
+        if builtin is None:
+            manifest = read_manifest(directory)
+            actual = bundle_digest(directory, manifest)  # refuses files outside the bundle
+            if digest is not None:
+                verify_digest(uri, actual, digest)
     except (ConfigError, BundleError, ValueError) as exc:
         print(f"driftwarden serve: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ What a pod spec sets (the operator renders the first three)::
     DRIFTWARDEN_SENDER__URL_TEMPLATE=http://m-workers-{ordinal}.m-workers.ns.svc:8080
     DRIFTWARDEN_CREDENTIAL_FILE=/etc/driftwarden-credential/sender.json   # signs ingest calls
     DRIFTWARDEN_BUNDLE=builtin://diamonds                      # overrides the monitor's bundle
+    DRIFTWARDEN_BUNDLE_DIGEST=sha256:...                       # overrides spec.model.digest
     DRIFTWARDEN_SERVER__MAX_BATCH_ROWS=256                     # and the other SERVER__ fields
 
 Without a shard map the server serves and emits nothing (no worker configured).
@@ -94,6 +95,11 @@ class Settings(BaseSettings):
     bundle: str | None = Field(
         None, description="Bundle URI; default: spec.model.bundle of the monitor config."
     )
+    bundle_digest: str | None = Field(
+        None,
+        description="Digest the bundle must have (sha256:<64 hex>); default: "
+        "spec.model.digest of the monitor config when the bundle is the monitor's.",
+    )
     monitor_config: Path | None = None
     shard_map: Path | None = None
     credential_file: Path | None = Field(
@@ -116,6 +122,23 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"monitor config {self.monitor_config} is invalid: missing or bad {exc}"
             ) from None
+
+    def pinned_digest(self) -> str | None:
+        """Return the digest the served bundle must have, or None when none is pinned.
+
+        DRIFTWARDEN_BUNDLE_DIGEST if set; else the monitor's spec.model.digest, unless
+        DRIFTWARDEN_BUNDLE names another bundle than the monitor's.
+        """
+        if self.bundle_digest:
+            return self.bundle_digest
+        doc = self._monitor_doc()
+        if doc is None:
+            return None
+        model = doc.get("spec", {}).get("model", {})
+        if not isinstance(model, dict) or (self.bundle and self.bundle != model.get("bundle")):
+            return None
+        digest = model.get("digest")
+        return str(digest) if digest else None
 
     def label_max_age_s(self) -> float:
         """Return the oldest a /feedback timestamp may be: the monitor's labelJoin.maxDelay."""

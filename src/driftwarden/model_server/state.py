@@ -8,6 +8,7 @@ model loads there, in a thread, possibly training a built-in bundle first) and
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Annotated, Any
 
@@ -56,8 +57,9 @@ class ServerState:
         """Load the model, build validators and metrics, start the batcher and the sender."""
         if bundle is None:
             uri = self.settings.bundle_uri()
-            log.info("loading model bundle %s", uri)
-            bundle = await asyncio.to_thread(load_bundle, uri)
+            digest = self.settings.pinned_digest()
+            log.info("loading model bundle %s (pinned digest: %s)", uri, digest or "none")
+            bundle = await asyncio.to_thread(functools.partial(load_bundle, uri, digest=digest))
         self.bundle = bundle
         self.parser = RequestParser(
             bundle.manifest,
@@ -83,10 +85,11 @@ class ServerState:
         await self.batcher.start()
         self.ready = True
         log.info(
-            "serving bundle %s (%s, %d features); emission to drift workers %s",
+            "serving bundle %s (%s, %d features, digest %s); emission to drift workers %s",
             bundle.name,
             bundle.task,
             len(bundle.feature_names),
+            bundle.digest or "not computed",
             "on" if self.emitting else "off (no shard map configured)",
         )
 
