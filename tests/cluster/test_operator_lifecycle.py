@@ -199,6 +199,11 @@ def _children(k8s_api: client.ApiClient, namespace: str, name: str) -> dict[str,
             for o in apps.list_namespaced_stateful_set(namespace, label_selector=sel).items
         ],
     }
+    networking = client.NetworkingV1Api(k8s_api)
+    out["NetworkPolicy"] = [
+        o.metadata.name
+        for o in networking.list_namespaced_network_policy(namespace, label_selector=sel).items
+    ]
     for version, plural, kind in (
         ("v1", "servicemonitors", "ServiceMonitor"),
         ("v1", "prometheusrules", "PrometheusRule"),
@@ -217,6 +222,7 @@ def _expected_children(name: str, *, receivers: bool) -> dict[str, list[str]]:
         "Service": sorted([f"{name}-model", f"{name}-workers"]),
         "Deployment": [f"{name}-model"],
         "StatefulSet": [f"{name}-workers"],
+        "NetworkPolicy": sorted([f"{name}-model", f"{name}-workers"]),
         "ServiceMonitor": sorted([f"{name}-model", f"{name}-workers"]),
         "PrometheusRule": [f"{name}-driftwarden"],
     }
@@ -543,6 +549,97 @@ def test_a_child_deleted_or_edited_by_hand_is_restored(
         what="ConfigMap iris-driftwarden recreated with epoch 2",
     )
     _wait_ready(custom_objects, core_v1, namespace, "iris")
+
+
+def test_network_policies_are_accepted_owned_and_switched_off_by_the_spec(
+    operator: Any,
+    control_plane: ControlPlane,
+    namespace: str,
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api,
+    custom_objects: client.CustomObjectsApi,
+    worker_status: FakeWorkerStatus,
+) -> None:
+    networking = client.NetworkingV1Api(k8s_api)
+    worker_status.set_streams(namespace, "iris", 1)
+    _apply(control_plane, namespace, _example("iris.yaml"))
+    mon = _wait_ready(custom_objects, core_v1, namespace, "iris")
+
+    # The API server accepted both policies; each is owned by the monitor and selects
+    # exactly the pods of its component (the pods kwok runs, with their real labels).
+    policies = {
+        p.metadata.name: p for p in networking.list_namespaced_network_policy(namespace).items
+    }
+    assert sorted(policies) == ["iris-model", "iris-workers"]
+    for name, component, port in (
+        ("iris-model", "model-server", 8000),
+        ("iris-workers", "drift-worker", 8080),
+    ):
+        policy = policies[name]
+        (owner,) = policy.metadata.owner_references
+        assert (owner.kind, owner.name, owner.uid, owner.controller) == (
+            "DriftMonitor",
+            "iris",
+            mon["metadata"]["uid"],
+            True,
+        )
+        selector = ",".join(f"{k}={v}" for k, v in policy.spec.pod_selector.match_labels.items())
+        selected = core_v1.list_namespaced_pod(namespace, label_selector=selector).items
+        everyone = core_v1.list_namespaced_pod(
+            namespace, label_selector="app.kubernetes.io/instance=iris"
+        ).items
+        assert selected and {p.metadata.name for p in selected} == {
+            p.metadata.name
+            for p in everyone
+            if p.metadata.labels["app.kubernetes.io/component"] == component
+        }
+        assert policy.spec.policy_types == ["Ingress"]
+        assert {p.port for rule in policy.spec.ingress for p in rule.ports} == {port}
+    pods_before = {
+        p.metadata.uid
+        for p in core_v1.list_namespaced_pod(
+            namespace, label_selector="app.kubernetes.io/instance=iris"
+        ).items
+    }
+    template = apps_v1.read_namespaced_stateful_set("iris-workers", namespace).spec.template
+
+    def policy_names() -> list[str]:
+        return sorted(
+            p.metadata.name
+            for p in networking.list_namespaced_network_policy(
+                namespace, label_selector=_selector("iris")
+            ).items
+        )
+
+    custom_objects.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "iris", {"spec": {"networkPolicy": {"enabled": False}}}
+    )
+    wait_until(
+        lambda: policy_names() == [],
+        timeout=TIMEOUT,
+        what="NetworkPolicies deleted after spec.networkPolicy.enabled=false",
+        describe=lambda: str(policy_names()),
+    )
+    _wait_ready(custom_objects, core_v1, namespace, "iris")
+    # Switching the policies off restarts nothing.
+    assert apps_v1.read_namespaced_stateful_set("iris-workers", namespace).spec.template == template
+    assert {
+        p.metadata.uid
+        for p in core_v1.list_namespaced_pod(
+            namespace, label_selector="app.kubernetes.io/instance=iris"
+        ).items
+    } == pods_before
+
+    custom_objects.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "iris", {"spec": {"networkPolicy": {"enabled": True}}}
+    )
+    wait_until(
+        lambda: policy_names() == ["iris-model", "iris-workers"],
+        timeout=TIMEOUT,
+        what="NetworkPolicies back after spec.networkPolicy.enabled=true",
+        describe=lambda: str(policy_names()),
+    )
 
 
 def test_deleting_the_monitor_removes_every_child(
