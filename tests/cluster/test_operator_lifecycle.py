@@ -8,6 +8,7 @@ local fake and the operator is pointed at it.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import time
@@ -21,10 +22,12 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from driftwarden.common import auth
 from driftwarden.common import names as stream_names
 from driftwarden.common.sharding import ShardMap, owner_of
 from driftwarden.drift_worker.streams import StreamSpec
 from driftwarden.operator import metrics
+from driftwarden.operator.builders import credential_name
 from driftwarden.operator.examples import examples
 from driftwarden.operator.generate import dump_all
 from driftwarden.testing.controlplane import ControlPlane
@@ -755,6 +758,16 @@ def test_a_scale_down_waits_until_real_shards_have_handed_their_streams_over(
     def replicas() -> int:
         return apps_v1.read_namespaced_stateful_set("diamonds-workers", namespace).spec.replicas
 
+    # The shards run outside the cluster with their own credential: put it where the
+    # operator looks for the monitor's (it reads an existing Secret, creates none then),
+    # so its map pushes and handoff reads authenticate to these shards.
+    core_v1.create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name=credential_name("diamonds")),
+            data={auth.WORKER_FILE: base64.b64encode(local.credential.to_json().encode()).decode()},
+        ),
+    )
     try:
         local.start_all()
         with run_operator(env, kubeconfig=operator_kubeconfig) as runner:

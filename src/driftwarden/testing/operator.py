@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import time
@@ -163,27 +164,57 @@ def fake_worker_status(
 
 
 class FakeWorkerStatus:
-    """Serves ``/<namespace>/<monitor>/<ordinal>/status`` from a dict the test sets."""
+    """Serves ``/<namespace>/<monitor>/<ordinal>/status`` from a dict the test sets.
+
+    Beside it, each answering shard behaves as a settled worker toward the operator:
+    ``PUT .../v1/shardmap`` is accepted (the epoch is remembered, ``pushed``) and
+    ``GET .../v1/handoff`` reports that epoch with nothing outgoing or awaited, so a
+    scale-down proceeds as soon as the new map has been pushed.
+    """
 
     def __init__(self) -> None:
         self.answers: dict[str, WorkerStatus] = {}
+        self.pushed: dict[str, int] = {}
         self.requests = 0
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                owner.requests += 1
-                key = self.path.strip("/").removesuffix("/status")
-                answer = owner.answers.get(key)
-                if answer is None:
+            def _shard(self, suffix: str) -> str | None:
+                key = self.path.strip("/").removesuffix(suffix)
+                if key not in owner.answers:
                     self.send_error(503, "no such shard")
-                    return
-                body = answer.to_json().encode()
+                    return None
+                return key
+
+            def _json(self, doc: str) -> None:
+                body = doc.encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                owner.requests += 1
+                if self.path.endswith("/v1/handoff"):
+                    key = self._shard("/v1/handoff")
+                    if key is not None:
+                        epoch = owner.pushed.get(key, owner.answers[key].epoch)
+                        self._json(json.dumps({"epoch": epoch, "outgoing": [], "awaiting": []}))
+                    return
+                key = self._shard("/status")
+                if key is not None:
+                    self._json(owner.answers[key].to_json())
+
+            def do_PUT(self) -> None:
+                owner.requests += 1
+                key = self._shard("/v1/shardmap")
+                if key is None:
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                pushed = ShardMap.model_validate_json(self.rfile.read(length))
+                owner.pushed[key] = max(owner.pushed.get(key, 0), pushed.epoch)
+                self._json(json.dumps({"epoch": pushed.epoch}))
 
             def log_message(self, *args: Any) -> None:
                 pass
