@@ -359,7 +359,7 @@ async def test_bad_feedback_is_refused(bundle):
     emitter = RecordingEmitter()
     bad_label = "martian" if bundle.task == "classification" else "12"
     cases = [
-        ({"prediction_id": "not-an-id", "label": _label(bundle, 0)}, "invalid_id", "prediction_id"),
+        ({"prediction_id": "not an id", "label": _label(bundle, 0)}, "invalid_id", "prediction_id"),
         ({"prediction_id": "0123456789ab-1f", "label": bad_label}, "invalid_label", "label"),
         ({"prediction_id": "0123456789ab-1f"}, "missing_feature", "label"),
     ]

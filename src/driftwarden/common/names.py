@@ -81,6 +81,7 @@ M_INFLIGHT = "driftwarden_model_inflight_requests"
 # 503 + Retry-After because the server was full; labels handler, reason
 M_OVERLOADED = "driftwarden_model_overloaded_total"
 M_FEEDBACK_LABELS = "driftwarden_model_feedback_labels_total"
+M_RECORDS = "driftwarden_model_logged_records_total"  # /v1/records; outcome, reason
 M_EMISSION_ENABLED = "driftwarden_model_emission_enabled"  # 1 when a sender is configured
 # values served although outside the training range (label "feature")
 M_OUT_OF_RANGE = "driftwarden_model_out_of_range_values_total"

@@ -20,13 +20,23 @@ from driftwarden.model_server.docs import add_offline_docs
 from driftwarden.model_server.emission import Emitter
 from driftwarden.model_server.metrics import ServerMetrics
 from driftwarden.model_server.openapi import openapi_document
-from driftwarden.model_server.routers import feedback, metrics, predict, probes
+from driftwarden.model_server.routers import feedback, metrics, predict, probes, records
 from driftwarden.model_server.settings import Settings
 from driftwarden.model_server.state import ServerState
 
 # Routes get their own latency/request series; anything else is "other" (bounded labels).
 KNOWN_HANDLERS = frozenset(
-    {"/predict", "/feedback", "/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json"}
+    {
+        "/predict",
+        "/feedback",
+        "/v1/records",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/docs",
+        "/redoc",
+        "/openapi.json",
+    }
 )
 
 
@@ -87,7 +97,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.driftwarden = state
-    for module in (predict, feedback, probes, metrics):
+    for module in (predict, feedback, records, probes, metrics):
         app.include_router(module.router)
     add_offline_docs(app)
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)

@@ -29,6 +29,7 @@ from driftwarden.model_server.validation import REASONS
 # Reasons of driftwarden_model_overloaded_total (a bounded label set).
 OVERLOAD_INFLIGHT = "inflight_limit"
 OVERLOAD_SENDER_FULL = "sender_queue_full"
+NOT_READY = "not_ready"  # /v1/records refused while the server starts or stops
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0, 2.5, 5.0,
@@ -105,6 +106,14 @@ class ServerMetrics:
             "Ground-truth labels received on /feedback and handed to the sender.",
             registry=r,
         )
+        self.records = Counter(
+            _base(names.M_RECORDS, "_total"),
+            "Records logged on /v1/records by models served elsewhere: outcome accepted "
+            "(reason ok, queued for the drift workers) or refused (reason: the validation rule, "
+            "sender_queue_full, inflight_limit or not_ready).",
+            ["outcome", "reason"],
+            registry=r,
+        )
         self.emission = Gauge(
             names.M_EMISSION_ENABLED,
             "1 if features and predictions are sent to drift workers, else 0.",
@@ -121,11 +130,15 @@ class ServerMetrics:
         self.classes: Counter | None = None
         self._ranged: list[FeatureSpec] = []  # numeric features with a training range
         self._classes: dict[str, int] = {}
-        for handler in ("/predict", "/feedback"):
+        self.records.labels("accepted", "ok")
+        for reason in (*REASONS, OVERLOAD_SENDER_FULL, OVERLOAD_INFLIGHT, NOT_READY):
+            self.records.labels("refused", reason)
+        for handler in ("/predict", "/feedback", "/v1/records"):
             for reason in REASONS:
                 self.rejections.labels(handler, reason)  # export zeros: rates need a start
             self.overloaded.labels(handler, OVERLOAD_INFLIGHT)
         self.overloaded.labels("/feedback", OVERLOAD_SENDER_FULL)
+        self.overloaded.labels("/v1/records", OVERLOAD_SENDER_FULL)
 
     def bind_bundle(self, bundle: Bundle) -> None:
         """Create the prediction-distribution metrics for ``bundle``."""

@@ -37,6 +37,8 @@ INVALID_LABEL = "invalid_label"
 INVALID_ID = "invalid_id"
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
 TIMESTAMP_OUT_OF_WINDOW = "timestamp_out_of_window"
+INVALID_PREDICTION = "invalid_prediction"
+INVALID_CLOUDEVENT = "invalid_cloudevent"
 INVALID = "invalid"
 REASONS = (
     MALFORMED_JSON,
@@ -53,11 +55,16 @@ REASONS = (
     INVALID_ID,
     UNSUPPORTED_MEDIA_TYPE,
     TIMESTAMP_OUT_OF_WINDOW,
+    INVALID_PREDICTION,
+    INVALID_CLOUDEVENT,
     INVALID,
 )
 
 # Prediction ids: 12 hex digits naming the server process, a dash, a hex counter.
 PREDICTION_ID_PATTERN = r"^[0-9a-f]{12}-[0-9a-f]{1,16}$"
+# Ids /feedback joins on: the server's own, or those callers gave records on /v1/records
+# (UUIDs, CloudEvent ids); bounded so a label cannot carry an arbitrary string.
+RECORD_ID_PATTERN = r"^[A-Za-z0-9._:/@+-]{1,128}$"
 
 # The label window's defaults: spec.labelJoin.maxDelay's default, and clock skew.
 DEFAULT_LABEL_MAX_AGE_S = parse_duration(LabelJoinSpec.model_fields["max_delay"].default)
@@ -166,7 +173,13 @@ def feedback_model(manifest: BundleManifest) -> type[BaseModel]:
         title,
         __config__=ConfigDict(extra="forbid", title=title, frozen=True),
         prediction_id=(
-            Annotated[str, Field(pattern=PREDICTION_ID_PATTERN, description="id from /predict")],
+            Annotated[
+                str,
+                Field(
+                    pattern=RECORD_ID_PATTERN,
+                    description="id from /predict, or the id given to a record on /v1/records",
+                ),
+            ],
             ...,
         ),
         label=(
@@ -235,7 +248,10 @@ def _problem(error: dict[str, Any], feedback: bool) -> Problem:
     elif rule == MISSING_FEATURE:
         message = "is required"
     elif rule == INVALID_ID:
-        message = "is not a prediction id returned by /predict"
+        message = (
+            "is not a prediction id returned by /predict or a record id sent to /v1/records "
+            "(1 to 128 characters: letters, digits and . _ : / @ + -)"
+        )
     elif rule == TOO_MANY_RECORDS:
         message = message.replace("List", "batch").replace("items", "records")
     elif rule == EMPTY_BATCH:
