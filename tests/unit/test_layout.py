@@ -26,6 +26,7 @@ _LIBRARY_IMPORTS = {
     "detectors": {"common", "detectors"},
     "ingest": {"common", "ingest"},
     "common": {"common"},
+    "client": {"client"},  # users install it beside their own model: no server code
 }
 
 
