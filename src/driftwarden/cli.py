@@ -11,7 +11,10 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("driftwarden.bundles.cli", "Train model bundles from package-shipped data."),
-    "bundle": ("driftwarden.bundles.bundle_cli", "Print or verify a bundle's digest."),
+    "bundle": (
+        "driftwarden.bundles.bundle_cli",
+        "Print or verify a bundle's digest; create a model-free bundle.",
+    ),
     "serve": ("driftwarden.model_server.__main__", "Run the FastAPI model server."),
     "worker": ("driftwarden.drift_worker.__main__", "Run one drift-worker shard."),
     "operator": ("driftwarden.operator.__main__", "Run the kopf operator."),

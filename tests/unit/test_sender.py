@@ -333,3 +333,15 @@ def test_a_busy_stream_does_not_starve_the_others() -> None:
     sender.emit_features({"f0": np.ones(500)})
     second = sender._form_batch(0)
     assert second is not None and second[1][:2] == ["feature:f1", "feature:f2"]
+
+
+def test_predictions_without_a_performance_stream_are_not_shed() -> None:
+    # A model-free bundle with a prediction but no labels: no label join to feed.
+    plan = make_plan(1)
+    streams = {"feature:f0", names.STREAM_PREDICTION}
+    sender = Sender(
+        MONITOR, shard_map=InProcessCluster(plan, 1).map, registry=None, streams=streams
+    )
+    sender.emit_predictions(["a", "b"], [1.0, 2.0])
+    assert sender.shed_values() == 0 and sender.buffered_values == 2
+    assert set(sender._queues) == {names.STREAM_PREDICTION}

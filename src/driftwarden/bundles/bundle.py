@@ -2,7 +2,10 @@
 
 A bundle is one directory: ``bundle.json`` (see :mod:`driftwarden.bundles.manifest`),
 the model file, and ``reference.csv`` (the features of a held-out sample, the model's
-``prediction`` for each row and the true ``target``).
+``prediction`` for each row and the true ``target``). A model-free bundle (``kind:
+model-free``, for a model served elsewhere) has no model file; its features are in
+``schema.json`` and its reference sample has ``prediction`` and ``target`` only if the
+manifest declares them. Loading it loads no model: :meth:`Bundle.predict` refuses.
 
 URIs:
 - ``builtin://<name>``: ``$DRIFTWARDEN_BUNDLES_DIR/<name>`` (default
@@ -39,10 +42,12 @@ from driftwarden.bundles.integrity import (
     verify_digest,
 )
 from driftwarden.bundles.manifest import (
+    KIND_MODEL_FREE,
     MANIFEST_FILE,
     PREDICTION_COLUMN,
     TARGET_COLUMN,
     BundleManifest,
+    SchemaFile,
 )
 from driftwarden.bundles.models import Model, load_model
 
@@ -70,10 +75,14 @@ def bundles_dir() -> Path:
 
 
 class Bundle:
-    """A loaded model bundle: the manifest, the model and the reference sample."""
+    """A loaded bundle: the manifest, the model (None if model-free), the reference sample."""
 
     def __init__(
-        self, path: Path, manifest: BundleManifest, model: Model, digest: str | None = None
+        self,
+        path: Path,
+        manifest: BundleManifest,
+        model: Model | None,
+        digest: str | None = None,
     ) -> None:
         """``digest``: the bundle's ``sha256:`` digest, computed when it was loaded."""
         self.path = path
@@ -89,8 +98,24 @@ class Bundle:
         return self.manifest.name
 
     @property
-    def task(self) -> str:
+    def task(self) -> str | None:
+        """Return the prediction's task; None for a model-free bundle without a prediction."""
         return self.manifest.task
+
+    @property
+    def has_model(self) -> bool:
+        """Whether the bundle has a model to call (False: model-free)."""
+        return self.model is not None
+
+    @property
+    def has_prediction(self) -> bool:
+        """Whether predictions are watched: always with a model, if declared without one."""
+        return self.manifest.prediction is not None
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether the bundle has true labels (``target``), which the concept stream needs."""
+        return self.manifest.target is not None
 
     @property
     def feature_names(self) -> list[str]:
@@ -98,7 +123,7 @@ class Bundle:
 
     @property
     def classes(self) -> list[str] | None:
-        return self.manifest.prediction.classes
+        return self.manifest.prediction_classes
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -110,7 +135,10 @@ class Bundle:
 
     @cached_property
     def reference(self) -> pd.DataFrame:
-        """Return ``reference.csv``: the feature columns, ``prediction`` and ``target``."""
+        """Return ``reference.csv``: the feature columns, ``prediction`` and ``target``.
+
+        A model-free bundle's sample has ``prediction`` and ``target`` only if declared.
+        """
         path = confined(self.path, self.manifest.reference.file, "reference sample")
         if not path.is_file():
             raise BundleError(
@@ -121,7 +149,11 @@ class Bundle:
         if self.task == "classification":
             text_columns += [PREDICTION_COLUMN, TARGET_COLUMN]
         frame = pd.read_csv(path, dtype=dict.fromkeys(text_columns, str))
-        expected = [*self.feature_names, PREDICTION_COLUMN, TARGET_COLUMN]
+        expected = [
+            *self.feature_names,
+            *([PREDICTION_COLUMN] if self.has_prediction else []),
+            *([TARGET_COLUMN] if self.has_labels else []),
+        ]
         missing = [c for c in expected if c not in frame.columns]
         if missing:
             raise BundleError(
@@ -144,9 +176,17 @@ class Bundle:
             )
         return frame[self.feature_names]
 
+    def _model(self) -> Model:
+        if self.model is None:
+            raise BundleError(
+                f"bundle {self.name!r} is model-free: it has no model to call (the model is "
+                "served elsewhere; send its records to /v1/records)"
+            )
+        return self.model
+
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Return one prediction per row: float64 values (regression) or class labels (str)."""
-        out = self.model.predict(self.features_frame(frame))
+        out = self._model().predict(self.features_frame(frame))
         if self.task == "regression":
             return np.asarray(out, dtype=np.float64)
         return np.asarray(out).astype(str).astype(object)
@@ -155,13 +195,13 @@ class Bundle:
         """Return class probabilities (columns in ``classes`` order), or None for regression."""
         if self.task != "classification":
             return None
-        return self.model.predict_proba(self.features_frame(frame))
+        return self._model().predict_proba(self.features_frame(frame))
 
     def embed(self, frame: pd.DataFrame) -> np.ndarray | None:
         """Return the model's embedding of each row (``(n, dim)`` float64), or None if it has none."""
         if not self.has_embedding:
             return None
-        return self.model.embed(self.features_frame(frame))
+        return self._model().embed(self.features_frame(frame))
 
     def predict_and_embed(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
         """Return ``(predict(frame), embed(frame))``, in one model pass where the model allows."""
@@ -278,11 +318,59 @@ def read_manifest(directory: Path) -> BundleManifest:
             "(create one with `driftwarden train --out DIR`)"
         )
     try:
-        return BundleManifest.model_validate(json.loads(manifest_path.read_text()))
+        body = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as exc:
         raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
+    if isinstance(body, dict) and body.get("kind") == KIND_MODEL_FREE and "schema" in body:
+        if "features" in body:
+            raise BundleError(
+                f"{manifest_path}: a model-free bundle keeps its features in its schema file "
+                f"({body['schema']!r}), not in {MANIFEST_FILE}"
+            )
+        body["features"] = read_schema(directory, str(body["schema"])).features
+    try:
+        return BundleManifest.model_validate(body)
     except ValidationError as exc:
         raise BundleError(f"{manifest_path}: invalid manifest:\n{exc}") from exc
+
+
+def read_schema(directory: Path, name: str) -> SchemaFile:
+    """Return a model-free bundle's parsed schema file; the error names each bad field."""
+    path = confined(directory, name, "feature schema")
+    try:
+        body = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(
+            f"bundle {directory}: feature schema {name!r} named in {MANIFEST_FILE} is missing"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+    try:
+        return SchemaFile.model_validate(body)
+    except ValidationError as exc:
+        problems = [
+            f"  {_field_path(body, error['loc'])}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        ]
+        raise BundleError(
+            f"{path}: invalid feature schema ({len(problems)} problem(s)):\n" + "\n".join(problems)
+        ) from None
+
+
+def _field_path(body: object, loc: tuple[int | str, ...]) -> str:
+    """Return ``features[2] ('age').min`` for pydantic's ``('features', 2, 'min')``."""
+    text = ""
+    node = body
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if isinstance(node, dict) and isinstance(node.get("name"), str):
+                text += f" ({node['name']!r})"
+        else:
+            text += f".{part}" if text else part
+            node = node.get(part) if isinstance(node, dict) else None
+    return text or "schema"
 
 
 def load_bundle_dir(
@@ -294,8 +382,10 @@ def load_bundle_dir(
     actual = bundle_digest(directory, manifest)
     if digest is not None:
         verify_digest(uri or str(directory), actual, digest)
+    if manifest.model is None:  # model-free: nothing to load
+        return Bundle(directory, manifest, None, digest=actual)
     try:
-        model = load_model(directory, manifest.model, manifest.prediction.classes)
+        model = load_model(directory, manifest.model, manifest.prediction_classes)
     except FileNotFoundError as exc:
         raise BundleError(str(exc)) from exc
     return Bundle(directory, manifest, model, digest=actual)

@@ -5,7 +5,8 @@ The digest of a bundle is ``sha256:`` followed by the hex SHA-256 of this listin
     <hex sha256 of the file's bytes>  <relative path>\\n      (two spaces; one line per file)
 
 with one line per file of the bundle, sorted by relative path (byte order): the manifest
-``bundle.json`` and the files it names (``model.file``, ``reference.file``). Nothing
+``bundle.json`` and the files it names (``model.file``, ``reference.file``, and a
+model-free bundle's ``schema`` instead of a model file). Nothing
 else in the directory counts, and nothing else is loaded. It is what::
 
     cd BUNDLE && sha256sum $(printf '%s\\n' bundle.json model.joblib reference.csv | LC_ALL=C sort) | sha256sum
@@ -57,11 +58,11 @@ def confined(directory: Path, name: str, what: str) -> Path:
 
 def bundle_files(directory: Path, manifest: BundleManifest) -> dict[str, str]:
     """Return ``{relative path: what it is}`` of the files that make the bundle, sorted."""
-    names = {
-        MANIFEST_FILE: "manifest",
-        manifest.model.file: "model file",
-        manifest.reference.file: "reference sample",
-    }
+    names = {MANIFEST_FILE: "manifest", manifest.reference.file: "reference sample"}
+    if manifest.model is not None:
+        names[manifest.model.file] = "model file"
+    if manifest.schema_file is not None:
+        names[manifest.schema_file] = "feature schema"
     for name, what in names.items():
         confined(directory, name, what)
     return {name: names[name] for name in sorted(names, key=lambda n: n.encode())}

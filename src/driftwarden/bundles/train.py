@@ -412,9 +412,10 @@ def fit_builtin(name: str) -> TrainedBundle:
 def write_bundle(trained: TrainedBundle, directory: Path) -> None:
     """Write ``trained`` into ``directory`` (which must be new or empty)."""
     directory.mkdir(parents=True, exist_ok=True)
+    assert trained.manifest.model is not None  # built-in bundles all have a model
     trained.model.save(directory / trained.manifest.model.file)
     trained.reference.to_csv(directory / REFERENCE_FILE, index=False)
-    body = trained.manifest.model_dump(mode="json")
+    body = trained.manifest.to_json()
     (directory / MANIFEST_FILE).write_text(json.dumps(body, indent=2) + "\n")
 
 

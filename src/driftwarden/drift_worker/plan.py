@@ -136,6 +136,35 @@ def spec_factory(spec: DriftMonitorSpec, tests_in_monitor: int = 1) -> DetectorF
     return build
 
 
+def _prediction_streams(manifest: Any, reference: Any) -> dict[str, StreamSpec]:
+    """Return the prediction stream and, if the bundle has labels, the performance stream."""
+    streams: dict[str, StreamSpec] = {}
+    task = manifest.task
+    preds = reference["prediction"]
+    target = reference["target"] if manifest.target is not None else None
+    if task == "regression":
+        values = np.asarray(preds, dtype=np.float64)
+        streams[names.STREAM_PREDICTION] = StreamSpec(names.STREAM_PREDICTION, "numeric", values)
+        if target is not None:
+            errors = (np.asarray(target, dtype=np.float64) - values) ** 2
+    else:
+        streams[names.STREAM_PREDICTION] = StreamSpec(
+            names.STREAM_PREDICTION,
+            "categorical",
+            [str(x) for x in preds.tolist()],
+            categories=tuple(manifest.prediction.classes or ()),
+        )
+        if target is not None:
+            errors = (
+                np.asarray([str(x) for x in preds]) != np.asarray([str(x) for x in target])
+            ).astype(np.float64)
+    if target is not None:
+        streams[names.STREAM_PERFORMANCE] = StreamSpec(
+            names.STREAM_PERFORMANCE, "performance", errors, task=task
+        )
+    return streams
+
+
 def plan_from_bundle(monitor: str, spec: DriftMonitorSpec, bundle: Any) -> MonitorPlan:
     """Return the plan for a monitor whose model is ``bundle`` (see driftwarden.bundles)."""
     manifest = bundle.manifest
@@ -156,27 +185,11 @@ def plan_from_bundle(monitor: str, spec: DriftMonitorSpec, bundle: Any) -> Monit
                 ref,
                 categories=tuple(feature.categories or ()),
             )
-    task = manifest.task
-    preds = reference["prediction"]
-    target = reference["target"]
-    if task == "regression":
-        streams[names.STREAM_PREDICTION] = StreamSpec(
-            names.STREAM_PREDICTION, "numeric", np.asarray(preds, dtype=np.float64)
-        )
-        errors = (np.asarray(target, dtype=np.float64) - np.asarray(preds, dtype=np.float64)) ** 2
-    else:
-        streams[names.STREAM_PREDICTION] = StreamSpec(
-            names.STREAM_PREDICTION,
-            "categorical",
-            [str(x) for x in preds.tolist()],
-            categories=tuple(manifest.prediction.classes or ()),
-        )
-        errors = (
-            np.asarray([str(x) for x in preds]) != np.asarray([str(x) for x in target])
-        ).astype(np.float64)
-    streams[names.STREAM_PERFORMANCE] = StreamSpec(
-        names.STREAM_PERFORMANCE, "performance", errors, task=task
-    )
+    # A model-free bundle (model served elsewhere) has a prediction stream only if it
+    # declares a prediction, and a concept stream only with labels as well: the concept
+    # detectors read per-row errors, which need both.
+    if manifest.prediction is not None:
+        streams.update(_prediction_streams(manifest, reference))
     if manifest.embedding is not None:
         emb = bundle.reference_embeddings
         if emb is not None:

@@ -212,13 +212,14 @@ class Sender:
             id_col = [str(i) for i in ids]
             if len(id_col) != len(v):
                 raise ValueError(f"{len(id_col)} ids for {len(v)} predictions")
-            self._enqueue_many(
-                [
-                    (names.STREAM_PREDICTION, wire.KIND_VALUES, {"v": v}),
-                    (names.STREAM_PERFORMANCE, wire.KIND_PREDICTIONS, {"id": id_col, "v": v}),
-                ],
-                ts,
-            )
+            items = [(names.STREAM_PREDICTION, wire.KIND_VALUES, {"v": v})]
+            # A monitor without labels (a model-free bundle with a prediction only) has no
+            # performance stream: its predictions wait for no label, and are not shed.
+            if self._streams is None or names.STREAM_PERFORMANCE in self._streams:
+                items.append(
+                    (names.STREAM_PERFORMANCE, wire.KIND_PREDICTIONS, {"id": id_col, "v": v})
+                )
+            self._enqueue_many(items, ts)
         except Exception as exc:
             self._shed_invalid("predictions", exc)
 

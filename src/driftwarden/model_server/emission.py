@@ -59,7 +59,11 @@ class NullEmitter:
 def bundle_streams(bundle: Bundle) -> set[str]:
     """Return the stream names the server emits for ``bundle``."""
     streams = {names.feature_stream(n) for n in bundle.feature_names}
-    streams |= {names.STREAM_PREDICTION, names.STREAM_PERFORMANCE}
+    # A model-free bundle has these only if it declares a prediction (and labels).
+    if bundle.has_prediction:
+        streams.add(names.STREAM_PREDICTION)
+    if bundle.has_prediction and bundle.has_labels:
+        streams.add(names.STREAM_PERFORMANCE)
     if bundle.manifest.embedding is not None:
         streams.add(names.embedding_stream(bundle.manifest.embedding.group))
     return streams

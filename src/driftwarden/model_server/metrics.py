@@ -46,7 +46,7 @@ def prediction_buckets(bundle: Bundle) -> tuple[float, ...]:
     """Return histogram buckets for predictions: reference deciles, or class indexes."""
     if bundle.task == "classification":
         # Class i is counted in bucket le=i+0.5, so the bucket series is the class mix.
-        return tuple(i + 0.5 for i in range(len(bundle.classes)))
+        return tuple(i + 0.5 for i in range(len(bundle.classes or ())))
     values = bundle.reference["prediction"].to_numpy(np.float64)
     edges = np.unique(np.quantile(values, np.linspace(0.1, 0.9, 9)))
     # Rounded to 4 significant digits so the `le` labels read well on dashboards.
@@ -149,6 +149,8 @@ class ServerMetrics:
         ]
         for spec in self._ranged:
             self.out_of_range.labels(spec.name)  # export zeros: rates need a start
+        if not bundle.has_prediction:
+            return  # a model-free bundle without a prediction: nothing to observe
         self.predictions = Histogram(
             names.M_PREDICTIONS,
             "Served predictions: values over reference-decile buckets (regression) or "
@@ -156,7 +158,7 @@ class ServerMetrics:
             buckets=prediction_buckets(bundle),
             registry=self.registry,
         )
-        if bundle.task == "classification":
+        if bundle.task == "classification" and bundle.classes:
             self._classes = {c: i for i, c in enumerate(bundle.classes)}
             self.classes = Counter(
                 _base(names.M_PREDICTED_CLASS, "_total"),

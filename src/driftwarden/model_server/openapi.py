@@ -104,7 +104,15 @@ def openapi_document(app: FastAPI, state: ServerState) -> dict[str, Any]:
     post["requestBody"] = body(
         _schema(TypeAdapter(parser.record | parser.record_batch), components)
     )
-    post["description"] += f"\n\nModel: `{manifest.name}` ({manifest.task}). {manifest.description}"
+    if manifest.has_model:
+        post["description"] += (
+            f"\n\nModel: `{manifest.name}` ({manifest.task}). {manifest.description}"
+        )
+    else:
+        post["description"] += (
+            f"\n\nBundle `{manifest.name}` is model-free (the model is served elsewhere): "
+            "this endpoint answers 409; send records to /v1/records."
+        )
     post["responses"]["200"] = reply(
         _schema(TypeAdapter(prediction | batch), components),
         "one prediction (object in) or `predictions` in input order (array in)",

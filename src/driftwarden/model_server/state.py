@@ -87,7 +87,7 @@ class ServerState:
         log.info(
             "serving bundle %s (%s, %d features, digest %s); emission to drift workers %s",
             bundle.name,
-            bundle.task,
+            bundle.task if bundle.has_model else f"model-free, prediction: {bundle.task}",
             len(bundle.feature_names),
             bundle.digest or "not computed",
             "on" if self.emitting else "off (no shard map configured)",
@@ -116,8 +116,9 @@ class ServerState:
             return
         self.emitter.emit_features(columns)
         self.emitter.emit_predictions(out.ids, out.predictions)
-        if out.embeddings is not None and self.bundle is not None:
-            self.emitter.emit_embeddings(self.bundle.manifest.embedding.group, out.embeddings)
+        embedding = self.bundle.manifest.embedding if self.bundle is not None else None
+        if out.embeddings is not None and embedding is not None:
+            self.emitter.emit_embeddings(embedding.group, out.embeddings)
 
 
 async def get_state(request: Request) -> ServerState:

@@ -161,8 +161,11 @@ def record_model(manifest: BundleManifest) -> type[BaseModel]:
 
 def label_annotation(manifest: BundleManifest) -> Any:
     """Return the type of a ground-truth label for ``manifest``'s bundle."""
-    if manifest.task == "classification":
-        return Literal[tuple(manifest.prediction.classes)]  # type: ignore[misc]
+    classes = manifest.prediction_classes
+    if manifest.task == "classification" and classes:
+        return Literal[tuple(classes)]  # type: ignore[misc]
+    # Regression, or a model-free bundle without a prediction (whose /feedback answers
+    # 409 before parsing, so this type only documents it).
     return Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
@@ -183,7 +186,10 @@ def feedback_model(manifest: BundleManifest) -> type[BaseModel]:
             ...,
         ),
         label=(
-            Annotated[label_annotation(manifest), Field(description=manifest.target.name)],
+            Annotated[
+                label_annotation(manifest),
+                Field(description=manifest.target.name if manifest.target else "true label"),
+            ],
             ...,
         ),
         timestamp=(

@@ -76,6 +76,20 @@ def not_ready(state: ServerState) -> Response:
     return response
 
 
+# The ``reason`` of a 409 from a model-free bundle: nothing here can answer the request.
+MODEL_FREE = "model_free"
+NO_MODEL_DETAIL = "bundle has no model; send records to /v1/records"
+NO_LABELS_DETAIL = (
+    "bundle declares no labels: the concept stream compares predictions with labels and "
+    "needs both in the reference sample; recreate the bundle with --prediction and --label"
+)
+
+
+def model_free(detail: str) -> Response:
+    """Return the 409 for a request a model-free bundle cannot serve (never a 5xx)."""
+    return json_response({"detail": detail, "reason": MODEL_FREE}, 409)
+
+
 def overloaded(state: ServerState, handler: str, reason: str) -> Response:
     """Return the 503 for a full server, with Retry-After, and count it."""
     options = state.settings.server

@@ -6,7 +6,9 @@ from fastapi import APIRouter, Request, Response
 
 from driftwarden.model_server.metrics import OVERLOAD_INFLIGHT, OVERLOAD_SENDER_FULL
 from driftwarden.model_server.routers.common import (
+    NO_LABELS_DETAIL,
     json_response,
+    model_free,
     not_ready,
     overloaded,
     read_json_body,
@@ -31,6 +33,10 @@ PATH = "/feedback"
     responses={
         400: {"description": "body is not valid JSON"},
         413: {"description": "body or batch too large"},
+        409: {
+            "description": "a model-free bundle without labels (`reason`: `model_free`): "
+            "there is no concept stream to join them to"
+        },
         415: {"description": "content-type is not JSON"},
         422: {
             "description": "unknown id format, a label outside the model's classes, or a "
@@ -46,6 +52,8 @@ PATH = "/feedback"
 async def feedback(request: Request, state: StateDep) -> Response:
     if not state.ready:
         return not_ready(state)
+    if state.bundle is not None and not state.bundle.has_labels:
+        return model_free(NO_LABELS_DETAIL)
     if not state.admit():
         return overloaded(state, PATH, OVERLOAD_INFLIGHT)
     try:

@@ -9,7 +9,9 @@ from fastapi import APIRouter, Request, Response
 
 from driftwarden.model_server.metrics import OVERLOAD_INFLIGHT
 from driftwarden.model_server.routers.common import (
+    NO_MODEL_DETAIL,
     json_response,
+    model_free,
     not_ready,
     overloaded,
     read_json_body,
@@ -29,11 +31,16 @@ PATH = "/predict"
     description=(
         "Send one record as a JSON object, or a batch as a JSON array of records. Every "
         "feature of the model's schema is required; numbers must be finite, categories one "
-        "of the listed values. Each prediction gets an `id` to quote in `/feedback`."
+        "of the listed values. Each prediction gets an `id` to quote in `/feedback`. "
+        "A model-free bundle (its model is served elsewhere) answers 409."
     ),
     responses={
         400: {"description": "body is not valid JSON"},
         413: {"description": "body or batch too large"},
+        409: {
+            "description": "the bundle is model-free (`reason`: `model_free`): send records "
+            "to /v1/records instead"
+        },
         415: {"description": "content-type is not JSON"},
         422: {"description": "a record breaks the schema; `errors` names record, field, rule"},
         500: {
@@ -48,6 +55,8 @@ PATH = "/predict"
 async def predict(request: Request, state: StateDep) -> Response:
     if not state.ready:
         return not_ready(state)
+    if state.bundle is not None and not state.bundle.has_model:
+        return model_free(NO_MODEL_DETAIL)
     if not state.admit():
         return overloaded(state, PATH, OVERLOAD_INFLIGHT)
     state.metrics.inflight.inc()
