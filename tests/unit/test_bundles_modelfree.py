@@ -250,6 +250,36 @@ async def test_feedback_without_labels_in_the_bundle_is_409_not_5xx(tmp_path):
     assert "concept stream" in fed.json()["detail"]
 
 
+@pytest.mark.anyio
+async def test_records_reach_the_gateway_with_a_prediction_only_if_declared(tmp_path):
+    features = {"age": 30.0, "income": 1.0, "city": "rome", "score": 0.1, "segment": 2.0}
+    features["churned"] = "no"  # no --label: the label column is a feature
+    declared = load_bundle(
+        _create(tmp_path, "with", prediction="predicted", prediction_type="classification")
+    )
+    _, ok, bad, _, _ = await _serve_and_post(
+        declared,
+        [
+            ("/v1/records", {"id": "r-1", "features": features, "prediction": "yes"}),
+            ("/v1/records", {"id": "r-2", "features": features, "prediction": "maybe"}),
+        ],
+    )
+    assert ok.status_code == 202, ok.text
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "prediction"
+    bare = load_bundle(_create(tmp_path, "without"))
+    record = {**features, "predicted": "no"}
+    _, ok, refused, _, _ = await _serve_and_post(
+        bare,
+        [
+            ("/v1/records", {"features": record}),
+            ("/v1/records", {"features": record, "prediction": 1.0}),
+        ],
+    )
+    assert ok.status_code == 202, ok.text
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "prediction"
+    assert "declares no prediction" in refused.json()["errors"][0]["message"]
+
+
 # ------------------------------------------------------------------ drift worker
 
 

@@ -81,6 +81,16 @@ def logged_record_model(manifest: BundleManifest, features: type[BaseModel]) -> 
             Annotated[
                 label_annotation(manifest) | None,
                 Field(description="what your model predicted for the record (optional)"),
+            ]
+            if manifest.prediction is not None
+            # A model-free bundle without a prediction has no prediction stream to feed:
+            # a prediction is refused (422 naming the field) rather than dropped unseen.
+            else Annotated[
+                None,
+                Field(
+                    description="the bundle declares no prediction: leave this out (recreate "
+                    "the bundle with --prediction to watch predictions)"
+                ),
             ],
             None,
         ),
@@ -279,6 +289,11 @@ def _record_problem(error: dict[str, Any], batch: bool) -> Problem:
         problem.message = RECORD_ID_RULE + f" (got {str(error.get('input'))[:60]!r})"
     elif top == "prediction":
         problem.rule = INVALID_PREDICTION
+        if error["type"] == "none_required":  # a model-free bundle without a prediction
+            problem.message = (
+                "the bundle declares no prediction, so none is watched: leave it out, or "
+                "recreate the bundle with --prediction"
+            )
     elif top == "features" and len(path) == 1:
         # The whole features object is missing or not an object.
         if error["type"] != "missing":
