@@ -378,3 +378,14 @@ async def test_records_are_accepted_beside_a_model_and_without_workers(bundle):
         assert (await client.post("/predict", json=rec["features"])).status_code == 200
     assert got.status_code == 202
     assert got.json() == {"accepted": 1, "ids": [None], "predictions": 0, "forwarded": False}
+
+
+async def test_openapi_types_the_records_body_from_the_bundle(bundle):
+    async with serve(bundle, None) as client:
+        doc = (await client.get("/openapi.json")).json()
+    post = doc["paths"]["/v1/records"]["post"]
+    assert "requestBody" in post and "202" in post["responses"]
+    schemas = doc["components"]["schemas"]
+    logged = next(s for n, s in schemas.items() if n.endswith("LoggedRecord"))
+    assert set(logged["properties"]) == {"id", "features", "prediction", "timestamp"}
+    assert logged["required"] == ["features"]

@@ -15,7 +15,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
-from driftwarden.model_server.routers import feedback, predict
+from driftwarden.model_server.records import RecordsParser
+from driftwarden.model_server.routers import feedback, predict, records
 from driftwarden.model_server.state import ServerState
 from driftwarden.model_server.validation import REASONS, label_annotation
 
@@ -74,7 +75,7 @@ def _type_errors(doc: dict[str, Any], components: dict[str, Any]) -> None:
 
 
 def openapi_document(app: FastAPI, state: ServerState) -> dict[str, Any]:
-    """Return the OpenAPI document, with /predict and /feedback typed by the bundle."""
+    """Return the OpenAPI document, with /predict, /feedback and /v1/records typed by the bundle."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     doc = get_openapi(
@@ -122,5 +123,21 @@ def openapi_document(app: FastAPI, state: ServerState) -> dict[str, Any]:
         _schema(TypeAdapter(parser.feedback | parser.feedback_batch), components)
     )
     post["responses"]["202"] = reply(_schema(TypeAdapter(accepted), components), "labels accepted")
+    logged = RecordsParser(parser)
+    queued = create_model(
+        "RecordsAccepted",
+        accepted=(int, ...),
+        ids=(list[str | None], ...),
+        predictions=(int, ...),
+        forwarded=(bool, ...),
+    )
+    post = doc["paths"][records.PATH]["post"]
+    post["requestBody"] = body(
+        _schema(TypeAdapter(logged.record | logged.record_batch), components)
+    )
+    post["responses"]["202"] = reply(
+        _schema(TypeAdapter(queued), components),
+        "every record queued for the drift workers; `ids` in input order",
+    )
     app.openapi_schema = doc
     return doc

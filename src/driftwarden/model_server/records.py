@@ -128,7 +128,7 @@ class RecordsParser:
             ],
             ...,
         )
-        self.record_batch = create_model(
+        self.record_batch: Any = create_model(
             self.record.__name__ + "s",
             __config__=ConfigDict(extra="forbid", frozen=True),
             records=records,
