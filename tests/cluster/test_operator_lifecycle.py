@@ -207,6 +207,18 @@ def _children(k8s_api: client.ApiClient, namespace: str, name: str) -> dict[str,
         o.metadata.name
         for o in networking.list_namespaced_network_policy(namespace, label_selector=sel).items
     ]
+    out["PodDisruptionBudget"] = [
+        o.metadata.name
+        for o in client.PolicyV1Api(k8s_api)
+        .list_namespaced_pod_disruption_budget(namespace, label_selector=sel)
+        .items
+    ]
+    out["HorizontalPodAutoscaler"] = [
+        o.metadata.name
+        for o in client.AutoscalingV2Api(k8s_api)
+        .list_namespaced_horizontal_pod_autoscaler(namespace, label_selector=sel)
+        .items
+    ]
     for version, plural, kind in (
         ("v1", "servicemonitors", "ServiceMonitor"),
         ("v1", "prometheusrules", "PrometheusRule"),
@@ -226,6 +238,7 @@ def _expected_children(name: str, *, receivers: bool) -> dict[str, list[str]]:
         "Deployment": [f"{name}-model"],
         "StatefulSet": [f"{name}-workers"],
         "NetworkPolicy": sorted([f"{name}-model", f"{name}-workers"]),
+        "PodDisruptionBudget": sorted([f"{name}-model", f"{name}-workers"]),
         "ServiceMonitor": sorted([f"{name}-model", f"{name}-workers"]),
         "PrometheusRule": [f"{name}-driftwarden"],
     }
@@ -444,6 +457,37 @@ INVALID = [
         "labelJoin.maxDelay must be greater than 0s and at most 168h",
     ),
     (
+        "autoscaling floor above its ceiling",
+        {
+            "model": {
+                "bundle": "builtin://diamonds",
+                "autoscaling": {"minReplicas": 4, "maxReplicas": 3},
+            }
+        },
+        "model.autoscaling.minReplicas must not exceed model.autoscaling.maxReplicas",
+    ),
+    (
+        "replicas next to autoscaling",
+        {
+            "model": {
+                "bundle": "builtin://diamonds",
+                "replicas": 2,
+                "autoscaling": {"maxReplicas": 3},
+            }
+        },
+        "model.replicas and model.autoscaling are exclusive",
+    ),
+    (
+        "autoscaling on requests per second",
+        {
+            "model": {
+                "bundle": "builtin://diamonds",
+                "autoscaling": {"maxReplicas": 3, "targetRequestsPerSecond": 100},
+            }
+        },
+        "targetRequestsPerSecond is not supported: it needs a custom-metrics adapter",
+    ),
+    (
         "malformed bundle digest",
         {"model": {"bundle": "builtin://diamonds", "digest": "sha256:abc"}},
         "spec.model.digest: Invalid value",
@@ -643,6 +687,141 @@ def test_network_policies_are_accepted_owned_and_switched_off_by_the_spec(
         what="NetworkPolicies back after spec.networkPolicy.enabled=true",
         describe=lambda: str(policy_names()),
     )
+
+
+def _owned_by(obj: Any, monitor: dict[str, Any]) -> bool:
+    (owner,) = obj.metadata.owner_references
+    return (owner.kind, owner.name, owner.uid, owner.controller) == (
+        "DriftMonitor",
+        monitor["metadata"]["name"],
+        monitor["metadata"]["uid"],
+        True,
+    )
+
+
+def _operator_owns_replicas(deployment: Any) -> bool:
+    """Return whether the operator's applies set the Deployment's spec.replicas."""
+    for entry in deployment.metadata.managed_fields or []:
+        if entry.manager == "driftwarden-operator" and entry.operation == "Apply":
+            return "f:replicas" in ((entry.fields_v1 or {}).get("f:spec") or {})
+    return False
+
+
+def test_autoscaling_hands_the_replicas_to_the_hpa_and_budgets_cover_both_components(
+    operator: Any,
+    control_plane: ControlPlane,
+    namespace: str,
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    apps_v1: client.AppsV1Api,
+    custom_objects: client.CustomObjectsApi,
+    worker_status: FakeWorkerStatus,
+) -> None:
+    autoscaling_v2 = client.AutoscalingV2Api(k8s_api)
+    policy_v1 = client.PolicyV1Api(k8s_api)
+    worker_status.set_streams(namespace, "iris", 1)
+    objects = _example("iris.yaml")
+    body = next(o for o in objects if o["kind"] == "DriftMonitor")
+    body["spec"]["model"]["replicas"] = 3
+    _apply(control_plane, namespace, objects)
+    mon = _wait_ready(custom_objects, core_v1, namespace, "iris")
+
+    # Both budgets exist, are owned by the monitor and select exactly their pods.
+    for name, component in (("iris-model", "model-server"), ("iris-workers", "drift-worker")):
+        pdb = policy_v1.read_namespaced_pod_disruption_budget(name, namespace)
+        assert _owned_by(pdb, mon)
+        assert pdb.spec.max_unavailable == 1 and pdb.spec.min_available is None
+        selector = ",".join(f"{k}={v}" for k, v in pdb.spec.selector.match_labels.items())
+        pods = core_v1.list_namespaced_pod(namespace, label_selector=selector).items
+        assert pods and {p.metadata.labels["app.kubernetes.io/component"] for p in pods} == {
+            component
+        }
+    assert _operator_owns_replicas(apps_v1.read_namespaced_deployment("iris-model", namespace))
+
+    # Fixed replicas -> autoscaling: the live count is kept (no drop to the default of 1),
+    # and the operator's applies stop carrying it.
+    custom_objects.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "iris",
+        [
+            {"op": "remove", "path": "/spec/model/replicas"},
+            {
+                "op": "add",
+                "path": "/spec/model/autoscaling",
+                "value": {"minReplicas": 2, "maxReplicas": 6},
+            },
+        ],
+        _content_type="application/json-patch+json",
+    )
+    mon = _wait_ready(custom_objects, core_v1, namespace, "iris")
+    hpa = autoscaling_v2.read_namespaced_horizontal_pod_autoscaler("iris-model", namespace)
+    assert _owned_by(hpa, mon)
+    assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (2, 6)
+    assert hpa.spec.scale_target_ref.kind == "Deployment"
+    assert hpa.spec.scale_target_ref.name == "iris-model"
+    dep = apps_v1.read_namespaced_deployment("iris-model", namespace)
+    assert dep.spec.replicas == 3
+    assert not _operator_owns_replicas(dep)
+
+    # The HPA scales through the scale subresource; neither a resync nor a pass that
+    # re-applies the Deployment (a spec change that rolls its pods) reverts that.
+    apps_v1.patch_namespaced_deployment_scale(
+        "iris-model",
+        namespace,
+        {"spec": {"replicas": 5}},
+        field_manager="horizontal-pod-autoscaler-test",
+    )
+    passes = reconcile_passes()
+    custom_objects.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "iris", {"spec": {"model": {"maxInflightRequests": 64}}}
+    )
+    _wait_ready(custom_objects, core_v1, namespace, "iris")
+    wait_until(
+        lambda: reconcile_passes() >= passes + 2,
+        timeout=TIMEOUT,
+        what="two reconcile passes after the HPA's scale",
+    )
+    dep = apps_v1.read_namespaced_deployment("iris-model", namespace)
+    assert dep.spec.replicas == 5
+    env = {e.name: e.value for e in dep.spec.template.spec.containers[0].env}
+    assert env["DRIFTWARDEN_SERVER__MAX_INFLIGHT_REQUESTS"] == "64"
+    # Readiness is measured against the HPA's count.
+    wait_until(
+        lambda: _monitor(custom_objects, namespace, "iris")["status"].get("modelReplicas") == 5,
+        timeout=TIMEOUT,
+        what="status.modelReplicas 5",
+    )
+    assert _condition(_monitor(custom_objects, namespace, "iris"), "Ready")["status"] == "True"
+
+    # Autoscaling removed: the HPA goes and spec.model.replicas applies again.
+    custom_objects.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "iris",
+        [
+            {"op": "remove", "path": "/spec/model/autoscaling"},
+            {"op": "add", "path": "/spec/model/replicas", "value": 1},
+        ],
+        _content_type="application/json-patch+json",
+    )
+
+    def hpas() -> list[str]:
+        return [
+            h.metadata.name
+            for h in autoscaling_v2.list_namespaced_horizontal_pod_autoscaler(namespace).items
+        ]
+
+    wait_until(
+        lambda: hpas() == [], timeout=TIMEOUT, what="HPA deleted", describe=lambda: str(hpas())
+    )
+    _wait_ready(custom_objects, core_v1, namespace, "iris")
+    dep = apps_v1.read_namespaced_deployment("iris-model", namespace)
+    assert dep.spec.replicas == 1 and _operator_owns_replicas(dep)
 
 
 def test_deleting_the_monitor_removes_every_child(

@@ -80,6 +80,8 @@ def test_every_child_is_owned_labelled_and_hashed() -> None:
             "StatefulSet",
             "NetworkPolicy",
             "NetworkPolicy",
+            "PodDisruptionBudget",
+            "PodDisruptionBudget",
             "ServiceMonitor",
             "ServiceMonitor",
             "PrometheusRule",
@@ -266,6 +268,68 @@ def test_scaling_rolls_no_pods_but_a_spec_change_does() -> None:
     )
     assert builders.config_hash(base) == builders.config_hash(scaled)
     assert builders.config_hash(base) != builders.config_hash(tuned)
+
+
+_AUTOSCALED = {
+    "bundle": "builtin://diamonds",
+    "autoscaling": {"minReplicas": 3, "maxReplicas": 12, "targetCPUUtilizationPercentage": 65},
+}
+
+
+def test_autoscaling_renders_an_hpa_and_leaves_replicas_out_of_the_deployment() -> None:
+    children = _by_kind(_children(_monitor({"model": _AUTOSCALED})))
+    hpa = children[("HorizontalPodAutoscaler", "diamonds-model")]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"] == {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "diamonds-model"},
+        "minReplicas": 3,
+        "maxReplicas": 12,
+        "metrics": [
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 65},
+                },
+            }
+        ],
+    }
+    assert hpa["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert "replicas" not in children[("Deployment", "diamonds-model")]["spec"]
+    # The CPU target is relative to a request, which the default resources make.
+    pod = children[("Deployment", "diamonds-model")]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["requests"]["cpu"]
+
+
+def test_without_autoscaling_there_is_no_hpa_and_the_deployment_has_replicas() -> None:
+    for model, replicas in (
+        ({"bundle": "builtin://diamonds"}, 2),
+        ({"bundle": "builtin://d", "replicas": 5}, 5),
+    ):
+        children = _by_kind(_children(_monitor({"model": model})))
+        assert not [k for k in children if k[0] == "HorizontalPodAutoscaler"]
+        assert children[("Deployment", "diamonds-model")]["spec"]["replicas"] == replicas
+
+
+def test_autoscaling_changes_roll_no_pods() -> None:
+    fixed = _monitor({"model": {"bundle": "builtin://diamonds"}})
+    scaled = _monitor({"model": _AUTOSCALED})
+    assert builders.config_hash(fixed) == builders.config_hash(scaled)
+
+
+def test_disruption_budgets_allow_one_pod_down_per_component() -> None:
+    children = _children(_monitor({"model": {"bundle": "builtin://diamonds"}}))
+    budgets = {c["metadata"]["name"]: c for c in children if c["kind"] == "PodDisruptionBudget"}
+    assert sorted(budgets) == ["diamonds-model", "diamonds-workers"]
+    for name, kind in (("diamonds-model", "Deployment"), ("diamonds-workers", "StatefulSet")):
+        pdb = budgets[name]
+        assert pdb["apiVersion"] == "policy/v1"
+        assert pdb["spec"]["maxUnavailable"] == 1
+        assert "minAvailable" not in pdb["spec"]
+        assert _matches(pdb["spec"]["selector"], _pod_labels(children, kind))
+        other = "StatefulSet" if kind == "Deployment" else "Deployment"
+        assert not _matches(pdb["spec"]["selector"], _pod_labels(children, other))
+        assert pdb["metadata"]["ownerReferences"][0]["uid"] == UID
 
 
 def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:

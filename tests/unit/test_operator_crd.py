@@ -78,7 +78,10 @@ def test_defaults_are_filled_for_nested_objects(root_schema: dict[str, Any]) -> 
     }
     assert spec["workers"]["properties"]["shards"]["default"] == 3
     assert spec["workers"]["properties"]["storage"]["default"] == "1Gi"
-    assert spec["model"]["properties"]["replicas"]["default"] == 2
+    # No default: an explicit replicas next to autoscaling is refused, a defaulted one would be
+    # indistinguishable from it.
+    assert "default" not in spec["model"]["properties"]["replicas"]
+    assert spec["model"]["properties"]["autoscaling"]["properties"]["minReplicas"]["default"] == 2
     assert spec["detectors"]["properties"]["numeric"]["default"] == [{"type": "mixtureCusum"}]
     assert spec["detectors"]["properties"]["valuesPerFalseAlarm"]["default"] == 1_000_000
     assert spec["alerts"]["properties"]["for"]["default"] == "5m"
@@ -238,6 +241,39 @@ def test_models_enforce_receiver_and_parameter_rules() -> None:
         DriftMonitorSpec.model_validate(
             {**_base(), "workers": {"window": 100, "evaluateEvery": 200}}
         )
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (
+            {"autoscaling": {"minReplicas": 4, "maxReplicas": 3}},
+            "minReplicas must not exceed model.autoscaling.maxReplicas",
+        ),
+        ({"replicas": 2, "autoscaling": {"maxReplicas": 3}}, "are exclusive"),
+        (
+            {"autoscaling": {"maxReplicas": 3, "targetRequestsPerSecond": 50}},
+            "needs a custom-metrics adapter",
+        ),
+    ],
+)
+def test_models_enforce_the_autoscaling_rules(model: dict[str, Any], message: str) -> None:
+    spec = {"model": {"bundle": "builtin://diamonds", **model}}
+    with pytest.raises(ValidationError, match=message):
+        DriftMonitorSpec.model_validate(spec)
+
+
+def test_autoscaling_cel_rules_match_the_models(root_schema: dict[str, Any]) -> None:
+    model = root_schema["properties"]["spec"]["properties"]["model"]
+    rules = [r["rule"] for r in model["x-kubernetes-validations"]]
+    assert rules == ["!has(self.replicas) || !has(self.autoscaling)"]
+    autoscaling = model["properties"]["autoscaling"]
+    assert [r["rule"] for r in autoscaling["x-kubernetes-validations"]] == [
+        "self.minReplicas <= self.maxReplicas"
+    ]
+    refused = autoscaling["properties"]["targetRequestsPerSecond"]["x-kubernetes-validations"]
+    assert refused[0]["rule"] == "false" and "prometheus-adapter" in refused[0]["message"]
+    assert autoscaling["required"] == ["maxReplicas"]
 
 
 def test_optional_union_with_two_types_is_refused() -> None:

@@ -13,6 +13,7 @@ import yaml
 from driftwarden.operator import handlers
 from driftwarden.operator.__main__ import _parser
 from driftwarden.operator.builders import MANAGED_BY
+from driftwarden.operator.kube import CHILD_KINDS
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def test_startup_sets_prefixes_selectors_and_standalone_peering(
     assert settings.posting.level == logging.WARNING
     assert settings.peering.standalone is True
     selectors = dict(settings.watching.label_selectors.items())
-    assert len(selectors) == 8  # one per child kind
+    assert len(selectors) == len(CHILD_KINDS)  # one per child kind
     assert set(selectors.values()) == {f"app.kubernetes.io/managed-by={MANAGED_BY}"}
     assert memo.settings.resync_seconds == 7
     assert memo.reconciler.settings is memo.settings

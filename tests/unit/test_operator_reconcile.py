@@ -21,7 +21,8 @@ from driftwarden.common.contracts import WorkerStatus
 from driftwarden.common.sharding import ShardMap
 from driftwarden.common.spec import MAX_DETECTION_ENTRIES, DriftMonitorStatus
 from driftwarden.operator import builders
-from driftwarden.operator.kube import ApiError, kind_of
+from driftwarden.operator.kube import FIELD_MANAGER, ApiError, kind_of
+from driftwarden.operator.monitor import Monitor
 from driftwarden.operator.reconcile import (
     ChildCache,
     MonitorState,
@@ -65,6 +66,8 @@ class FakeApi:
         self.missing_crds: set[str] = set()
         self.invalid_on_apply: set[str] = set()
         self.gets = 0
+        # Field managers of each Deployment's spec.replicas, as server-side apply tracks them.
+        self.replica_owners: dict[tuple[str, str, str, str], set[str]] = {}
 
     def _count(self, verb: str, kind: str) -> None:
         self.writes[(verb, kind)] = self.writes.get((verb, kind), 0) + 1
@@ -83,8 +86,12 @@ class FakeApi:
                 return copy.deepcopy(obj)
         return None
 
-    async def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
+    async def apply(
+        self, obj: dict[str, Any], *, force: bool = True, field_manager: str = FIELD_MANAGER
+    ) -> dict[str, Any]:
         self._count("apply", obj["kind"])
+        if field_manager != FIELD_MANAGER:
+            return self._apply_replicas_only(obj, force=force, manager=field_manager)
         if obj["kind"] == self.fail_kind:
             raise ApiError("PATCH", "/x", 500, '{"reason": "InternalError", "message": "boom"}')
         if obj["kind"] in self.invalid_on_apply:
@@ -98,6 +105,8 @@ class FakeApi:
         stored["metadata"]["resourceVersion"] = self._bump()
         stored["metadata"]["uid"] = held["metadata"]["uid"] if held else f"uid-{self.version}"
         stored["metadata"]["generation"] = held["metadata"].get("generation", 0) + 1 if held else 1
+        if obj["kind"] == "Deployment":
+            self._own_replicas(key, stored, held)
         if obj["kind"] in ("Deployment", "StatefulSet"):
             # Server defaults the operator never sets.
             stored["spec"]["template"]["spec"]["dnsPolicy"] = "ClusterFirst"
@@ -107,6 +116,43 @@ class FakeApi:
             stored["status"] = (held or {}).get("status", {})
         self.objects[key] = stored
         return copy.deepcopy(stored)
+
+    def _own_replicas(
+        self, key: tuple[str, str, str, str], stored: dict[str, Any], held: dict[str, Any] | None
+    ) -> None:
+        """Server-side apply's rule for spec.replicas: a field its last manager drops resets."""
+        owners = self.replica_owners.setdefault(key, set())
+        if "replicas" in stored["spec"]:
+            owners.clear()  # forced: the operator takes it over
+            owners.add(FIELD_MANAGER)
+            return
+        owners.discard(FIELD_MANAGER)
+        kept = (held or {}).get("spec", {}).get("replicas")
+        stored["spec"]["replicas"] = kept if owners and kept is not None else 1
+
+    def _apply_replicas_only(
+        self, obj: dict[str, Any], *, force: bool, manager: str
+    ) -> dict[str, Any]:
+        key = child_key(obj)
+        held = self.objects[key]
+        want = obj["spec"]["replicas"]
+        owners = self.replica_owners.setdefault(key, set())
+        if held["spec"].get("replicas") != want and owners - {manager} and not force:
+            raise ApiError("PATCH", "/x", 409, '{"reason": "Conflict", "message": "owned"}')
+        if held["spec"].get("replicas") != want:
+            owners.clear()
+        owners.add(manager)
+        held["spec"]["replicas"] = want
+        held["metadata"]["resourceVersion"] = self._bump()
+        return copy.deepcopy(held)
+
+    def scale_as_autoscaler(self, key: tuple[str, str, str, str], replicas: int) -> None:
+        """Change replicas through the scale subresource, as the HPA controller does."""
+        obj = self.objects[key]
+        obj["spec"]["replicas"] = replicas
+        obj["metadata"]["resourceVersion"] = self._bump()
+        # An update that changes a field takes it from every other manager.
+        self.replica_owners[key] = {"horizontal-pod-autoscaler"}
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         self._count("create", obj["kind"])
@@ -184,6 +230,9 @@ class Harness:
             "status": copy.deepcopy(self.api.status),
         }
 
+    def reconciler_monitor(self) -> Monitor:
+        return Monitor.from_body(self.body())
+
     def watch(self) -> None:
         """Deliver the current objects to the cache, as kopf's watch handlers do."""
         for obj in self.api.objects.values():
@@ -212,6 +261,8 @@ def test_first_pass_creates_every_child_and_an_idle_pass_writes_nothing() -> Non
             "StatefulSet",
             "NetworkPolicy",
             "NetworkPolicy",
+            "PodDisruptionBudget",
+            "PodDisruptionBudget",
             "ServiceMonitor",
             "ServiceMonitor",
             "PrometheusRule",
@@ -886,3 +937,75 @@ def test_a_credential_secret_for_another_monitor_is_reported_not_used() -> None:
     degraded = [c for c in h.api.status["conditions"] if c["type"] == "Degraded"]
     assert degraded and degraded[0]["status"] == "True"
     assert "ml/other" in degraded[0]["message"]
+
+
+# ------------------------------------------------------------------ autoscaling hand-over
+
+_MODEL = ("apps/v1", "Deployment", "ml", "diamonds-model")
+_HPA = ("autoscaling/v2", "HorizontalPodAutoscaler", "ml", "diamonds-model")
+
+
+def _model_replicas(h: Harness) -> int:
+    return int(h.api.objects[_MODEL]["spec"]["replicas"])
+
+
+def test_an_autoscaled_model_server_starts_at_min_replicas_and_keeps_what_the_hpa_sets() -> None:
+    h = Harness()
+    h.spec = {
+        "model": {
+            "bundle": "builtin://diamonds",
+            "autoscaling": {"minReplicas": 3, "maxReplicas": 9},
+        }
+    }
+    h.run()
+    assert _HPA in h.api.objects
+    assert h.api.objects[_HPA]["spec"]["minReplicas"] == 3
+    assert _model_replicas(h) == 3  # the floor, not the API server's default of 1
+    h.api.make_ready()
+    h.watch()
+    h.run()
+    assert h.run() == 0  # idle passes write nothing under autoscaling either
+
+    h.api.scale_as_autoscaler(_MODEL, 7)
+    h.watch()
+    h.run()
+    assert _model_replicas(h) == 7
+    # A spec change that re-applies the Deployment (and rolls its pods) keeps them too.
+    h.spec["model"]["maxInflightRequests"] = 64
+    h.generation += 1
+    h.run()
+    assert h.api.writes[("apply", "Deployment")] >= 3
+    assert _model_replicas(h) == 7
+    h.api.make_ready()
+    h.watch()
+    h.run()
+    # Ready is measured against what the autoscaler set.
+    assert _conditions(h.api.status)["Ready"]["status"] == "True"
+    assert h.api.status["modelReplicas"] == 7
+
+
+def test_turning_autoscaling_on_keeps_the_live_replicas_and_off_restores_the_spec() -> None:
+    h = Harness()
+    h.spec = {"model": {"bundle": "builtin://diamonds", "replicas": 4}}
+    h.run()
+    h.watch()
+    assert _model_replicas(h) == 4
+    h.spec = {"model": {"bundle": "builtin://diamonds", "autoscaling": {"maxReplicas": 8}}}
+    h.generation += 1
+    h.run()
+    # Without the hand-over the operator's dropped field would reset to 1 here.
+    assert _model_replicas(h) == 4
+    assert (
+        "replicas"
+        not in h.reconciler._model_deployment(h.reconciler_monitor(), h.state.desired)["spec"]
+    )
+    h.api.scale_as_autoscaler(_MODEL, 6)
+    h.watch()
+    h.run()
+    assert _model_replicas(h) == 6
+
+    h.spec = {"model": {"bundle": "builtin://diamonds", "replicas": 2}}
+    h.generation += 1
+    h.run()
+    assert _HPA not in h.api.objects  # pruned with the autoscaling it came from
+    assert _model_replicas(h) == 2

@@ -268,14 +268,97 @@ class DetectorsSpec(_Model):
         return self
 
 
+_REQUESTS_PER_SECOND_REFUSED = (
+    "model.autoscaling.targetRequestsPerSecond is not supported: it needs a custom-metrics "
+    "adapter (prometheus-adapter) serving the model server's request rate, which "
+    "Driftwarden does not install; use targetCPUUtilizationPercentage"
+)
+_REPLICAS_WITH_AUTOSCALING = (
+    "model.replicas and model.autoscaling are exclusive: with autoscaling the "
+    "HorizontalPodAutoscaler sets the replicas (between minReplicas and maxReplicas); "
+    "remove replicas"
+)
+
 # A bundle digest (driftwarden.bundles.integrity, which checks it with the same pattern).
 BUNDLE_DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 # The model server's default bound on concurrent requests (docs/model-server.md).
 DEFAULT_MAX_INFLIGHT_REQUESTS = 256
 
 
+# The model-server replicas when neither spec.model.replicas nor autoscaling is set.
+DEFAULT_MODEL_REPLICAS = 2
+_MAX_MODEL_REPLICAS = 100
+
+
+class AutoscalingSpec(_Model):
+    """A HorizontalPodAutoscaler for the model server (docs/model-server.md, "Autoscaling")."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.minReplicas <= self.maxReplicas",
+                    "model.autoscaling.minReplicas must not exceed model.autoscaling.maxReplicas",
+                ),
+            ]
+        }
+    )
+
+    min_replicas: int = Field(
+        DEFAULT_MODEL_REPLICAS,
+        ge=1,
+        le=_MAX_MODEL_REPLICAS,
+        description="minReplicas: fewest model-server replicas the autoscaler keeps.",
+    )
+    max_replicas: int = Field(
+        ge=1,
+        le=_MAX_MODEL_REPLICAS,
+        description="maxReplicas: most model-server replicas the autoscaler may run.",
+    )
+    target_cpu_utilization_percentage: int = Field(
+        80,
+        ge=1,
+        le=100,
+        description=(
+            "targetCPUUtilizationPercentage: mean CPU use across the model-server pods, in "
+            "percent of their CPU request, that the autoscaler aims for."
+        ),
+        alias="targetCPUUtilizationPercentage",
+    )
+    target_requests_per_second: int | None = Field(
+        None,
+        description=(
+            "targetRequestsPerSecond: not supported; refused. Scaling on request rate needs "
+            "a custom-metrics adapter (prometheus-adapter) serving the model server's request "
+            "rate as a pods metric, which Driftwarden neither installs nor can check for."
+        ),
+        json_schema_extra={
+            "x-kubernetes-validations": [_cel("false", _REQUESTS_PER_SECOND_REFUSED)]
+        },
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                "model.autoscaling.minReplicas must not exceed model.autoscaling.maxReplicas"
+            )
+        if self.target_requests_per_second is not None:
+            raise ValueError(_REQUESTS_PER_SECOND_REFUSED)
+        return self
+
+
 class ModelSpec(_Model):
     """The model under watch and its serving replicas."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                # On the object: a field rule cannot see its sibling.
+                _cel("!has(self.replicas) || !has(self.autoscaling)", _REPLICAS_WITH_AUTOSCALING)
+            ]
+        }
+    )
 
     bundle: str = Field(
         min_length=1,
@@ -297,8 +380,21 @@ class ModelSpec(_Model):
             "(`driftwarden bundle digest <uri>` prints it; docs/bundles.md defines it)."
         ),
     )
-    replicas: int = Field(
-        2, ge=1, le=100, description="replicas: model-server Deployment replicas."
+    replicas: int | None = Field(
+        None,
+        ge=1,
+        le=_MAX_MODEL_REPLICAS,
+        description=(
+            f"replicas: model-server Deployment replicas ({DEFAULT_MODEL_REPLICAS} when unset); "
+            "not with autoscaling, which sets them."
+        ),
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        None,
+        description=(
+            "autoscaling: a HorizontalPodAutoscaler sizes the model server instead of "
+            "replicas; the operator then never writes the Deployment's replicas."
+        ),
     )
     max_inflight_requests: int = Field(
         DEFAULT_MAX_INFLIGHT_REQUESTS,
@@ -309,6 +405,19 @@ class ModelSpec(_Model):
             "replica serves at once; beyond it the replica answers 503 with Retry-After."
         ),
     )
+
+    @model_validator(mode="after")
+    def _replicas_or_autoscaling(self) -> ModelSpec:
+        if self.replicas is not None and self.autoscaling is not None:
+            raise ValueError(_REPLICAS_WITH_AUTOSCALING)
+        return self
+
+    @property
+    def fixed_replicas(self) -> int | None:
+        """Return the replicas the operator sets, or None while an autoscaler sets them."""
+        if self.autoscaling is not None:
+            return None
+        return DEFAULT_MODEL_REPLICAS if self.replicas is None else self.replicas
 
 
 _STORAGE_IMMUTABLE = _cel(

@@ -151,6 +151,8 @@ def config_hash(monitor: Monitor) -> str:
     dumped = spec_dump(monitor.spec)
     dumped["workers"].pop("shards", None)
     dumped["model"].pop("replicas", None)
+    # Its own object (the HorizontalPodAutoscaler); the pods never read it.
+    dumped["model"].pop("autoscaling", None)
     # The pods never read it: a policy switch must not restart them.
     dumped.pop("networkPolicy", None)
     # Reaches the model server as an env var, whose change rolls its Deployment alone.
@@ -289,12 +291,17 @@ def build_model_deployment(monitor: Monitor, settings: OperatorSettings) -> dict
             cred_mount,
         ],
     }
+    spec: dict[str, Any] = {}
+    replicas = monitor.spec.model.fixed_replicas
+    if replicas is not None:
+        # Left out under autoscaling: an applied replicas would undo the HPA's every pass.
+        spec["replicas"] = replicas
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _meta(monitor, name, COMPONENT_MODEL),
         "spec": {
-            "replicas": monitor.spec.model.replicas,
+            **spec,
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": selector_labels(monitor.name, COMPONENT_MODEL)},
             "template": {
@@ -427,6 +434,73 @@ def build_worker_service(monitor: Monitor, settings: OperatorSettings) -> dict[s
             ],
         },
     }
+
+
+# ---------------------------------------------------------------------- availability
+
+
+def build_model_autoscaler(monitor: Monitor, settings: OperatorSettings) -> dict[str, Any] | None:
+    """Return the model server's HorizontalPodAutoscaler, or None without spec.model.autoscaling.
+
+    CPU utilization is measured against the container's CPU request
+    (settings.model_server_resources), so the resources must request CPU.
+    """
+    autoscaling = monitor.spec.model.autoscaling
+    if autoscaling is None:
+        return None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(monitor, model_name(monitor.name), COMPONENT_MODEL),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": model_name(monitor.name),
+            },
+            "minReplicas": autoscaling.min_replicas,
+            "maxReplicas": autoscaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": autoscaling.target_cpu_utilization_percentage,
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _disruption_budget(monitor: Monitor, name: str, component: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(monitor, name, component),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(monitor.name, component)},
+        },
+    }
+
+
+def build_model_disruption_budget(monitor: Monitor, settings: OperatorSettings) -> dict[str, Any]:
+    """Return the model server's PodDisruptionBudget: at most one pod evicted at a time.
+
+    maxUnavailable rather than minAvailable: it lets a drain proceed at one replica
+    (minAvailable 1 would block it for good) and needs no update when replicas or the
+    autoscaler change the count.
+    """
+    return _disruption_budget(monitor, model_name(monitor.name), COMPONENT_MODEL)
+
+
+def build_worker_disruption_budget(monitor: Monitor, settings: OperatorSettings) -> dict[str, Any]:
+    """Return the drift workers' PodDisruptionBudget: a drain never takes two shards at once."""
+    return _disruption_budget(monitor, workers_name(monitor.name), COMPONENT_WORKER)
 
 
 # ---------------------------------------------------------------------- network policies
@@ -742,6 +816,9 @@ def build_children(
         build_worker_service(monitor, settings),
         build_model_deployment(monitor, settings),
         build_worker_statefulset(monitor, settings, replicas=worker_replicas),
+        build_model_autoscaler(monitor, settings),
+        build_model_disruption_budget(monitor, settings),
+        build_worker_disruption_budget(monitor, settings),
         build_model_network_policy(monitor, settings),
         build_worker_network_policy(monitor, settings),
         build_model_service_monitor(monitor, settings),

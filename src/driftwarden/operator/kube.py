@@ -20,6 +20,9 @@ from typing import Any
 import httpx
 
 FIELD_MANAGER = "driftwarden-operator"
+# Holds the model server's replicas while they pass from the operator to an autoscaler
+# (docs/operator.md, "The autoscaler hand-over"); never applies anything else.
+HANDOVER_FIELD_MANAGER = "driftwarden-replicas-handover"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +50,8 @@ CHILD_KINDS: dict[tuple[str, str], Kind] = {
         Kind("apps/v1", "Deployment", "deployments"),
         Kind("apps/v1", "StatefulSet", "statefulsets"),
         Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+        Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+        Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
         Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
         Kind("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules"),
         Kind("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig", "alertmanagerconfigs"),
@@ -187,7 +192,9 @@ class KubeApi:
             raise ApiError("GET", path, resp.status_code, resp.text)
         return resp.json()
 
-    async def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
+    async def apply(
+        self, obj: dict[str, Any], *, force: bool = True, field_manager: str = FIELD_MANAGER
+    ) -> dict[str, Any]:
         """Server-side apply ``obj`` with the operator's field manager; return the result."""
         kind = kind_of(obj)
         meta = obj["metadata"]
@@ -195,7 +202,7 @@ class KubeApi:
         resp = await self._request(
             "PATCH",
             path,
-            params={"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"},
+            params={"fieldManager": field_manager, "force": "true" if force else "false"},
             headers={"Content-Type": "application/apply-patch+yaml"},
             # JSON is YAML; no YAML serialiser on the hot path.
             content=json.dumps(obj).encode(),

@@ -25,7 +25,14 @@ import httpx
 from driftwarden.common import auth, names
 from driftwarden.common.sharding import ShardMap
 from driftwarden.operator import builders
-from driftwarden.operator.kube import CHILD_KINDS, SECRET_KIND, ApiError, KubeApi, kind_of
+from driftwarden.operator.kube import (
+    CHILD_KINDS,
+    HANDOVER_FIELD_MANAGER,
+    SECRET_KIND,
+    ApiError,
+    KubeApi,
+    kind_of,
+)
 from driftwarden.operator.monitor import InvalidMonitor, Monitor
 from driftwarden.operator.settings import OperatorSettings
 from driftwarden.operator.status import (
@@ -328,6 +335,59 @@ class Reconciler:
         skipped = [await self._apply_one(first, logger, fresh)]
         skipped += await asyncio.gather(*(self._apply_one(c, logger, fresh) for c in rest))
         return sorted({k for k in skipped if k})
+
+    async def _apply_replicas(
+        self, deployment: Mapping[str, Any], replicas: int, logger: logging.Logger
+    ) -> None:
+        """Apply only ``spec.replicas`` to the model Deployment, as the hand-over manager."""
+        meta = deployment["metadata"]
+        partial = {
+            "apiVersion": deployment["apiVersion"],
+            "kind": deployment["kind"],
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "spec": {"replicas": replicas},
+        }
+        try:
+            # Not forced: if someone else (the autoscaler) now owns a different value,
+            # the replicas are theirs already and need no keeper.
+            result = await self.api.apply(
+                partial, force=False, field_manager=HANDOVER_FIELD_MANAGER
+            )
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            logger.info("%s: replicas already owned by another manager", meta["name"])
+            return
+        self.cache.put(result)
+
+    async def hand_over_replicas(
+        self, monitor: Monitor, children: list[dict[str, Any]], logger: logging.Logger, fresh: bool
+    ) -> bool:
+        """Keep the model server's live replicas when the operator stops applying them.
+
+        Under autoscaling the applied Deployment has no ``spec.replicas``. Server-side
+        apply resets a field its only manager stops applying (to 1, the default), so
+        before such an apply a second field manager takes shared ownership of the live
+        value; the autoscaler's next change of the count takes it from there. Returns
+        whether the Deployment does not exist yet (the caller sets the first size after
+        creating it).
+        """
+        if monitor.spec.model.autoscaling is None:
+            return False
+        desired = self._model_deployment(monitor, children)
+        actual = await self.observed(child_key(desired), fresh=fresh)
+        if actual is None:
+            return True
+        if self.needs_apply(desired, actual):
+            live = (actual.get("spec") or {}).get("replicas")
+            if live is not None:
+                await self._apply_replicas(desired, int(live), logger)
+        return False
+
+    @staticmethod
+    def _model_deployment(monitor: Monitor, children: list[dict[str, Any]]) -> dict[str, Any]:
+        key = ("apps/v1", "Deployment", monitor.namespace, builders.model_name(monitor.name))
+        return next(c for c in children if child_key(c) == key)
 
     async def prune(
         self, monitor: Monitor, children: list[dict[str, Any]], logger: logging.Logger
@@ -655,7 +715,15 @@ class Reconciler:
             # it, and once it is written the new epoch is the published one.
             skipped = await self.apply_children(children[:1], logger, fresh=fresh)
             map_published = True
+            creating_model = await self.hand_over_replicas(monitor, children, logger, fresh)
             skipped += await self.apply_children(children[1:], logger, fresh=fresh)
+            if creating_model and monitor.spec.model.autoscaling is not None:
+                # Start at the autoscaler's floor, not at the API server's default of 1.
+                await self._apply_replicas(
+                    self._model_deployment(monitor, children),
+                    monitor.spec.model.autoscaling.min_replicas,
+                    logger,
+                )
             await self.prune(monitor, children, logger)
         except auth.CredentialError as exc:
             apply_error = f"monitor credential: {exc}"

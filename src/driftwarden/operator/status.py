@@ -15,7 +15,12 @@ from typing import Any
 
 from driftwarden.common import names
 from driftwarden.common.contracts import DetectorStatus, WorkerStatus
-from driftwarden.common.spec import MAX_DETECTION_ENTRIES, DetectionStatus, DetectorThresholds
+from driftwarden.common.spec import (
+    DEFAULT_MODEL_REPLICAS,
+    MAX_DETECTION_ENTRIES,
+    DetectionStatus,
+    DetectorThresholds,
+)
 from driftwarden.operator.builders import worker_selector
 from driftwarden.operator.monitor import Monitor
 
@@ -118,6 +123,16 @@ def _rollout(obj: Mapping[str, Any] | None, want: int, what: str) -> tuple[bool,
     return True, ready, f"{what}: {ready}/{want} pods ready"
 
 
+def _model_replicas_wanted(monitor: Monitor, dep: Mapping[str, Any] | None) -> int:
+    """Return the model-server replicas a finished rollout has: the spec's, or the HPA's."""
+    model = monitor.spec.model
+    if model.autoscaling is None:
+        return model.replicas or DEFAULT_MODEL_REPLICAS
+    # The autoscaler owns the Deployment's replicas; whatever it set is the target.
+    replicas = ((dep or {}).get("spec") or {}).get("replicas")
+    return int(replicas) if replicas is not None else model.autoscaling.min_replicas
+
+
 def _deployment_failure(dep: Mapping[str, Any] | None) -> str | None:
     for cond in (dep or {}).get("status", {}).get("conditions") or []:
         if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
@@ -137,7 +152,9 @@ def _is_concept(stream: str) -> bool:
 
 def _conditions(monitor: Monitor, obs: Observation) -> list[tuple[str, str, str, str]]:
     """Return (type, status, reason, message) for every condition type, in order."""
-    model_done, _, model_msg = _rollout(obs.deployment, monitor.spec.model.replicas, "model server")
+    model_done, _, model_msg = _rollout(
+        obs.deployment, _model_replicas_wanted(monitor, obs.deployment), "model server"
+    )
     workers_done, _, workers_msg = _rollout(obs.statefulset, obs.shards, "drift workers")
     failure = _deployment_failure(obs.deployment)
     out: list[tuple[str, str, str, str]] = []
