@@ -17,6 +17,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from driftwarden.common.durations import parse_duration
+
 # Go-style durations without days, so CEL's duration() and our parsers agree.
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 # Children are named <monitor>-workers-<ordinal>; a StatefulSet name must leave room
@@ -249,6 +251,26 @@ class DetectorsSpec(_Model):
         ge=1,
         le=10_000_000,
         description="minSamples: values a stream needs before it may alarm.",
+    )
+    alarm_hold: str | None = Field(
+        None,
+        max_length=32,
+        pattern=DURATION_PATTERN,
+        description=(
+            "alarmHold: how long a stream stays drifting after an alarm of a detector without "
+            "a p-value (mixtureCusum, multinomialCusum, pageHinkley, the DDM family, ADWIN, "
+            "divergences). These restart their evidence when they alarm, so their verdict "
+            "would last one value; the hold lets the alert see it. Longer than alerts.for, so "
+            "every alarm can fire its alert; at most 24h. Default: the larger of 15m and twice "
+            "alerts.for."
+        ),
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "duration(self) <= duration('24h')", "detectors.alarmHold must be at most 24h"
+                ),
+            ]
+        },
     )
 
     @model_validator(mode="after")
@@ -660,6 +682,13 @@ class LabelJoinSpec(_Model):
     )
 
 
+DEFAULT_ALARM_HOLD_S = 15 * 60.0
+_ALARM_HOLD_TOO_SHORT = (
+    "detectors.alarmHold must be longer than alerts.for: an alarm holds its stream's drift "
+    "state for alarmHold, and the alert fires only once the state has held for alerts.for"
+)
+
+
 class DriftMonitorSpec(_Model):
     """DriftMonitor spec: what to watch and how."""
 
@@ -683,6 +712,32 @@ class DriftMonitorSpec(_Model):
         default_factory=NetworkPolicySpec,
         description="networkPolicy: who may reach the monitor's pods.",
     )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.detectors) || !has(self.detectors.alarmHold) || "
+                    "duration(self.detectors.alarmHold) > duration(has(self.alerts) && "
+                    "has(self.alerts.for) ? self.alerts.for : '5m')",
+                    _ALARM_HOLD_TOO_SHORT,
+                )
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _alarm_hold_outlasts_for(self) -> DriftMonitorSpec:
+        hold = self.detectors.alarm_hold
+        if hold is not None and parse_duration(hold) <= parse_duration(self.alerts.for_):
+            raise ValueError(_ALARM_HOLD_TOO_SHORT)
+        return self
+
+    def alarm_hold_seconds(self) -> float:
+        """Return detectors.alarmHold in seconds (default: max(15m, 2 x alerts.for))."""
+        if self.detectors.alarm_hold is not None:
+            return parse_duration(self.detectors.alarm_hold)
+        return max(DEFAULT_ALARM_HOLD_S, 2 * parse_duration(self.alerts.for_))
 
 
 # ---------------------------------------------------------------------------- status

@@ -10,7 +10,9 @@ flag. Label sets are bounded: monitor, stream (from the bundle schema), detector
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -100,8 +102,17 @@ def decide(
     return {(r.stream, r.detector): decisions[(r.stream, r.detector)].drift for r in rows}
 
 
-def collect_rows(worker: ShardWorker) -> list[Row]:
-    """Return the latest result of every detector on the shard's live streams."""
+def collect_rows(worker: ShardWorker, *, now: float | None = None) -> list[Row]:
+    """Return the latest result of every detector on the shard's live streams.
+
+    A detector without a p-value restarts its evidence when it alarms, so its own
+    verdict lasts one value; its result reads as drifting while its last alarm
+    (the alarming batch's timestamp) is within the plan's ``alarm_hold_s`` of ``now``.
+    Tests with a p-value keep their own verdict: it holds while the window differs,
+    and holding their raw alarms would bypass the multiple-testing control.
+    """
+    now = time.time() if now is None else now
+    hold = worker.plan.alarm_hold_s
     rows = []
     with worker.lock:
         for name, st in worker.streams.items():
@@ -109,6 +120,14 @@ def collect_rows(worker: ShardWorker) -> list[Row]:
                 continue
             for det_name, det in st.detectors.items():
                 r = det.result
+                alarmed = st.last_drift_ts.get(det_name)
+                if (
+                    r.p_value is None
+                    and not r.drift
+                    and alarmed is not None
+                    and now - alarmed <= hold
+                ):
+                    r = dataclasses.replace(r, drift=True)
                 rows.append(Row(name, det_name, r, st.values_total))
     return rows
 

@@ -38,6 +38,8 @@ class MonitorPlan:
     min_samples: int = 200
     fdr: float = 0.05
     multiple_testing: str = "benjaminiHochberg"
+    # how long an alarm of a detector without a p-value holds its verdict (spec.detectors.alarmHold)
+    alarm_hold_s: float = 900.0
     _identities: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
 
     def spec(self, stream: str) -> StreamSpec | None:
@@ -209,6 +211,7 @@ def plan_from_bundle(monitor: str, spec: DriftMonitorSpec, bundle: Any) -> Monit
         min_samples=spec.detectors.min_samples,
         fdr=spec.detectors.fdr,
         multiple_testing=spec.detectors.multiple_testing.value,
+        alarm_hold_s=spec.alarm_hold_seconds(),
     )
 
 
