@@ -83,3 +83,37 @@ def test_the_default_hold_outlasts_alerts_for_and_a_shorter_one_is_refused() -> 
     assert DriftMonitorSpec.model_validate(explicit).alarm_hold_seconds() == 1200.0
     with pytest.raises(ValueError, match="alarmHold must be longer than alerts.for"):
         DriftMonitorSpec.model_validate({**base, "detectors": {"alarmHold": "5m"}})
+
+
+def _alarms_exported(worker: ShardWorker) -> dict[str, float]:
+    from driftwarden.drift_worker.metrics import WorkerCollector
+
+    out = {}
+    for family in WorkerCollector(worker, {"": 1}).collect():
+        for sample in family.samples:
+            if sample.name == names.M_STREAM_ALARMS:
+                out[sample.labels[names.LABEL_DETECTOR]] = sample.value
+    return out
+
+
+def test_alarms_are_counted_per_stream_and_detector_and_survive_a_restart(
+    tmp_path: Path,
+) -> None:
+    config = DetectorConfig(type=DetectorType.PAGE_HINKLEY)
+    shard_map = ShardMap(monitor=MONITOR, epoch=1, shards=1)
+    worker = ShardWorker(_plan(config), 0, shard_map=shard_map, data_dir=tmp_path)
+    assert _alarms_exported(worker) == {"pageHinkley": 0.0}
+    rng = np.random.default_rng(1)
+    # shifts after in-control stretches: Page-Hinkley alarms, restarts, and alarms again
+    values = np.concatenate([rng.normal(m, 1, 600) for m in (0, 3, 0, -3)])
+    _feed(worker, values, T0, 1)
+    alone = _plan(config).factory(worker.plan.streams[F0])["pageHinkley"]
+    expected = len(alone.update_many(values).alarms)
+    assert expected >= 2, "the shift must alarm more than once"
+    assert worker.streams[F0].alarms == {"pageHinkley": expected}
+    assert _alarms_exported(worker) == {"pageHinkley": float(expected)}
+    worker.close()
+    # replayed from the log on the next start: the same count, not zero, not twice
+    again = ShardWorker(_plan(config), 0, shard_map=shard_map, data_dir=tmp_path)
+    assert _alarms_exported(again) == {"pageHinkley": float(expected)}
+    again.close()

@@ -45,6 +45,8 @@ M_STREAM_DRIFT = "driftwarden_stream_drift"  # 0/1 after gates and multiple-test
 M_STREAM_VALUES = "driftwarden_stream_values_total"
 M_STREAM_WINDOW_FILL = "driftwarden_stream_window_fill"
 M_STREAM_LAST_DRIFT = "driftwarden_stream_last_drift_timestamp_seconds"
+# alarming evaluations per stream and detector (raw alarms, before multiple testing)
+M_STREAM_ALARMS = "driftwarden_stream_alarms_total"
 M_MONITOR_STREAMS = "driftwarden_monitor_streams"
 M_MONITOR_DRIFTING = "driftwarden_monitor_drifting_streams"
 M_WORKER_EPOCH = "driftwarden_worker_shard_epoch"

@@ -237,6 +237,12 @@ class WorkerCollector(Collector):
             "Event time (unix s) of the detector's last alarm.",
             labels=per_det,
         )
+        alarms = CounterMetricFamily(
+            names.M_STREAM_ALARMS,
+            "Alarming evaluations per stream and detector (the detector's own rule, before "
+            "the min-sample gate and multiple-testing control).",
+            labels=per_det,
+        )
         rejected = CounterMetricFamily(
             M_WORKER_REJECTED_VALUES,
             "Values a detector refused (counted, not applied).",
@@ -273,6 +279,8 @@ class WorkerCollector(Collector):
                     ref_hist.add_metric(labels, _buckets(st.edges, ref_counts), ref_sum)
                 for det, ts in st.last_drift_ts.items():
                     last.add_metric([monitor, name, det, shard], ts)
+                for det in st.detectors:
+                    alarms.add_metric([monitor, name, det, shard], st.alarms.get(det, 0))
                 if st.join is not None:
                     j = st.join
                     join.add_metric([*labels, "joined"], j.joined)
@@ -287,7 +295,7 @@ class WorkerCollector(Collector):
             epoch = w.epoch
             wal_bytes = w.wal.size_bytes() if w.wal is not None else 0
             storage_errors = w.storage_errors()
-        yield from (values, fill, last, rejected, join, pending, live_hist, ref_hist)
+        yield from (values, fill, last, alarms, rejected, join, pending, live_hist, ref_hist)
 
         drifting_streams = {r.stream for r in rows if flags[(r.stream, r.detector)]}
         g = GaugeMetricFamily(names.M_MONITOR_STREAMS, "Live streams on this shard.", labels=base)

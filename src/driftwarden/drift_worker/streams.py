@@ -250,6 +250,9 @@ class StreamState:
     segments_applied: int = 0
     last_ts: float | None = None
     last_drift_ts: dict[str, float] = field(default_factory=dict)
+    # alarming evaluations per detector (driftwarden_stream_alarms_total); travels with the
+    # stream and replays alike, so the counter is the same on every shard that holds it
+    alarms: dict[str, int] = field(default_factory=dict)
     # sender id -> highest seq applied; ordered by last use for bounded eviction
     high_water: OrderedDict[str, int] = field(default_factory=OrderedDict)
     # bumped on every handoff; lets a receiver recognise a re-sent (stale) copy
@@ -374,6 +377,7 @@ class StreamState:
             drift = getattr(evaluations, "drift", None)
             if drift is not None and len(drift) and bool(np.any(drift)):
                 self.last_drift_ts[name] = ts
+                self.alarms[name] = self.alarms.get(name, 0) + int(np.count_nonzero(drift))
 
     # ------------------------------------------------------------------ state
 
@@ -387,6 +391,7 @@ class StreamState:
             "segments_applied": self.segments_applied,
             "last_ts": self.last_ts,
             "last_drift_ts": dict(self.last_drift_ts),
+            "alarms": dict(self.alarms),
             "high_water": [[k, v] for k, v in self.high_water.items()],
             "detectors": {name: det.to_state() for name, det in self.detectors.items()},
             "join": None if self.join is None else self.join.to_state(),
@@ -423,6 +428,8 @@ class StreamState:
         out.last_drift_ts = {
             k: float(v) for k, v in state["last_drift_ts"].items() if k in detectors
         }
+        # states saved before the counter existed start it at 0
+        out.alarms = {k: int(v) for k, v in state.get("alarms", {}).items() if k in detectors}
         out.high_water = OrderedDict((k, int(v)) for k, v in state["high_water"])
         out.configured_out = tuple(sorted(set(state["detectors"]) - set(detectors)))
         if state["join"] is not None:
@@ -488,6 +495,7 @@ class StreamState:
         for name in change.removed:
             self.detectors.pop(name, None)
             self.last_drift_ts.pop(name, None)
+            self.alarms.pop(name, None)
         for name in (*change.changed, *change.added):
             self.detectors[name] = templates[name]
             self.last_drift_ts.pop(name, None)
