@@ -664,7 +664,14 @@ class LabelJoinSpec(_Model):
         "prediction_id",
         min_length=1,
         max_length=63,
-        description="key: field that joins a label (POST /feedback) to its prediction.",
+        description=(
+            "key: the /predict request field (top level of each record, beside the features) "
+            "whose value is the prediction's join id, the prediction_id that POST /feedback "
+            "later sends with its label. The default prediction_id means no such field: the "
+            "server generates every id and /predict answers it. A record without the field "
+            "gets a server id; a malformed value (not 1 to 128 letters, digits and "
+            "._:/@+-) is refused with 422 naming the field. Must not name a feature."
+        ),
     )
     max_delay: str = Field(
         "1h",

@@ -41,6 +41,7 @@ class _Item:
     columns: dict[str, list[Any]]
     rows: int
     future: asyncio.Future[tuple[list[str], np.ndarray]]
+    ids: list[str | None] | None = None  # callers' join ids; None: generate
 
 
 # (feature frame) -> (predictions, embeddings or None); runs in the model thread.
@@ -136,15 +137,21 @@ class MicroBatcher:
         self._carry, self._inflight = None, []
 
     async def submit(
-        self, columns: dict[str, list[Any]], rows: int
+        self, columns: dict[str, list[Any]], rows: int, ids: list[str | None] | None = None
     ) -> tuple[list[str], np.ndarray]:
-        """Return ``(prediction ids, predictions)`` for ``rows`` rows of ``columns``."""
+        """Return ``(prediction ids, predictions)`` for ``rows`` rows of ``columns``.
+
+        ``ids``: per row the caller's id (spec.labelJoin.key), None where the server
+        generates it; the returned ids are those, and what the predictions are sent with.
+        """
+        if ids is not None and len(ids) != rows:
+            raise ValueError(f"{len(ids)} ids given for {rows} rows")
         if self._queue is None or not self.running or self._closing:
             raise RuntimeError("the model is not loaded yet (server starting or stopping)")
         future: asyncio.Future[tuple[list[str], np.ndarray]] = (
             asyncio.get_running_loop().create_future()
         )
-        self._queue.put_nowait(_Item(columns, rows, future))
+        self._queue.put_nowait(_Item(columns, rows, future, ids))
         self.submitted += 1
         return await future
 
@@ -210,7 +217,7 @@ class MicroBatcher:
                         item.future.set_exception(exc)
                 continue
             self.batches += 1
-            ids = self.ids.take(rows)
+            ids = self._ids_for(live, rows)
             start = 0
             for item in live:
                 end = start + item.rows
@@ -224,6 +231,19 @@ class MicroBatcher:
                     self._on_batch(columns, BatchOutput(ids, predictions, embeddings), len(live))
                 except Exception:  # monitoring must not stop serving
                     log.exception("batch hook failed; serving continues")
+
+    def _ids_for(self, live: list[_Item], rows: int) -> list[str]:
+        """Return the batch's ids: each caller's own where given, generated elsewhere."""
+        if all(item.ids is None for item in live):
+            return self.ids.take(rows)
+        out: list[str] = []
+        for item in live:
+            if item.ids is None:
+                out.extend(self.ids.take(item.rows))
+                continue
+            missing = iter(self.ids.take(sum(1 for i in item.ids if i is None)))
+            out.extend(i if i is not None else next(missing) for i in item.ids)
+        return out
 
     def _call_model(self, columns: dict[str, list[Any]]) -> tuple[np.ndarray, np.ndarray | None]:
         frame = pd.DataFrame(columns, columns=self._features)

@@ -120,7 +120,7 @@ class RecordsParser:
         self.max_records = parser.max_records
         self._attrs = list(_alias_names(parser.manifest))
         self._names = parser.manifest.feature_names
-        self.record = logged_record_model(parser.manifest, parser.record)
+        self.record = logged_record_model(parser.manifest, parser.features_record)
         records: Any = (
             Annotated[
                 list[self.record],  # type: ignore[name-defined]

@@ -26,7 +26,11 @@ from driftwarden.common.durations import parse_duration
 from driftwarden.common.errors import ConfigError
 from driftwarden.common.spec import DEFAULT_MAX_INFLIGHT_REQUESTS
 from driftwarden.ingest.sender import SenderSettings
-from driftwarden.model_server.validation import DEFAULT_LABEL_MAX_AGE_S, DEFAULT_LABEL_MAX_FUTURE_S
+from driftwarden.model_server.validation import (
+    DEFAULT_JOIN_KEY,
+    DEFAULT_LABEL_MAX_AGE_S,
+    DEFAULT_LABEL_MAX_FUTURE_S,
+)
 
 
 class ServerOptions(BaseModel):
@@ -152,6 +156,26 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"monitor config {self.monitor_config} is invalid: bad labelJoin.maxDelay ({exc})"
             ) from None
+
+    def label_join_key(self) -> str:
+        """Return the monitor's spec.labelJoin.key (default ``prediction_id``: server ids)."""
+        doc = self._monitor_doc()
+        if doc is None:
+            return DEFAULT_JOIN_KEY
+        try:
+            key = doc.get("spec", {}).get("labelJoin", {}).get("key")
+        except AttributeError as exc:
+            raise ConfigError(
+                f"monitor config {self.monitor_config} is invalid: bad labelJoin ({exc})"
+            ) from None
+        if key is None:
+            return DEFAULT_JOIN_KEY
+        if not isinstance(key, str) or not 1 <= len(key) <= 63:
+            raise ConfigError(
+                f"monitor config {self.monitor_config} is invalid: labelJoin.key must be a "
+                f"string of 1 to 63 characters, got {key!r}"
+            )
+        return key
 
     def _monitor_doc(self) -> dict[str, Any] | None:
         if self.monitor_config is None:

@@ -66,6 +66,7 @@ class ServerState:
             self.settings.server.max_records,
             label_max_age_s=self.settings.label_max_age_s(),
             label_max_future_s=self.settings.server.max_label_future_s,
+            join_key=self.settings.label_join_key(),
         )
         self.metrics.bind_bundle(bundle)
         if emitter is None:

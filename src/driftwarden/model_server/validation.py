@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from driftwarden.bundles.limits import input_limits
 from driftwarden.bundles.manifest import BundleManifest
 from driftwarden.common.durations import parse_duration
+from driftwarden.common.errors import ConfigError
 from driftwarden.common.spec import LabelJoinSpec
 
 # Rejection reasons: the complete, bounded set of metric label values.
@@ -65,6 +66,11 @@ PREDICTION_ID_PATTERN = r"^[0-9a-f]{12}-[0-9a-f]{1,16}$"
 # Ids /feedback joins on: the server's own, or those callers gave records on /v1/records
 # (UUIDs, CloudEvent ids); bounded so a label cannot carry an arbitrary string.
 RECORD_ID_PATTERN = r"^[A-Za-z0-9._:/@+-]{1,128}$"
+
+# spec.labelJoin.key's default: /feedback quotes the id /predict generated and answered.
+DEFAULT_JOIN_KEY = str(LabelJoinSpec.model_fields["key"].default)
+# The attribute (not the JSON key) of a record's join-key field: features are f0..fN.
+JOIN_ATTR = "join_id"
 
 # The label window's defaults: spec.labelJoin.maxDelay's default, and clock skew.
 DEFAULT_LABEL_MAX_AGE_S = parse_duration(LabelJoinSpec.model_fields["max_delay"].default)
@@ -121,8 +127,26 @@ def _alias_names(manifest: BundleManifest) -> dict[str, str]:
     return {f"f{i}": spec.name for i, spec in enumerate(manifest.features)}
 
 
-def record_model(manifest: BundleManifest) -> type[BaseModel]:
-    """Return the pydantic model of one input record of ``manifest``'s bundle."""
+def join_key_field(key: str | None) -> str | None:
+    """Return the /predict field that carries a caller's join id, or None (server ids).
+
+    ``key`` is the monitor's ``spec.labelJoin.key``; its default, ``prediction_id``,
+    means the server generates every id (there is no such request field).
+    """
+    return None if key is None or key == DEFAULT_JOIN_KEY else key
+
+
+def record_model(manifest: BundleManifest, join_key: str | None = None) -> type[BaseModel]:
+    """Return the pydantic model of one input record of ``manifest``'s bundle.
+
+    ``join_key`` (see :func:`join_key_field`): an optional top-level string field of
+    that name carries the record's join id, the id /feedback will quote.
+    """
+    if join_key is not None and join_key in manifest.feature_names:
+        raise ConfigError(
+            f"spec.labelJoin.key {join_key!r} names a feature of bundle {manifest.name!r}; "
+            "the join key must be a request field of its own"
+        )
     fields: dict[str, Any] = {}
     for attr, spec in zip(_alias_names(manifest), manifest.features, strict=False):
         description = spec.description or spec.name
@@ -151,7 +175,25 @@ def record_model(manifest: BundleManifest) -> type[BaseModel]:
                 Field(alias=spec.name, description=description),
             ]
         fields[attr] = (annotation, ...)
+    if join_key is not None:
+        fields[JOIN_ATTR] = (
+            Annotated[
+                str | None,
+                Field(
+                    pattern=RECORD_ID_PATTERN,
+                    alias=join_key,
+                    description=f"{join_key}: your id for this prediction (optional; the "
+                    "monitor's spec.labelJoin.key). /predict answers it as the `id` and "
+                    "/feedback quotes it as `prediction_id` to join the label; without it the "
+                    "server generates the id. 1 to 128 characters: letters, digits and "
+                    ". _ : / @ + -",
+                ),
+            ],
+            None,
+        )
     title = "".join(part.capitalize() for part in manifest.name.split("-")) + "Record"
+    if join_key is not None:
+        title = title[: -len("Record")] + "PredictRecord"  # not the features-only schema
     return create_model(
         title,
         __config__=ConfigDict(extra="forbid", title=title, frozen=True),
@@ -232,12 +274,21 @@ def _reason(error_type: str) -> str:
     return INVALID
 
 
-def _problem(error: dict[str, Any], feedback: bool) -> Problem:
+def _problem(error: dict[str, Any], feedback: bool, join_key: str | None = None) -> Problem:
     loc = list(error["loc"])
     record = loc.pop(0) if loc and isinstance(loc[0], int) else None
     name = str(loc[0]) if loc else None
     rule = _reason(error["type"])
     message = error["msg"]
+    if not feedback and join_key is not None and name == join_key:
+        shown = repr(error.get("input", "?"))[:60]
+        return Problem(
+            rule=INVALID_ID,
+            message="is the monitor's labelJoin.key, the id /feedback joins the label on: a "
+            f"string of 1 to 128 characters (letters, digits and . _ : / @ + -), got {shown}",
+            field=name,
+            record=record,
+        )
     if feedback and name == "label" and rule in (UNKNOWN_CATEGORY, WRONG_TYPE, NOT_FINITE):
         rule = INVALID_LABEL
     if rule == NOT_FINITE:
@@ -278,15 +329,25 @@ class RequestParser:
         *,
         label_max_age_s: float = DEFAULT_LABEL_MAX_AGE_S,
         label_max_future_s: float = DEFAULT_LABEL_MAX_FUTURE_S,
+        join_key: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``label_max_age_s``/``label_max_future_s``: the window of /feedback timestamps."""
+        """``label_max_age_s``/``label_max_future_s``: the window of /feedback timestamps.
+
+        ``join_key``: the monitor's ``spec.labelJoin.key``; a value other than the
+        default ``prediction_id`` is a /predict field carrying the caller's join id.
+        """
         self.manifest = manifest
+        self.join_key = join_key_field(join_key)
         self.max_records = max_records
         self.label_max_age_s = label_max_age_s
         self.label_max_future_s = label_max_future_s
         self.clock = clock
-        self.record = record_model(manifest)
+        # features only (what /v1/records nests), and the /predict record (plus the key)
+        self.features_record = record_model(manifest)
+        self.record = (
+            self.features_record if self.join_key is None else record_model(manifest, self.join_key)
+        )
         self.feedback = feedback_model(manifest)
         self._attrs = list(_alias_names(manifest))
         self._names = manifest.feature_names
@@ -309,7 +370,7 @@ class RequestParser:
         try:
             value = (many if batch else one).validate_json(body)
         except ValidationError as exc:
-            problems = [_problem(e, feedback) for e in exc.errors(include_url=False)]
+            problems = [_problem(e, feedback, self.join_key) for e in exc.errors(include_url=False)]
             status = 413 if problems and problems[0].rule == TOO_MANY_RECORDS else 422
             if problems and problems[0].rule == MALFORMED_JSON:
                 status = 400
@@ -318,12 +379,29 @@ class RequestParser:
 
     def parse_records(self, body: bytes) -> tuple[dict[str, list[Any]], int, bool]:
         """Return ``(columns by feature name, row count, was a batch)``; raise :class:`Rejection`."""
+        columns, rows, batch, _ = self.parse_predict(body)
+        return columns, rows, batch
+
+    def parse_predict(
+        self, body: bytes
+    ) -> tuple[dict[str, list[Any]], int, bool, list[str | None] | None]:
+        """Return ``(columns, row count, was a batch, join ids)``; raise :class:`Rejection`.
+
+        Join ids: per record the value of the ``labelJoin.key`` field (None where a
+        record leaves it out: the server generates that id), or None for the whole
+        request when the key is the default (every id generated).
+        """
         records, batch = self._validate(body, self._one, self._many, feedback=False)
         columns = {
             name: [getattr(r, attr) for r in records]
             for attr, name in zip(self._attrs, self._names, strict=False)
         }
-        return columns, len(records), batch
+        ids: list[str | None] | None = None
+        if self.join_key is not None:
+            ids = [getattr(r, JOIN_ATTR) for r in records]
+            if all(i is None for i in ids):
+                ids = None
+        return columns, len(records), batch, ids
 
     def parse_feedback(self, body: bytes) -> tuple[list[str], list[Any], bool]:
         """Return ``(prediction ids, labels, was a batch)``; raise :class:`Rejection`."""

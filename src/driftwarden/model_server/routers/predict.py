@@ -31,7 +31,10 @@ PATH = "/predict"
     description=(
         "Send one record as a JSON object, or a batch as a JSON array of records. Every "
         "feature of the model's schema is required; numbers must be finite, categories one "
-        "of the listed values. Each prediction gets an `id` to quote in `/feedback`. "
+        "of the listed values. Each prediction gets an `id` to quote in `/feedback`: "
+        "the value of the record's own join-key field where the monitor's "
+        "`spec.labelJoin.key` names one and the record carries it, else one the server "
+        "generates. "
         "A model-free bundle (its model is served elsewhere) answers 409."
     ),
     responses={
@@ -42,7 +45,11 @@ PATH = "/predict"
             "to /v1/records instead"
         },
         415: {"description": "content-type is not JSON"},
-        422: {"description": "a record breaks the schema; `errors` names record, field, rule"},
+        422: {
+            "description": "a record breaks the schema, or its join-key field "
+            "(spec.labelJoin.key) is not a valid id (`invalid_id`); `errors` names record, "
+            "field, rule"
+        },
         500: {
             "description": "the model raised for valid input (a fault of the model, not the input)"
         },
@@ -63,11 +70,11 @@ async def predict(request: Request, state: StateDep) -> Response:
     try:
         try:
             body = await read_json_body(request, state.settings.server.max_body_bytes)
-            columns, rows, batch = state.parser.parse_records(body)
+            columns, rows, batch, join_ids = state.parser.parse_predict(body)
         except Rejection as rejection:
             return reject(state, PATH, rejection)
         try:
-            ids, predictions = await state.batcher.submit(columns, rows)
+            ids, predictions = await state.batcher.submit(columns, rows, join_ids)
         except RuntimeError as exc:
             if not state.ready:
                 return not_ready(state)
