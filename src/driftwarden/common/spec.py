@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
 
 from driftwarden.common.durations import parse_duration
 
@@ -92,11 +92,25 @@ CONCEPT_DETECTORS: tuple[DetectorType, ...] = (
     _D.PAGE_HINKLEY,
 )
 EMBEDDING_DETECTORS: tuple[DetectorType, ...] = (_D.MMD, _D.NM_DDM)
-# Parameters that only some detectors read; setting one elsewhere is a mistake.
+# Detectors that report an effect size (DetectorResult.effect_size), so minEffect can gate
+# them: KS D, Cramer's V for chi2, the divergence itself, the relative MSE or error-rate
+# increase.
+MIN_EFFECT_DETECTORS: tuple[DetectorType, ...] = (
+    _D.KS,
+    _D.IKS,
+    _D.CHI2,
+    _D.PSI,
+    _D.KL,
+    _D.JS,
+    _D.RELATIVE_MSE,
+    _D.ERROR_RATE,
+)
+# Parameters (wire names) that only some detectors read; setting one elsewhere is a mistake.
 _PARAMETER_DETECTORS: dict[str, tuple[DetectorType, ...]] = {
     "delta": (_D.PAGE_HINKLEY, _D.ADWIN),
     "bins": (_D.PSI, _D.KL, _D.JS, _D.MULTINOMIAL_CUSUM),
     "permutations": (_D.MMD, _D.NM_DDM),
+    "minEffect": MIN_EFFECT_DETECTORS,
 }
 
 
@@ -133,7 +147,15 @@ class DetectorConfig(_Model):
 
     type: DetectorType = Field(description="type: detector name.")
     alpha: float | None = Field(
-        None, gt=0, lt=1, description="alpha: per-test significance level, in (0, 1)."
+        None,
+        gt=0,
+        lt=1,
+        description=(
+            "alpha: per-test significance level, in (0, 1). Under benjaminiHochberg or "
+            "bonferroni a test with alpha set alarms only when its p-value is below alpha and "
+            "the correction rejects it; unset, the correction alone decides (the level derived "
+            "from the budget applies with multipleTesting none)."
+        ),
     )
     threshold: float | None = Field(
         None,
@@ -149,8 +171,9 @@ class DetectorConfig(_Model):
         None,
         ge=0,
         description=(
-            "minEffect: smallest effect size that may alarm (KS D, PSI, Wasserstein in "
-            "reference sigma)."
+            "minEffect: smallest effect size that may alarm, >= 0: KS D (ks, iks), Cramer's V "
+            "(chi2), the divergence (psi, kl, js), the relative MSE increase (relativeMse) or "
+            "the error-rate increase (errorRate). Refused on detectors without an effect size."
         ),
     )
     bins: int | None = Field(
@@ -163,7 +186,7 @@ class DetectorConfig(_Model):
     @model_validator(mode="after")
     def _parameters_fit_type(self) -> DetectorConfig:
         for param, types in _PARAMETER_DETECTORS.items():
-            if getattr(self, param) is not None and self.type not in types:
+            if getattr(self, to_snake(param)) is not None and self.type not in types:
                 raise ValueError(
                     f"{param} applies only to detectors of type {', '.join(_names(types))}"
                 )

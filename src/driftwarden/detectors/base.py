@@ -347,22 +347,26 @@ class Detector(abc.ABC):
         threshold: float,
         *,
         p_value: bool = True,
-        effect_size: bool = True,
+        effect_size: bool | np.ndarray = True,
     ) -> Evaluations:
         """Record the last of a batch's window evaluations as ``result``; return them all.
 
         For windowed tests (they have ``window``): the statistic doubles as the effect
-        size unless ``effect_size`` is False, and the p-value is reported unless
-        ``p_value`` is False.
+        size unless ``effect_size`` is False (none) or an array (one per evaluation), and
+        the p-value is reported unless ``p_value`` is False.
         """
         if len(positions):
+            if isinstance(effect_size, np.ndarray):
+                effect: float | None = float(effect_size[-1])
+            else:
+                effect = float(stats[-1]) if effect_size else None
             self._result = DetectorResult(
                 statistic=float(stats[-1]),
                 p_value=float(pvals[-1]) if p_value else None,
                 threshold=threshold,
                 drift=bool(drift[-1]),
                 n_seen=int(positions[-1]),
-                effect_size=float(stats[-1]) if effect_size else None,
+                effect_size=effect,
                 sample_size=self.window,  # type: ignore[attr-defined]
             )
         return Evaluations(np.asarray(positions, np.int64), stats, pvals, drift, threshold)

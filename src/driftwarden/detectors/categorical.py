@@ -226,8 +226,12 @@ class _CategoricalWindow(Detector):
             drift,
             self._threshold,
             p_value=self._HAS_P_VALUE,
-            effect_size=not self._HAS_P_VALUE,
+            effect_size=self._effect_sizes(stat, snaps),
         )
+
+    def _effect_sizes(self, stat: np.ndarray, win: np.ndarray) -> bool | np.ndarray:
+        """Effect size per evaluation: the divergence itself (True), or an array."""
+        return not self._HAS_P_VALUE
 
     # -- proportions with the pseudo-count (KL, PSI)
     def _smoothed(self, win: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -275,7 +279,8 @@ class Chi2(_CategoricalWindow):
     The 2×K contingency table of reference and window counts (buckets empty in
     both dropped) gives Pearson's statistic with K−1 degrees of freedom — the
     same statistic and p-value as ``scipy.stats.chi2_contingency(table,
-    correction=False)``. Alarms when ``p < alpha``.
+    correction=False)``. Alarms when ``p < alpha``. The effect size is Cramér's V
+    of that table, sqrt(statistic / (reference + window values)), in [0, 1].
 
     Example:
         >>> ref = ["a"] * 500 + ["b"] * 300 + ["c"] * 200
@@ -323,6 +328,13 @@ class Chi2(_CategoricalWindow):
 
     def _drift(self, stat: np.ndarray, p: np.ndarray) -> np.ndarray:
         return p < self._threshold
+
+    def _effect_sizes(self, stat: np.ndarray, win: np.ndarray) -> bool | np.ndarray:
+        """Cramer's V of the 2 x K table, sqrt(chi2 / (reference + window values)), in [0, 1]."""
+        total = float(self._ref_counts.sum()) + win.sum(axis=1).astype(float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.sqrt(np.where(total > 0, stat / total, 0.0))
+        return np.asarray(v, dtype=np.float64)
 
     def _params(self) -> dict[str, Any]:
         params = super()._params()

@@ -14,7 +14,9 @@ result of every stream into trustworthy alarms:
    Benjamini–Hochberg at false-discovery rate ``fdr`` (default), Bonferroni at
    family-wise level ``fdr``, or none (each stream's own ``drift``). Streams
    without a p-value (sequential detectors, divergences) keep their own
-   threshold decision.
+   threshold decision. A stream given its own level ``alpha`` alarms only when
+   its p-value is also below it: the detector's rule and the monitor's rule
+   must both reject.
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ def bonferroni(p_values: np.ndarray, alpha: float) -> np.ndarray:
     return ok & (p <= alpha / max(m, 1))
 
 
+def _below(p: float | None, level: float) -> bool:
+    return p is not None and bool(p < level)
+
+
 def wasserstein_sigma(reference: np.ndarray, window: np.ndarray) -> float:
     """Wasserstein-1 distance between window and reference, in reference standard deviations."""
     ref = np.asarray(reference, dtype=float)
@@ -88,6 +94,7 @@ def decide(
     fdr: float = 0.05,
     min_samples: int = 0,
     min_effect: float | Mapping[str, float] | None = None,
+    alpha: float | Mapping[str, float] | None = None,
 ) -> dict[str, StreamDecision]:
     """Alarms for every stream of one monitor, after gates and multiple-testing control.
 
@@ -98,6 +105,9 @@ def decide(
         min_samples: values a stream must have seen before it may alarm.
         min_effect: smallest effect size that may alarm, one for all streams or
             per stream; streams without an effect size are not gated by it.
+        alpha: a per-test level, one for all streams or per stream: under BH or
+            Bonferroni a stream with one alarms only if its p-value is also below it
+            (with method "none" the detector's own ``drift``, made at its level, decides).
     """
     if method not in METHODS:
         raise ValueError(f"decide: method must be one of {METHODS}, got {method!r}")
@@ -123,7 +133,9 @@ def decide(
         elif floor is not None and r.effect_size is not None and r.effect_size < floor:
             out[n] = StreamDecision(False, "min-effect", r.p_value, r.effect_size)
         elif n in rejected:
-            hit = bool(rejected[n]) and (method != "none" or r.drift)
+            level = alpha.get(n) if isinstance(alpha, Mapping) else alpha
+            own = r.drift if method == "none" else (level is None or _below(r.p_value, level))
+            hit = bool(rejected[n]) and own
             reason = "drift" if hit else ("multiple-testing" if r.drift else "no-drift")
             out[n] = StreamDecision(hit, reason, r.p_value, r.effect_size)
         else:

@@ -61,6 +61,9 @@ class Row:
     detector: str
     result: DetectorResult
     values_total: int
+    # the detector's own minEffect and alpha where the spec sets them (MonitorPlan.gates)
+    min_effect: float | None = None
+    alpha: float | None = None
 
     @property
     def statistic(self) -> float:
@@ -98,8 +101,25 @@ def decide(
         )
         for i in range(max(0, tests_in_monitor - tested)):
             results[("", f"on-another-shard-{i}")] = absent
-    decisions = decide_streams(results, method=method, fdr=fdr, min_samples=min_samples)
+    decisions = decide_streams(
+        results,
+        method=method,
+        fdr=fdr,
+        min_samples=min_samples,
+        min_effect=_per_test(rows, "min_effect"),
+        alpha=_per_test(rows, "alpha"),
+    )
     return {(r.stream, r.detector): decisions[(r.stream, r.detector)].drift for r in rows}
+
+
+def _per_test(rows: list[Row], setting: str) -> dict[Any, float]:
+    """Return the (stream, detector) -> value map of a Row's gate field, where set."""
+    out: dict[Any, float] = {}
+    for r in rows:
+        value = getattr(r, setting)
+        if value is not None:
+            out[(r.stream, r.detector)] = float(value)
+    return out
 
 
 def collect_rows(worker: ShardWorker, *, now: float | None = None) -> list[Row]:
@@ -128,7 +148,8 @@ def collect_rows(worker: ShardWorker, *, now: float | None = None) -> list[Row]:
                     and now - alarmed <= hold
                 ):
                     r = dataclasses.replace(r, drift=True)
-                rows.append(Row(name, det_name, r, st.values_total))
+                gate = worker.plan.gate(name, det_name)
+                rows.append(Row(name, det_name, r, st.values_total, gate.min_effect, gate.alpha))
     return rows
 
 

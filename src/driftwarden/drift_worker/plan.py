@@ -28,6 +28,14 @@ from driftwarden.drift_worker.streams import (
 
 
 @dataclass(frozen=True)
+class DetectorGate:
+    """A detector's own decision settings, as the monitor spec sets them (None: unset)."""
+
+    min_effect: float | None = None
+    alpha: float | None = None
+
+
+@dataclass(frozen=True)
 class MonitorPlan:
     """The streams one monitor has and how to build their detectors."""
 
@@ -40,10 +48,17 @@ class MonitorPlan:
     multiple_testing: str = "benjaminiHochberg"
     # how long an alarm of a detector without a p-value holds its verdict (spec.detectors.alarmHold)
     alarm_hold_s: float = 900.0
+    # per stream, per detector name: the config's own minEffect and alpha where set, which
+    # the monitor's decision applies with multiple-testing control (detectors.decision.decide)
+    gates: dict[str, dict[str, DetectorGate]] = field(default_factory=dict)
     _identities: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
 
     def spec(self, stream: str) -> StreamSpec | None:
         return self.streams.get(stream)
+
+    def gate(self, stream: str, detector: str) -> DetectorGate:
+        """Return the configured minEffect and alpha of one detector on one stream."""
+        return self.gates.get(stream, {}).get(detector, _NO_GATE)
 
     def detector_identities(self) -> dict[str, dict[str, Any]]:
         """Return, per stream, the identity of its reference and of each detector it builds.
@@ -62,6 +77,9 @@ class MonitorPlan:
                     "detectors": {det: detector_identity(d.to_state()) for det, d in built.items()},
                 }
         return json.loads(json.dumps(self._identities))
+
+
+_NO_GATE = DetectorGate()
 
 
 def reference_digest(reference: Any) -> str | None:
@@ -98,6 +116,32 @@ def detector_configs(spec: DriftMonitorSpec, stream: StreamSpec) -> list[Detecto
     return [DetectorConfig(type=default)]
 
 
+def named_configs(configs: list[DetectorConfig]) -> list[tuple[str, DetectorConfig]]:
+    """Return each config with its detector name: its type, ``type#2`` for a repeat."""
+    out: list[tuple[str, DetectorConfig]] = []
+    taken: set[str] = set()
+    for config in configs:
+        name, k = config.type.value, 2
+        while name in taken:
+            name, k = f"{config.type.value}#{k}", k + 1
+        taken.add(name)
+        out.append((name, config))
+    return out
+
+
+def detector_gates(
+    spec: DriftMonitorSpec, streams: dict[str, StreamSpec]
+) -> dict[str, dict[str, DetectorGate]]:
+    """Return, per stream, the detectors whose config sets minEffect or alpha."""
+    gates: dict[str, dict[str, DetectorGate]] = {}
+    for stream in streams.values():
+        for name, config in named_configs(detector_configs(spec, stream)):
+            if config.min_effect is not None or config.alpha is not None:
+                gate = DetectorGate(min_effect=config.min_effect, alpha=config.alpha)
+                gates.setdefault(stream.name, {})[name] = gate
+    return gates
+
+
 def stream_seed(stream: str) -> int:
     """Return a seed derived from the stream name, so every shard draws the same numbers."""
     return int.from_bytes(hashlib.blake2b(stream.encode(), digest_size=4).digest(), "big")
@@ -118,11 +162,7 @@ def spec_factory(spec: DriftMonitorSpec, tests_in_monitor: int = 1) -> DetectorF
 
     def build(stream: StreamSpec) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for config in detector_configs(spec, stream):
-            name = config.type.value
-            k = 2
-            while name in out:
-                name, k = f"{config.type.value}#{k}", k + 1
+        for name, config in named_configs(detector_configs(spec, stream)):
             out[name] = make_detector(
                 config,
                 reference=stream.reference,
@@ -212,6 +252,7 @@ def plan_from_bundle(monitor: str, spec: DriftMonitorSpec, bundle: Any) -> Monit
         fdr=spec.detectors.fdr,
         multiple_testing=spec.detectors.multiple_testing.value,
         alarm_hold_s=spec.alarm_hold_seconds(),
+        gates=detector_gates(spec, streams),
     )
 
 
