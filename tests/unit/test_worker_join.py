@@ -34,7 +34,33 @@ def test_what_outlives_the_delay_is_counted_and_dropped() -> None:
 def test_pending_is_bounded() -> None:
     join = LabelJoin("classification", JoinConfig(max_delay_s=1e9, max_pending=3))
     join.add_predictions([str(i) for i in range(5)], ["x"] * 5, ts=0.0)
-    assert list(join.predictions) == ["2", "3", "4"] and join.expired_predictions == 2
+    assert list(join.predictions) == ["2", "3", "4"] and join.evicted_predictions == 2
+    assert join.expired_predictions == 0  # in time, but over the bound: evicted, not expired
+    join.add_labels([f"l{i}" for i in range(4)], ["x"] * 4, ts=1.0)
+    assert list(join.labels) == ["l1", "l2", "l3"] and join.evicted_labels == 1
+    assert join.unmatched_labels == 0
+
+
+def test_eviction_and_expiry_are_counted_apart() -> None:
+    join = LabelJoin("regression", JoinConfig(max_delay_s=10.0, max_pending=2))
+    join.add_predictions(["a", "b"], np.array([1.0, 2.0]), ts=0.0)
+    join.add_predictions(["c"], np.array([3.0]), ts=5.0)  # over the bound: a evicted
+    assert (join.evicted_predictions, join.expired_predictions) == (1, 0)
+    join.add_predictions(["d"], np.array([4.0]), ts=10.5)  # b past the horizon: expired
+    assert (join.evicted_predictions, join.expired_predictions) == (1, 1)
+    assert list(join.predictions) == ["c", "d"]
+
+
+def test_a_repeated_prediction_id_replaces_the_waiting_one() -> None:
+    join = LabelJoin("regression", JoinConfig(max_delay_s=10.0))
+    join.add_predictions(["order-1"], np.array([1.0]), ts=0.0)
+    join.add_predictions(["order-1"], np.array([3.0]), ts=1.0)
+    assert join.replaced_predictions == 1 and len(join.predictions) == 1
+    assert join.add_labels(["order-1"], np.array([5.0]), ts=2.0).tolist() == [4.0]  # the latest
+    state = join.to_state()
+    assert LabelJoin.from_state(state, join.config).to_state() == state
+    old = {k: v for k, v in state.items() if not k.startswith(("evicted", "replaced"))}
+    assert LabelJoin.from_state(old, join.config).replaced_predictions == 0  # older snapshots
 
 
 def test_classification_errors_compare_labels_as_class_names() -> None:

@@ -148,7 +148,11 @@ class LabelJoin:
     Event time is the segments' ``ts`` (set by the sender), never the worker's clock,
     so a replay of the log and another shard reach the same joins. A prediction waits
     up to ``max_delay_s`` for its label; a label that comes first waits as long for
-    its prediction; what outlives the delay is counted and dropped.
+    its prediction; what outlives the delay is counted and dropped (expired). At most
+    ``max_pending`` of each wait: beyond, the oldest is dropped and counted apart
+    (evicted), so a full join is told from late labels. A prediction under an id that
+    is already waiting replaces the waiting one (counted: replaced); its label joins
+    the latest.
     """
 
     def __init__(self, task: Task, config: JoinConfig) -> None:
@@ -160,6 +164,9 @@ class LabelJoin:
         self.joined = 0
         self.expired_predictions = 0
         self.unmatched_labels = 0
+        self.evicted_predictions = 0
+        self.evicted_labels = 0
+        self.replaced_predictions = 0
 
     def add_predictions(self, ids: list[str], values: Any, ts: float) -> np.ndarray:
         """Record predictions; return the errors of those whose label was already here."""
@@ -173,6 +180,8 @@ class LabelJoin:
                 preds.append(v)
                 labs.append(waiting[0])
             else:
+                if pid in self.predictions:
+                    self.replaced_predictions += 1
                 self.predictions[pid] = (v, ts)
                 self.predictions.move_to_end(pid)
         self._expire()
@@ -204,16 +213,24 @@ class LabelJoin:
     def _expire(self) -> None:
         horizon = self.clock - self.config.max_delay_s
         limit = self.config.max_pending
+        # Oldest first: an entry past the horizon expires; one still in time but over
+        # the bound is evicted.
         while self.predictions and (
             len(self.predictions) > limit or next(iter(self.predictions.values()))[1] < horizon
         ):
-            self.predictions.popitem(last=False)
-            self.expired_predictions += 1
+            _, (_, ts) = self.predictions.popitem(last=False)
+            if ts < horizon:
+                self.expired_predictions += 1
+            else:
+                self.evicted_predictions += 1
         while self.labels and (
             len(self.labels) > limit or next(iter(self.labels.values()))[1] < horizon
         ):
-            self.labels.popitem(last=False)
-            self.unmatched_labels += 1
+            _, (_, ts) = self.labels.popitem(last=False)
+            if ts < horizon:
+                self.unmatched_labels += 1
+            else:
+                self.evicted_labels += 1
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -224,6 +241,9 @@ class LabelJoin:
             "joined": self.joined,
             "expired_predictions": self.expired_predictions,
             "unmatched_labels": self.unmatched_labels,
+            "evicted_predictions": self.evicted_predictions,
+            "evicted_labels": self.evicted_labels,
+            "replaced_predictions": self.replaced_predictions,
         }
 
     @classmethod
@@ -235,6 +255,10 @@ class LabelJoin:
         join.joined = int(state["joined"])
         join.expired_predictions = int(state["expired_predictions"])
         join.unmatched_labels = int(state["unmatched_labels"])
+        # absent from states saved before they were counted apart
+        join.evicted_predictions = int(state.get("evicted_predictions", 0))
+        join.evicted_labels = int(state.get("evicted_labels", 0))
+        join.replaced_predictions = int(state.get("replaced_predictions", 0))
         return join
 
 
