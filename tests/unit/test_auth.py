@@ -243,6 +243,7 @@ WRITES: list[tuple[str, str, str, Any]] = [
         lambda: {"content": ShardMap(monitor=MONITOR, epoch=2, shards=2).model_dump_json()},
     ),
     ("GET", "/v1/state", auth.ROLE_OPERATOR, dict),
+    ("GET", "/v1/evidence", auth.ROLE_PEER, dict),
 ]
 
 

@@ -67,6 +67,8 @@ M_WORKER_RECOVERY_SECONDS = "driftwarden_worker_recovery_seconds"
 M_WORKER_REJECTED_VALUES = "driftwarden_worker_rejected_values_total"
 # labels stream, detector, change: changed|added|removed (a config or reference change)
 M_WORKER_REBASELINES = "driftwarden_worker_detector_rebaselines_total"
+# peers of the current map whose p-values (GET /v1/evidence) are missing or stale
+M_WORKER_PEER_EVIDENCE_MISSING = "driftwarden_worker_peer_evidence_missing"
 M_LABEL_JOIN = "driftwarden_label_join_total"  # outcome: joined|expired_prediction|unmatched_label|evicted_prediction|evicted_label|replaced_prediction
 M_LABEL_JOIN_PENDING = "driftwarden_label_join_pending"  # kind: predictions|labels
 # every component that verifies the monitor credential (docs/security.md)

@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         shutdown_drain_s=w.shutdown_drain_s,
         storage_failure_exit_s=w.storage_failure_exit_s,
         credential=credential,
+        evidence_poll_interval_s=w.evidence_poll_interval_s,
+        evidence_stale_s=w.evidence_stale_s,
     )
     config = uvicorn.Config(
         create_app(service),

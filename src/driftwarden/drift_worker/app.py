@@ -12,13 +12,16 @@ Endpoints:
   ``GET /v1/handoff``: what is still to move (outgoing, awaiting).
 - ``GET|PUT /v1/shardmap``: read, or push a newer map (the operator may do this so
   shards do not wait for the ConfigMap volume to refresh).
+- ``GET /v1/evidence``: the latest p-value of every test this shard holds live, which
+  its peers poll to apply multiple-testing control over the whole monitor
+  (:mod:`driftwarden.drift_worker.evidence`).
 - ``GET /metrics``, ``/healthz``, ``/readyz``, ``/status``; ``GET /v1/state`` dumps
   held streams' full state (debugging, tests).
 
 Every call that changes state or reads reference data carries the monitor's
 credential (:mod:`driftwarden.common.auth`): ingest admits the ``sender`` role,
-handoff ``peer``, the shard-map push ``operator``, ``/v1/state`` ``operator`` or
-``peer``. Anything else answers 401/403 before its body is read, changes nothing and
+handoff and ``/v1/evidence`` ``peer``, the shard-map push ``operator``, ``/v1/state``
+``operator`` or ``peer``. Anything else answers 401/403 before its body is read, changes nothing and
 is counted in ``driftwarden_auth_refused_requests_total``. Every body is read with
 the same byte limit, whether or not the caller declared its length.
 
@@ -50,7 +53,13 @@ from starlette.routing import Route
 
 from driftwarden.common import auth
 from driftwarden.common.sharding import ShardMap, check_pushed_map
-from driftwarden.drift_worker.metrics import WorkerCollector, status_document
+from driftwarden.drift_worker.evidence import (
+    EVIDENCE_PATH,
+    EvidenceBook,
+    evidence_document,
+    parse_evidence,
+)
+from driftwarden.drift_worker.metrics import WorkerCollector, collect_rows, status_document
 from driftwarden.drift_worker.shard import Refusal, ShardWorker
 from driftwarden.ingest import wire
 from driftwarden.ingest.sender import shard_url
@@ -86,8 +95,15 @@ class WorkerService:
         on_fatal: Callable[[], None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         credential: auth.CredentialSource | None = None,
+        evidence_poll_interval_s: float = 1.0,
+        evidence_stale_s: float = 5.0,
     ) -> None:
-        """``credential``: the monitor key; None leaves every endpoint open (in-process tests)."""
+        """``credential``: the monitor key; None leaves every endpoint open (in-process tests).
+
+        ``evidence_poll_interval_s``: how often the peers' p-values are fetched (each
+        request times out after that long, at most 2 s); ``evidence_stale_s``: a
+        peer's last answer older than this counts as missing (its tests p = 1).
+        """
         self.worker = worker
         self.peer_url_template = peer_url_template
         self.base_port = base_port
@@ -118,7 +134,9 @@ class WorkerService:
         for spec in worker.plan.streams.values():
             for name in worker.plan.factory(spec):
                 per_detector[name] = per_detector.get(name, 0) + 1
-        self.collector = WorkerCollector(worker, per_detector)
+        self.evidence_poll_interval_s = evidence_poll_interval_s
+        self.evidence = EvidenceBook(stale_after_s=evidence_stale_s)
+        self.collector = WorkerCollector(worker, per_detector, self.evidence)
         self.registry = CollectorRegistry()
         self.registry.register(self.collector)
         self.verifier = auth.Verifier(credential) if credential is not None else None
@@ -153,6 +171,9 @@ class WorkerService:
             asyncio.create_task(self._loop("snapshot", self._maybe_snapshot, 0.5)),
             asyncio.create_task(self._loop("handoff-timeout", self._expire, 1.0)),
             asyncio.create_task(self._loop("storage-watch", self._watch_storage, 0.2)),
+            asyncio.create_task(
+                self._loop("evidence", self._poll_evidence, self.evidence_poll_interval_s)
+            ),
         ]
         log.info(
             "shard %d of monitor %s serving at epoch %d (%d shards), %d live streams",
@@ -301,6 +322,34 @@ class WorkerService:
             )
         elif self.worker.counters.handoffs_out:
             log.info("shard %d handed off every stream it no longer owns", self.worker.ordinal)
+
+    async def _poll_evidence(self) -> None:
+        """Fetch every peer's p-values (bounded timeouts); a failure leaves its last answer to age."""
+        if self.worker.plan.multiple_testing == "none":
+            return
+        peers = self.collector.peers()
+        self.evidence.retain(peers)
+        if not peers:
+            return
+        assert self._client is not None
+        timeout = min(2.0, max(0.2, self.evidence_poll_interval_s))
+
+        async def fetch(k: int) -> None:
+            url = shard_url(self.peer_url_template, k, self.base_port) + EVIDENCE_PATH
+            try:
+                resp = await self._client.get(  # type: ignore[union-attr]
+                    url, headers=self._auth(), timeout=timeout
+                )
+                if resp.status_code != 200:
+                    log.debug("evidence of shard %d: HTTP %d", k, resp.status_code)
+                    return
+                evidence = parse_evidence(resp.json(), monitor=self.worker.plan.monitor, shard=k)
+            except (httpx.HTTPError, ValueError) as exc:
+                log.debug("evidence of shard %d unavailable: %s", k, exc)
+                return
+            self.evidence.record(evidence)
+
+        await asyncio.gather(*(fetch(k) for k in peers))
 
     async def _learn_map_from_peers(self) -> None:
         assert self._client is not None
@@ -541,6 +590,19 @@ class WorkerService:
         )
         return Response(doc.to_json(), media_type="application/json")
 
+    async def evidence_of_shard(self, _request: Request) -> Response:
+        """This shard's own latest p-values (never the merged view, so nothing echoes)."""
+
+        def build() -> dict[str, Any]:
+            w = self.worker
+            rows = collect_rows(w)
+            return evidence_document(
+                w.plan.monitor, w.ordinal, w.epoch, ((r.stream, r.detector, r.result) for r in rows)
+            )
+
+        doc = await asyncio.get_running_loop().run_in_executor(self._background, build)
+        return JSONResponse(doc)
+
     async def stream_state(self, request: Request) -> Response:
         """The full state of held streams (``?stream=`` repeats; none: all) for debugging and tests."""
         wanted = request.query_params.getlist("stream") or None
@@ -594,6 +656,11 @@ def create_app(service: WorkerService) -> Starlette:
         Route(
             "/v1/state",
             only("state", auth.ROLE_OPERATOR, auth.ROLE_PEER)(service.stream_state),
+            methods=["GET"],
+        ),
+        Route(
+            EVIDENCE_PATH,
+            only("evidence", auth.ROLE_PEER)(service.evidence_of_shard),
             methods=["GET"],
         ),
         Route("/healthz", service.healthz, methods=["GET"]),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ from driftwarden.common.contracts import (
 )
 from driftwarden.detectors.base import DetectorResult
 from driftwarden.detectors.decision import decide as decide_streams
+from driftwarden.drift_worker.evidence import EvidenceBook, remote_tests
 from driftwarden.drift_worker.shard import FROZEN, LIVE, ShardWorker
 from driftwarden.drift_worker.streams import bucket_counts
 
@@ -83,18 +84,29 @@ class Row:
 
 
 def decide(
-    rows: list[Row], *, method: str, fdr: float, min_samples: int, tests_in_monitor: int
+    rows: list[Row],
+    *,
+    method: str,
+    fdr: float,
+    min_samples: int,
+    tests_in_monitor: int,
+    remote: Mapping[tuple[str, str], DetectorResult] | None = None,
 ) -> dict[tuple[str, str], bool]:
     """Return the drift flag of each (stream, detector) under the monitor's decision rules.
 
     The rules are the detectors package's (:func:`detectors.decision.decide`: minimum
-    samples, then BH / Bonferroni over the tests that report p-values). A shard holds
-    only some of the monitor's tests; the others count as not significant (p = 1),
-    which keeps the procedure valid (BH is monotone in the p-values) at some cost in
-    power, and makes m the monitor's number of tests, as on a single shard.
+    samples, then BH / Bonferroni over the tests that report p-values). ``remote``
+    holds the other shards' latest p-values (:mod:`.evidence`, one entry per test, none
+    of them local); they are ranked with the local tests but only local verdicts are
+    returned. Tests nobody reported (a peer that does not answer, a stream in transit)
+    count as not significant (p = 1), which keeps the procedure valid (BH is monotone
+    in the p-values) and makes m the monitor's number of tests, as on a single shard.
     """
     results: dict[Any, DetectorResult] = {(r.stream, r.detector): r.result for r in rows}
-    tested = sum(1 for r in rows if r.p_value is not None and r.result.evaluated)
+    if method != "none":
+        for key, result in (remote or {}).items():
+            results.setdefault(key, result)
+    tested = sum(1 for r in results.values() if r.p_value is not None and r.evaluated)
     if method != "none":
         absent = DetectorResult(
             statistic=0.0, p_value=1.0, threshold=fdr, drift=False, n_seen=max(min_samples, 1)
@@ -156,10 +168,18 @@ def collect_rows(worker: ShardWorker, *, now: float | None = None) -> list[Row]:
 class WorkerCollector(Collector):
     """Exposes one shard's streams and health at scrape time."""
 
-    def __init__(self, worker: ShardWorker, detectors_in_monitor: dict[str, int]) -> None:
-        """``detectors_in_monitor``: detector name -> how many streams of the monitor run it."""
+    def __init__(
+        self,
+        worker: ShardWorker,
+        detectors_in_monitor: dict[str, int],
+        evidence: EvidenceBook | None = None,
+    ) -> None:
+        """``detectors_in_monitor``: detector name -> how many streams of the monitor run it;
+        ``evidence``: the peers' p-values (None: this shard's tests only, the others p = 1)."""
         self.worker = worker
         self.detectors_in_monitor = detectors_in_monitor
+        self.evidence = evidence
+        self.missing_peers = 0
         self._with_p_value: set[str] = set()
         self._ref_cache: dict[str, tuple[np.ndarray, float]] = {}
 
@@ -188,7 +208,13 @@ class WorkerCollector(Collector):
 
     def decisions(self) -> tuple[list[Row], dict[tuple[str, str], bool]]:
         rows = collect_rows(self.worker)
+        remote: Mapping[tuple[str, str], DetectorResult] = {}
+        if self.evidence is not None:
+            remote, self.missing_peers = remote_tests(
+                self.evidence, ((r.stream, r.detector) for r in rows), self.peers()
+            )
         self._with_p_value.update(r.detector for r in rows if r.p_value is not None)
+        self._with_p_value.update(d for _, d in remote)
         plan = self.worker.plan
         flags = decide(
             rows,
@@ -196,8 +222,15 @@ class WorkerCollector(Collector):
             fdr=plan.fdr,
             min_samples=plan.min_samples,
             tests_in_monitor=self.tests_in_monitor,
+            remote=remote,
         )
         return rows, flags
+
+    def peers(self) -> list[int]:
+        """Return the other shards of the current map (whose evidence this shard needs)."""
+        shard_map = self.worker.map
+        shards = shard_map.shards if shard_map is not None else 1
+        return [k for k in range(shards) if k != self.worker.ordinal]
 
     def collect(self) -> Iterator[Metric]:
         w = self.worker
@@ -332,6 +365,15 @@ class WorkerCollector(Collector):
         )
         g.add_metric([monitor, shard], len(drifting_streams))
         yield g
+        if self.evidence is not None:
+            g = GaugeMetricFamily(
+                names.M_WORKER_PEER_EVIDENCE_MISSING,
+                "Peers of the current map whose p-values are missing or stale; their tests "
+                "count as p = 1 in this shard's multiple-testing control.",
+                labels=base,
+            )
+            g.add_metric([monitor, shard], self.missing_peers)
+            yield g
         g = GaugeMetricFamily(
             names.M_WORKER_EPOCH, "Shard-map epoch this shard works at.", labels=base
         )

@@ -79,6 +79,17 @@ class WorkerOptions(BaseModel):
     )
     base_port: int = Field(8080, ge=1, le=65535)
     map_poll_interval_s: float = Field(1.0, gt=0)
+    evidence_poll_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between fetches of the peers' p-values (GET /v1/evidence) for "
+        "monitor-wide multiple-testing control.",
+    )
+    evidence_stale_s: float = Field(
+        5.0,
+        gt=0,
+        description="A peer's p-values older than this count as missing: its tests count as p = 1.",
+    )
     streams_file: Path | None = Field(
         None,
         description="JSON list of streams and references, instead of the model bundle's schema.",
