@@ -324,7 +324,13 @@ def test_every_example_creates_its_children_and_becomes_ready(
         _apply(control_plane, namespace, objects)
     for name, obj in monitors.items():
         shards = obj["spec"].get("workers", {}).get("shards", 3)
-        drifting = {0: ["feature:carat"], 1: ["performance"]} if name == "diamonds" else None
+        # two of diamonds' five feature streams (carat, depth, quiet-0..2): 40% >= the
+        # default dataDriftShare 30%, so DataDrift is True as the alert would fire
+        drifting = (
+            {0: ["feature:carat"], 1: ["feature:depth", "performance"]}
+            if name == "diamonds"
+            else None
+        )
         worker_status.set_streams(namespace, name, shards, drifting)
 
     for name, obj in monitors.items():
@@ -366,8 +372,8 @@ def test_every_example_creates_its_children_and_becomes_ready(
 
     wait_until(drift_seen, timeout=60, what="diamonds DataDrift and ConceptDrift True")
     diamonds = _monitor(custom_objects, namespace, "diamonds")["status"]
-    assert diamonds["driftingStreams"] == 2
-    assert diamonds["driftingStreamNames"] == ["feature:carat", "performance"]
+    assert diamonds["driftingStreams"] == 3
+    assert diamonds["driftingStreamNames"] == ["feature:carat", "feature:depth", "performance"]
     assert diamonds["lastDriftTime"] == "2026-11-23T10:00:00Z"
     # the budget and, per detector name, the thresholds the (fake) shards report
     assert diamonds["detection"] == {
@@ -375,8 +381,8 @@ def test_every_example_creates_its_children_and_becomes_ready(
         "detectors": [
             {
                 "detector": "mixtureCusum",
-                "streams": 5,
-                "driftingStreams": 2,
+                "streams": 6,
+                "driftingStreams": 3,
                 "thresholdMin": FAKE_THRESHOLD,
                 "thresholdMax": FAKE_THRESHOLD,
                 "valuesPerFalseAlarm": 1e6,
@@ -401,7 +407,7 @@ def test_every_example_creates_its_children_and_becomes_ready(
         table["diamonds"]["READY"],
         table["diamonds"]["SHARDS"],
         table["diamonds"]["DRIFTING"],
-    ) == ("True", "3", "2")
+    ) == ("True", "3", "3")
     assert (table["iris"]["READY"], table["iris"]["SHARDS"], table["iris"]["DRIFTING"]) == (
         "True",
         "1",
@@ -486,6 +492,12 @@ INVALID = [
             }
         },
         "targetRequestsPerSecond is not supported: it needs a custom-metrics adapter",
+    ),
+    (
+        "minEffect on a detector without an effect size",
+        {"detectors": {"numeric": [{"type": "pageHinkley", "minEffect": 0.1}]}},
+        "minEffect applies only to detectors of type ks, iks, chi2, psi, kl, js, relativeMse, "
+        "errorRate",
     ),
     (
         "malformed bundle digest",

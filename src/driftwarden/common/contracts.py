@@ -42,7 +42,10 @@ class StreamStatus(_Doc):
 
     drift: bool = Field(description="Any of the stream's detectors reports drift.")
     last_drift_time: float | None = Field(
-        description="Unix seconds of the stream's latest alarm; None if it never alarmed."
+        description=(
+            "Unix seconds of the latest alarm of a detector whose verdict is drift now (after "
+            "the min-sample gate and multiple testing); None while no verdict is drift."
+        )
     )
     status: str | None = Field(description="live, frozen or awaiting.")
     values: int = Field(ge=0, description="Values the stream has accepted.")
@@ -125,7 +128,7 @@ class WorkerStatus(_Doc):
         return sorted(name for name, s in self.streams.items() if s.drift)
 
     def last_drift_time(self) -> float | None:
-        """Return the latest alarm time over the shard's streams (Unix seconds)."""
+        """Return the latest confirmed alarm time over the shard's streams (Unix seconds)."""
         return max(
             (s.last_drift_time for s in self.streams.values() if s.last_drift_time is not None),
             default=None,

@@ -896,7 +896,11 @@ class DriftMonitorStatus(_Model):
     last_drift_time: str | None = Field(
         None,
         json_schema_extra={"format": "date-time"},
-        description="lastDriftTime: when a stream last started drifting (RFC 3339).",
+        description=(
+            "lastDriftTime: event time of the latest alarm behind a drifting verdict (after "
+            "minSamples and multiple-testing control; raw alarms set aside by them do not "
+            "count), RFC 3339; kept after the drift ends."
+        ),
     )
     detection: DetectionStatus | None = Field(
         None,

@@ -488,11 +488,17 @@ def status_document(worker: ShardWorker, collector: WorkerCollector) -> WorkerSt
         for name in sorted(set(w.streams) | set(w.awaiting)):
             st = w.streams.get(name)
             detectors = by_stream.get(name, {})
-            alarms = st.last_drift_ts.values() if st else ()
+            # the alarms behind a drifting verdict (after the gates and multiple testing),
+            # not raw alarms the monitor's decision set aside
+            confirmed = [
+                st.last_drift_ts[d]
+                for d, verdict in detectors.items()
+                if st and verdict.drift and d in st.last_drift_ts
+            ]
             streams[name] = StreamStatus(
                 # Summary fields the operator reads into the DriftMonitor status.
                 drift=any(d.drift for d in detectors.values()),
-                last_drift_time=max(alarms, default=None),
+                last_drift_time=max(confirmed, default=None),
                 status=w.status_of(name),
                 values=st.values_total if st else 0,
                 window_fill=st.window_fill() if st else 0.0,

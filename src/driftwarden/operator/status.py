@@ -41,6 +41,8 @@ class DriftObservation:
     shards_answered: int
     drifting: tuple[str, ...] = ()
     last_drift_time: str | None = None
+    # live feature streams over the shards that answered (the data-drift share's denominator)
+    feature_streams: int = 0
     errors: tuple[str, ...] = ()
     # per detector name, over the shards that answered (summarise_detectors)
     detectors: tuple[DetectorThresholds, ...] = ()
@@ -150,6 +152,45 @@ def _is_concept(stream: str) -> bool:
     return stream == names.STREAM_PERFORMANCE
 
 
+def _is_feature(stream: str) -> bool:
+    return stream.startswith(names.feature_stream(""))
+
+
+def _listed(streams: Sequence[str]) -> str:
+    return ", ".join(streams[:10]) + (" ..." if len(streams) > 10 else "")
+
+
+def _data_drift(monitor: Monitor, drift: DriftObservation) -> tuple[str, str, str, str]:
+    """Return the DataDrift condition: what the DriftwardenDataDrift alert compares.
+
+    The share of feature streams whose verdict is drift (the verdict already passed the
+    minSamples gate and multiple testing) against ``alerts.dataDriftShare``, over the
+    shards that answered, as the alert's recorded share is over the shards scraped.
+    Prediction and embedding drift have alerts of their own and do not count.
+    """
+    features = [s for s in drift.drifting if _is_feature(s)]
+    total = max(drift.feature_streams, len(features))
+    wanted = monitor.spec.alerts.data_drift_share
+    share = len(features) / total if total else 0.0
+    counted = (
+        f"{len(features)} of {total} feature streams drifting ({share:.0%}; "
+        f"dataDriftShare {wanted:.0%})"
+    )
+    if features and share >= wanted:
+        return (DATA_DRIFT, "True", "DriftDetected", f"{counted}: {_listed(features)}")
+    if not drift.complete:
+        return (
+            DATA_DRIFT,
+            "Unknown",
+            "PartialWorkerStatus",
+            f"{drift.shards_answered}/{drift.shards_asked} shards answered, {counted} on "
+            "those; the rest are unreachable",
+        )
+    if features:
+        return (DATA_DRIFT, "False", "BelowDataDriftShare", f"{counted}: {_listed(features)}")
+    return (DATA_DRIFT, "False", "NoDrift", "no data drift on any shard")
+
+
 def _conditions(monitor: Monitor, obs: Observation) -> list[tuple[str, str, str, str]]:
     """Return (type, status, reason, message) for every condition type, in order."""
     model_done, _, model_msg = _rollout(
@@ -195,9 +236,8 @@ def _conditions(monitor: Monitor, obs: Observation) -> list[tuple[str, str, str,
             out.append((DEGRADED, "False", "AsExpected", "no failures observed"))
 
     drift = obs.drift
-    data = [s for s in (drift.drifting if drift else ()) if not _is_concept(s)]
     concept = [s for s in (drift.drifting if drift else ()) if _is_concept(s)]
-    for ctype, streams, what in ((DATA_DRIFT, data, "data"), (CONCEPT_DRIFT, concept, "concept")):
+    for ctype, streams, what in ((DATA_DRIFT, [], "data"), (CONCEPT_DRIFT, concept, "concept")):
         if drift is None or drift.shards_answered == 0:
             why = "; ".join(drift.errors[:3]) if drift and drift.errors else "no shard answered yet"
             out.append(
@@ -208,10 +248,16 @@ def _conditions(monitor: Monitor, obs: Observation) -> list[tuple[str, str, str,
                     f"cannot read the drift workers' /status: {why}",
                 )
             )
+        elif ctype == DATA_DRIFT:
+            out.append(_data_drift(monitor, drift))
         elif streams:
-            listed = ", ".join(streams[:10]) + (" ..." if len(streams) > 10 else "")
             out.append(
-                (ctype, "True", "DriftDetected", f"{len(streams)} stream(s) drifting: {listed}")
+                (
+                    ctype,
+                    "True",
+                    "DriftDetected",
+                    f"{len(streams)} stream(s) drifting: {_listed(streams)}",
+                )
             )
         elif not drift.complete:
             out.append(

@@ -17,6 +17,7 @@ import datetime as dt
 
 import httpx
 
+from driftwarden.common import names
 from driftwarden.common.contracts import WorkerStatus, parse_worker_status
 from driftwarden.common.sharding import ShardMap
 from driftwarden.operator.status import DriftObservation, format_time, summarise_detectors
@@ -47,6 +48,7 @@ async def probe_workers(
 
     results = await asyncio.gather(*(one(k) for k in range(shards)))
     drifting: set[str] = set()
+    features: set[str] = set()
     latest: float | None = None
     errors: list[str] = []
     docs: list[WorkerStatus] = []
@@ -56,6 +58,11 @@ async def probe_workers(
             continue
         docs.append(result)
         drifting.update(result.drifting())
+        features.update(
+            name
+            for name, s in result.streams.items()
+            if s.status == "live" and name.startswith(names.feature_stream(""))
+        )
         stamp = result.last_drift_time()
         if stamp is not None and (latest is None or stamp > latest):
             latest = stamp
@@ -68,6 +75,7 @@ async def probe_workers(
         else format_time(dt.datetime.fromtimestamp(latest, tz=dt.UTC)),
         errors=tuple(errors),
         detectors=summarise_detectors(docs),
+        feature_streams=len(features),
     )
 
 
