@@ -9,8 +9,6 @@ the records the server acknowledged, and the labels sent by record id are joined
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,11 +17,12 @@ import pytest
 
 from driftwarden.bundles import load_bundle
 from driftwarden.client import Client
-from driftwarden.common import auth, names
+from driftwarden.common import names
 from driftwarden.common.spec import DriftMonitorSpec
 from driftwarden.drift_worker.plan import plan_from_bundle
 from driftwarden.testing.local.processes import ManagedProcess, free_port
 from driftwarden.testing.localshards import LocalShards
+from support.model_server import serve_process
 
 SPEC: dict[str, Any] = {
     "model": {"bundle": "builtin://iris"},
@@ -33,33 +32,12 @@ RECORDS = 3000
 
 
 def model_server(local: LocalShards, port: int, log_dir: Path) -> ManagedProcess:
-    base = f"http://127.0.0.1:{port}"
-    return ManagedProcess(
+    return serve_process(
         "model server (iris, ingest)",
-        [
-            sys.executable,
-            "-m",
-            "driftwarden.cli",
-            "serve",
-            "--bundle",
-            "builtin://iris",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        log_path=log_dir / "serve.log",
-        health_url=f"{base}/readyz",
-        env={
-            **os.environ,
-            "DRIFTWARDEN_MONITOR_CONFIG": str(local.root / "monitor.json"),
-            "DRIFTWARDEN_SHARD_MAP": str(local.root / "shardmap.json"),
-            "DRIFTWARDEN_SENDER__URL_TEMPLATE": local.url_template,
-            "DRIFTWARDEN_SENDER__BASE_PORT": str(local.base_port),
-            "DRIFTWARDEN_CREDENTIAL_FILE": str(local.credential_files[auth.SENDER_FILE]),
-        },
+        port,
+        log_dir / "serve.log",
+        bundle="builtin://iris",
+        env=local.sender_env(),
     )
 
 

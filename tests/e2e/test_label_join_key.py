@@ -9,8 +9,6 @@ Records without the field still get server-generated ids, which join as before.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,11 +18,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftwarden.bundles import load_bundle
-from driftwarden.common import auth, names
+from driftwarden.common import names
 from driftwarden.common.spec import DriftMonitorSpec
 from driftwarden.drift_worker.plan import plan_from_bundle
 from driftwarden.testing.local.processes import ManagedProcess, free_port
 from driftwarden.testing.localshards import LocalShards
+from support.model_server import serve_process
 
 KEY = "request_id"
 SPEC: dict[str, Any] = {
@@ -37,31 +36,9 @@ UNKEYED = 60
 
 
 def model_server(local: LocalShards, port: int, log_dir: Path) -> ManagedProcess:
-    return ManagedProcess(
-        "model server (iris, labelJoin.key)",
-        [
-            sys.executable,
-            "-m",
-            "driftwarden.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        log_path=log_dir / "serve.log",
-        health_url=f"http://127.0.0.1:{port}/readyz",
-        env={
-            **os.environ,
-            # the bundle and labelJoin.key both come from the monitor config
-            "DRIFTWARDEN_MONITOR_CONFIG": str(local.root / "monitor.json"),
-            "DRIFTWARDEN_SHARD_MAP": str(local.root / "shardmap.json"),
-            "DRIFTWARDEN_SENDER__URL_TEMPLATE": local.url_template,
-            "DRIFTWARDEN_SENDER__BASE_PORT": str(local.base_port),
-            "DRIFTWARDEN_CREDENTIAL_FILE": str(local.credential_files[auth.SENDER_FILE]),
-        },
+    # the bundle and labelJoin.key both come from the monitor config
+    return serve_process(
+        "model server (iris, labelJoin.key)", port, log_dir / "serve.log", env=local.sender_env()
     )
 
 

@@ -114,6 +114,16 @@ class LocalShards:
         return self._tokens[role].header()
 
     @property
+    def sender_env(self) -> dict[str, str]:
+        """Return the settings of a model server that sends to these shards."""
+        return {
+            "DRIFTWARDEN_MONITOR_CONFIG": str(self.root / "monitor.json"),
+            "DRIFTWARDEN_SHARD_MAP": str(self.root / "shardmap.json"),
+            "DRIFTWARDEN_SENDER__URL_TEMPLATE": self.url_template,
+            "DRIFTWARDEN_SENDER__BASE_PORT": str(self.base_port),
+            "DRIFTWARDEN_CREDENTIAL_FILE": str(self.credential_files[auth.SENDER_FILE]),
+        }
+
     def sender_credential(self) -> auth.Credential:
         """The credential a Sender to these shards needs (the sender role key only)."""
         return self.credential.for_role(auth.ROLE_SENDER)
