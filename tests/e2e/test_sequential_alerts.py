@@ -133,7 +133,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
 def _alarms(stack: LocalStack, stream: str, detector: str) -> float:
     found = stack.query(
-        f'max({names.M_STREAM_ALARMS}{{namespace="{NAMESPACE}",monitor=~".*{NAME}",'
+        f'max({names.M_STREAM_ALARMS}{{namespace="{NAMESPACE}",monitor="{NAME}",'
         f'stream="{stream}",detector="{detector}"}})'
     )
     return float(found[0]["value"][1]) if found else 0.0

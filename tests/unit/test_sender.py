@@ -213,11 +213,15 @@ def test_shedding_is_bounded_counted_and_logged_once(caplog: pytest.LogCaptureFi
     assert len(lines) == 1 and "DRIFTWARDEN_SENDER__MAX_BUFFERED_VALUES" in lines[0].getMessage()
     assert (
         registry.get_sample_value(
-            names.M_SENDER_SHED, {"monitor": MONITOR, "reason": SHED_BUFFER_FULL}
+            names.M_SENDER_SHED,
+            {"monitor": names.monitor_name(MONITOR), "reason": SHED_BUFFER_FULL},
         )
         == 400
     )
-    assert registry.get_sample_value(names.M_SENDER_QUEUE, {"monitor": MONITOR}) == 100
+    assert (
+        registry.get_sample_value(names.M_SENDER_QUEUE, {"monitor": names.monitor_name(MONITOR)})
+        == 100
+    )
 
 
 def test_emit_never_raises_on_bad_input() -> None:

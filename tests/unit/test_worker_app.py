@@ -93,7 +93,7 @@ def test_ingest_binary_and_json_then_metrics_and_status(
 
     text = client.get("/metrics").text
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    labels = {"monitor": MONITOR, "stream": stream, "shard": "0"}
+    labels = {"monitor": names.monitor_name(MONITOR), "stream": stream, "shard": "0"}
     values = [
         s
         for s in families["driftwarden_stream_values"].samples

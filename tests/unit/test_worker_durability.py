@@ -532,7 +532,7 @@ def test_http_answers_503_while_the_log_is_not_durable_and_stops_the_shard(
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
         assert client.get("/healthz").status_code == 503
         metrics = client.get("/metrics").text
-        assert 'driftwarden_worker_storage_errors_total{monitor="ns/durable",op="wal_fsync"' in (
+        assert 'driftwarden_worker_storage_errors_total{monitor="durable",op="wal_fsync"' in (
             metrics
         )
         deadline = time.monotonic() + 60  # generous: shared machines can be slow

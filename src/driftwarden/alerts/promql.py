@@ -7,8 +7,6 @@ Every query Driftwarden generates is scoped to one monitor: worker metrics by th
 
 from __future__ import annotations
 
-import re
-
 from driftwarden.common import names
 
 
@@ -28,25 +26,13 @@ def selector(metric: str, *matchers: str, **equals: str) -> str:
     return f"{metric}{{{','.join(parts)}}}"
 
 
-def _regex_literal(text: str) -> str:
-    # RE2 metacharacters that may occur in Kubernetes names ("." in DNS subdomains).
-    return re.sub(r"([.\\+*?()|\[\]{}^$])", r"\\\1", text)
-
-
 def monitor_matcher(name: str, namespace: str) -> str:
     """Return the matcher selecting a monitor's worker series by their ``monitor`` label.
 
-    Workers export either the monitor's name or its key ``<namespace>/<name>``; the
-    scrape's ``namespace`` label already carries the namespace, so both are accepted
-    and recording rules normalise the label to the name.
+    Workers export the monitor's name (``names.monitor_name``); the scrape's
+    ``namespace`` label carries the namespace, which every query also selects.
     """
-    both = f"{_regex_literal(name)}|{_regex_literal(names.monitor_key(namespace, name))}"
-    return f"{names.LABEL_MONITOR}=~{quote(both)}"
-
-
-def normalise_monitor(expr: str, name: str) -> str:
-    """Return ``expr`` with its ``monitor`` label set to ``name`` (whatever the worker exported)."""
-    return f'label_replace({expr}, "{names.LABEL_MONITOR}", {quote(name)}, "", "")'
+    return f"{names.LABEL_MONITOR}={quote(name)}"
 
 
 def model_job(name: str) -> str:

@@ -25,7 +25,6 @@ from driftwarden.alerts.promql import (
     feature_streams,
     model_job,
     monitor_matcher,
-    normalise_monitor,
     quote,
     selector,
     workers_job,
@@ -168,11 +167,11 @@ def _recording_rules(
         # has applied its gates and multiple-testing control before exporting.
         _record(
             R_STREAM_DRIFT,
-            normalise_monitor(f"max {by_stream} ({raw(names.M_STREAM_DRIFT)})", name),
+            f"max {by_stream} ({raw(names.M_STREAM_DRIFT)})",
         ),
         _record(
             R_STREAM_P_VALUE,
-            normalise_monitor(f"min {by_stream} ({raw(names.M_STREAM_P_VALUE)})", name),
+            f"min {by_stream} ({raw(names.M_STREAM_P_VALUE)})",
         ),
         # Evidence against each detector's own threshold, on one scale for every kind
         # of detector: 1 is the alarm level. Tests with a p-value: ln p / ln alpha (p at
@@ -180,19 +179,18 @@ def _recording_rules(
         # the e-detectors, divergences). The p-value form is taken where both exist.
         _record(
             R_STREAM_ALARM_LEVEL,
-            normalise_monitor(
+            (
                 f"max {by_stream} ("
                 f"ln(clamp_min({raw(names.M_STREAM_P_VALUE)}, 1e-300))"
                 f" / ln({raw(names.M_STREAM_THRESHOLD)})"
-                f" or {raw(names.M_STREAM_STATISTIC)} / {raw(names.M_STREAM_THRESHOLD)})",
-                name,
+                f" or {raw(names.M_STREAM_STATISTIC)} / {raw(names.M_STREAM_THRESHOLD)})"
             ),
         ),
         # max, not sum: after a reshard the old and the new owner may both still export
         # the stream's counter for a scrape or two.
         _record(
             R_STREAM_VALUES,
-            normalise_monitor(f"max {by_stream} ({raw(names.M_STREAM_VALUES)})", name),
+            f"max {by_stream} ({raw(names.M_STREAM_VALUES)})",
         ),
         _record(
             R_FEATURES_TOTAL,
@@ -220,10 +218,9 @@ def _recording_rules(
         ),
         _record(
             R_SHARD_INGEST_LAG,
-            normalise_monitor(
+            (
                 f"time() - max by (namespace, {names.LABEL_MONITOR}, {names.LABEL_SHARD}) "
-                f"({raw(names.M_WORKER_LAST_INGEST)})",
-                name,
+                f"({raw(names.M_WORKER_LAST_INGEST)})"
             ),
         ),
         _record(
@@ -383,10 +380,9 @@ def _alert_rules(
         # shard is about to restart; waiting `for` would only hide a short outage.
         alert(
             A_STORAGE_ERRORS,
-            normalise_monitor(
+            (
                 f"sum by (namespace, {names.LABEL_MONITOR}, {names.LABEL_SHARD}) "
-                f"(increase({worker(names.M_WORKER_STORAGE_ERRORS)}[{window}])) > 0",
-                name,
+                f"(increase({worker(names.M_WORKER_STORAGE_ERRORS)}[{window}])) > 0"
             ),
             f"Drift-worker shard {{{{ $labels.{names.LABEL_SHARD} }}}} of {namespace}/{name} "
             "cannot write its volume.",

@@ -343,8 +343,9 @@ class Verifier:
             "Calls refused for a missing, invalid or wrong-monitor credential; nothing changed.",
             labels=[names.LABEL_MONITOR, "endpoint", "reason"],
         )
+        monitor = names.monitor_name(self.monitor)  # the name: namespace is the target's
         for (endpoint, reason), n in sorted(self.refusals().items()):
-            family.add_metric([self.monitor, endpoint, reason], n)
+            family.add_metric([monitor, endpoint, reason], n)
         return [family]
 
     def describe(self) -> list[Any]:

@@ -35,6 +35,14 @@ def monitor_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
+def monitor_name(key: str) -> str:
+    """Return the name part of a monitor key ``<namespace>/<name>``: the ``monitor`` label.
+
+    Metrics carry the monitor's name only; the namespace comes from the scrape target.
+    """
+    return key.rsplit("/", 1)[-1]
+
+
 # Metric names (prefix driftwarden_). Owners may add metrics; add the name here.
 # drift worker
 M_STREAM_STATISTIC = "driftwarden_stream_statistic"

@@ -234,7 +234,8 @@ class WorkerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         w = self.worker
-        monitor, shard = w.plan.monitor, str(w.ordinal)
+        # the name only: the scrape target's namespace label carries the namespace
+        monitor, shard = names.monitor_name(w.plan.monitor), str(w.ordinal)
         base = [names.LABEL_MONITOR, names.LABEL_SHARD]
         per_det = [names.LABEL_MONITOR, names.LABEL_STREAM, names.LABEL_DETECTOR, names.LABEL_SHARD]
         per_stream = [names.LABEL_MONITOR, names.LABEL_STREAM, names.LABEL_SHARD]

@@ -704,20 +704,21 @@ class _SenderCollector:
     def collect(self) -> list[Any]:
         s = self._sender
         labels = [names.LABEL_MONITOR]
+        monitor = names.monitor_name(s.monitor)  # the name: namespace is the target's
         queue = GaugeMetricFamily(
             names.M_SENDER_QUEUE,
             "Values buffered in the sender, not yet acknowledged.",
             labels=labels,
         )
-        queue.add_metric([s.monitor], s.buffered_values)
+        queue.add_metric([monitor], s.buffered_values)
         acked = CounterMetricFamily(
             names.M_SENDER_ACKED, "Values acknowledged by drift workers.", labels=labels
         )
-        acked.add_metric([s.monitor], s.acked_values)
+        acked.add_metric([monitor], s.acked_values)
         retries = CounterMetricFamily(
             names.M_SENDER_RETRIES, "Batches retried (refusal, error or timeout).", labels=labels
         )
-        retries.add_metric([s.monitor], s.retries)
+        retries.add_metric([monitor], s.retries)
         shed = CounterMetricFamily(
             names.M_SENDER_SHED,
             "Values dropped by the sender, by reason.",
@@ -733,5 +734,5 @@ class _SenderCollector:
             SHED_UNKNOWN_STREAM,
             SHED_DRAIN_TIMEOUT,
         ):
-            shed.add_metric([s.monitor, reason], counts.get(reason, 0))
+            shed.add_metric([monitor, reason], counts.get(reason, 0))
         return [queue, acked, retries, shed]
