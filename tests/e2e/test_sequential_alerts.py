@@ -28,6 +28,7 @@ from driftwarden.alerts.rules import A_CONCEPT_DRIFT, A_DATA_DRIFT
 from driftwarden.bundles.scenarios import scenario
 from driftwarden.common import names
 from driftwarden.common.spec import DriftMonitorSpec
+from driftwarden.dashboards import panel_queries
 from driftwarden.testing.local import LocalStack, Timing
 
 pytestmark = pytest.mark.timeout(600)
@@ -157,6 +158,16 @@ def test_page_hinkley_on_features_fires_data_drift(run: Run) -> None:
     stack.wait_for_alert(A_DATA_DRIFT, timeout=120)
     for feature in SHIFTED:
         assert _alarms(stack, names.feature_stream(feature), "pageHinkley") >= 1, feature
+    # the dashboard's alarms panel shows them
+    variables = {"__rate_interval": "1m", "namespace": NAMESPACE, "monitor": NAME}
+    [panel] = [
+        q for q in panel_queries(stack.dashboard(), variables) if q.panel == "Detector alarms"
+    ]
+    shown = {
+        (s["metric"]["stream"], s["metric"]["detector"]): float(s["value"][1])
+        for s in stack.query(panel.expr)
+    }
+    assert shown[(names.feature_stream(SHIFTED[0]), "pageHinkley")] >= 1, shown
     stack.receiver.wait_for(
         lambda n: (
             n.kind == "webhook"

@@ -217,6 +217,23 @@ def build_dashboard(name: str, namespace: str, spec: DriftMonitorSpec) -> dict[s
             )
         )
         .with_panel(
+            time_series(
+                "Detector alarms",
+                "Alarms per stream and detector in each interval (driftwarden_stream_alarms_total, "
+                "the detectors' own rule before minSamples and multiple testing). Resetting "
+                "detectors (Page-Hinkley, the DDM family, the e-detectors) alarm once and hold "
+                "the stream's drift state for spec.detectors.alarmHold.",
+                [
+                    Query(
+                        f"max by ({names.LABEL_STREAM}, {names.LABEL_DETECTOR}) "
+                        f"(increase({raw(names.M_STREAM_ALARMS)}[{RATE}]))",
+                        "{{stream}} {{detector}}",
+                    )
+                ],
+                min_=0,
+            )
+        )
+        .with_panel(
             distribution(
                 "Reference vs live: $stream",
                 "Share of values per reference-quantile bucket: reference sample against live traffic.",
