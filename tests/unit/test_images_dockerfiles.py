@@ -9,6 +9,7 @@ shellcheck on hack/kind-*.sh.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -109,11 +110,7 @@ def image_problems(dockerfile: Dockerfile, pins: dict[str, str]) -> list[str]:
                 for command in re.split(r"&&|;", arg):
                     if "pip install" not in command:
                         continue
-                    pinned = (
-                        "-c constraints.txt" in command
-                        or "--no-deps" in command
-                        or re.search(r"\"torch==\$torch_version\"", command)
-                    )
+                    pinned = "-c constraints.txt" in command or "--no-deps" in command
                     if not pinned:
                         problems.append(f"unpinned pip install: {command.strip()}")
     if dockerfile.args.get("PYTHON_IMAGE") != pins["PYTHON_IMAGE"]:
@@ -184,32 +181,43 @@ def test_image_user_matches_the_chart_security_context(folder):
     assert int(gid) == values["podSecurityContext"]["runAsGroup"]
 
 
-@pytest.mark.parametrize("folder", sorted(IMAGES))
-def test_torch_index_is_an_optional_build_arg(folder):
+@pytest.mark.parametrize("folder", ["model_server", "drift_worker"])
+def test_torch_is_an_optional_flavour_with_an_optional_index(folder):
     dockerfile = load(folder)
     text = (ROOT / folder / "Dockerfile").read_text()
-    if folder == "operator":
-        assert 'startswith("torch")' in text, "the operator image should leave torch out"
-        return
     build = next(s for s in dockerfile.stages if s.name == "build")
-    default = next(
-        arg for kw, arg in build.instructions if kw == "ARG" and "TORCH_CPU_INDEX" in arg
-    )
-    assert default == "TORCH_CPU_INDEX="
-    assert '${TORCH_CPU_INDEX:+--index-url "$TORCH_CPU_INDEX"}' in text
+    build_args = [arg for kw, arg in build.instructions if kw == "ARG"]
+    assert "FLAVOUR=" in build_args, "the default flavour leaves torch out"
+    assert "TORCH_CPU_INDEX=" in build_args
+    assert '${TORCH_CPU_INDEX:+--extra-index-url "$TORCH_CPU_INDEX"}' in text
 
 
-def test_model_server_image_trains_the_builtin_bundles_at_build_time():
-    dockerfile = load("model_server")
+@pytest.mark.parametrize("folder", ["model_server", "drift_worker"])
+def test_image_trains_the_builtin_bundles_at_build_time(folder):
+    """Model server and worker carry the same built-ins; neither writes to its read-only root."""
+    dockerfile = load(folder)
     bundles = next(s for s in dockerfile.stages if s.name == "bundles")
     run = bundles.last("RUN")
-    assert run is not None and shlex.split(run)[:2] == ["driftwarden", "train"]
+    assert run is not None and "driftwarden train --out /opt/driftwarden-bundles" in run
     assert "train" in COMMANDS
     runtime = dockerfile.stages[-1]
     copies = [arg for kw, arg in runtime.instructions if kw == "COPY"]
     assert any(c.startswith("--from=bundles ") for c in copies)
     env = " ".join(arg for kw, arg in runtime.instructions if kw == "ENV")
     assert "DRIFTWARDEN_BUNDLES_DIR=/opt/driftwarden-bundles" in env
+
+
+@pytest.mark.parametrize("folder", sorted(IMAGES))
+def test_compile_step_skips_only_torch_test_helpers(folder):
+    """Everything installed is byte-compiled (read-only root) except torch's py3.12+ test files."""
+    build = next(s for s in load(folder).stages if s.name == "build")
+    compile_step = next(
+        arg for kw, arg in build.instructions if kw == "RUN" and "compileall" in arg
+    )
+    command = shlex.split(next(c for c in compile_step.split("&&") if "compileall" in c))
+    assert command[:3] == ["python", "-m", "compileall"] and command[-1] == "/opt/driftwarden/lib"
+    excludes = [command[i + 1] for i, word in enumerate(command) if word == "-x"]
+    assert excludes in ([], ["/torch/testing/_internal/"]), excludes
 
 
 def test_python_image_pin_is_a_full_patch_tag(pins):
@@ -290,38 +298,169 @@ def test_shellcheck_passes(script):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_operator_runs_without_torch():
-    """The operator image leaves torch out; nothing the operator imports may need it."""
-    program = """
-import importlib.abc, sys
-class NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is not in the operator image")
-sys.meta_path.insert(0, NoTorch())
-import driftwarden.cli, driftwarden.operator.__main__, driftwarden.operator.handlers
-import driftwarden.operator.generate
-assert "torch" not in sys.modules
-"""
+def image_requirements(folder: str, flavour: str = "") -> list[str]:
+    """Run a Dockerfile's requirements one-liner as its build would, return the requirements."""
+    text = (ROOT / folder / "Dockerfile").read_text()
+    one_liner = re.search(r"RUN (python -c '.+?') (.+?) > requirements.txt", text)
+    assert one_liner, f"{folder}/Dockerfile should derive requirements.txt from pyproject.toml"
+    script = '"$PY" ' + one_liner.group(1).removeprefix("python ") + " " + one_liner.group(2)
     proc = subprocess.run(
-        [sys.executable, "-c", program], capture_output=True, text=True, check=False, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-
-def test_operator_image_requirements_leave_out_only_torch():
-    text = (ROOT / "operator" / "Dockerfile").read_text()
-    one_liner = re.search(r"RUN (python -c '.+?') > requirements.txt", text)
-    assert one_liner, "the operator Dockerfile should derive requirements.txt from pyproject.toml"
-    proc = subprocess.run(
-        ["bash", "-c", one_liner.group(1).replace("python ", f"{sys.executable} ", 1)],
+        ["bash", "-c", script],
         capture_output=True,
         text=True,
         check=False,
         timeout=60,
         cwd=ROOT,
+        env={"PY": sys.executable, "FLAVOUR": flavour, "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 0, proc.stderr
-    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    kept = proc.stdout.split()
-    assert [d for d in declared if d not in kept] == [d for d in declared if d.startswith("torch")]
+    return proc.stdout.split()
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~\[ ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+HEAVY = {"torch", "numpy", "numba", "scipy", "scikit-learn", "pandas", "plotnine"}
+
+
+def test_operator_image_installs_only_the_operator_group():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    kept = image_requirements("operator")
+    assert kept == project["dependencies"] + project["optional-dependencies"]["operator"]
+    assert not _names(kept) & HEAVY
+
+
+@pytest.mark.parametrize(
+    ("folder", "group"), [("model_server", "model-server"), ("drift_worker", "drift-worker")]
+)
+def test_server_and_worker_images_add_torch_only_in_the_torch_flavour(folder, group):
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    default = image_requirements(folder)
+    assert default == project["dependencies"] + extras[group]
+    assert "torch" not in _names(default) and "plotnine" not in _names(default)
+    assert image_requirements(folder, "torch") == default + extras["torch"]
+
+
+def test_dev_installs_every_group_and_every_requirement_is_constrained():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert "driftwarden[all]" in extras["dev"]
+    assert set(extras) - {"all", "dev"} == set(
+        re.fullmatch(r"driftwarden\[(.+)\]", extras["all"][0]).group(1).split(",")
+    )
+    pinned = {
+        line.split("==")[0].lower().replace("_", "-")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line
+    }
+    declared = project["dependencies"] + [
+        d for g, deps in extras.items() if g not in ("all", "dev") for d in deps
+    ]
+    assert {n.replace("_", "-") for n in _names(declared)} <= pinned
+
+
+ENTRY_POINTS = {
+    # The operator image has none of HEAVY; the default server and worker images lack torch.
+    "operator": (
+        HEAVY,
+        [
+            "driftwarden.cli",
+            "driftwarden.operator.__main__",
+            "driftwarden.operator.handlers",
+            "driftwarden.operator.generate",
+        ],
+    ),
+    "model-server": (
+        {"torch", "plotnine"},
+        [
+            "driftwarden.model_server.__main__",
+            "driftwarden.model_server.app",
+            "driftwarden.bundles",
+        ],
+    ),
+    "drift-worker": (
+        {"torch", "plotnine"},
+        [
+            "driftwarden.drift_worker.__main__",
+            "driftwarden.drift_worker.app",
+            "driftwarden.drift_worker.shard",
+            "driftwarden.detectors",
+        ],
+    ),
+}
+
+_BLOCKED_IMPORTS = """
+import importlib.abc, sys
+BLOCKED = {blocked!r}
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0].replace("sklearn", "scikit-learn") in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not in this image)")
+sys.meta_path.insert(0, Missing())
+"""
+
+
+@pytest.mark.parametrize("image", sorted(ENTRY_POINTS))
+def test_entry_points_import_without_what_their_image_leaves_out(image):
+    blocked, modules = ENTRY_POINTS[image]
+    program = (
+        _BLOCKED_IMPORTS.format(blocked=sorted(blocked))
+        + "".join(f"import {m}\n" for m in modules)
+        + "print(sorted(m for m in sys.modules if m.split('.')[0] in BLOCKED))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "[]"
+
+
+def test_mmd_without_torch_names_the_torch_flavour():
+    program = (
+        _BLOCKED_IMPORTS.format(blocked=["torch"])
+        + """
+import numpy as np
+from driftwarden.detectors import MMD
+try:
+    MMD(np.zeros((10, 2)))
+except ImportError as exc:
+    print(exc)
+"""
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "torch is not installed, and the MMD or NM-DDM detector needs it" in proc.stdout
+    assert "-torch image flavour" in proc.stdout
+
+
+def test_torch_builtin_without_torch_names_the_torch_flavour(tmp_path):
+    program = (
+        _BLOCKED_IMPORTS.format(blocked=["torch"])
+        + """
+from driftwarden.bundles import load_bundle
+from driftwarden.bundles.errors import BundleError
+try:
+    load_bundle("builtin://digits")
+except BundleError as exc:
+    print(exc)
+"""
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env={**os.environ, "DRIFTWARDEN_BUNDLES_DIR": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        "torch is not installed, and built-in bundle 'digits' (a torch model) needs it"
+        in proc.stdout
+    )
+    assert "-torch image flavour" in proc.stdout
+    assert not any(tmp_path.iterdir()), "nothing is trained or written"

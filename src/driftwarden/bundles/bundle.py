@@ -50,6 +50,7 @@ from driftwarden.bundles.manifest import (
     SchemaFile,
 )
 from driftwarden.bundles.models import Model, load_model
+from driftwarden.common.optional import import_torch
 
 __all__ = [
     "BUNDLES_DIR_ENV",
@@ -276,11 +277,16 @@ def ensure_bundle(uri: str) -> Path:
     """Return the directory of ``uri``, training a missing or stale built-in bundle first."""
     directory, builtin = resolve_uri(uri)
     if builtin is not None:
-        from driftwarden.bundles.train import recipe_fingerprint, train_bundle
+        from driftwarden.bundles.train import TORCH_BUILTINS, recipe_fingerprint, train_bundle
 
         with _train_lock:  # one training per process; across processes, see train_bundle
             cached = _cached_recipe(directory)
             if cached != recipe_fingerprint():
+                if builtin in TORCH_BUILTINS:
+                    try:
+                        import_torch(f"built-in bundle {builtin!r} (a torch model)")
+                    except ImportError as exc:
+                        raise BundleError(str(exc)) from exc
                 if cached is not None:
                     log.warning(
                         "built-in bundle %s at %s was trained by another version (recipe %s); "

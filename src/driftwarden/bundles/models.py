@@ -67,8 +67,10 @@ class SklearnModel:
 
 def build_digits_cnn(channels: int = 16, hidden: int = 64, classes: int = 10):
     """Return the digits CNN module: two 3x3 convolutions, one pooling, an embedding layer."""
-    import torch
-    from torch import nn
+    from driftwarden.common.optional import import_torch
+
+    torch = import_torch("a torch-cnn bundle (digits)")
+    nn = torch.nn
 
     class DigitsCNN(nn.Module):
         def __init__(self) -> None:
@@ -148,7 +150,9 @@ class TorchCNNModel:
 
     @classmethod
     def load(cls, path: Path, classes: list[str], params: dict) -> TorchCNNModel:
-        import torch
+        from driftwarden.common.optional import import_torch
+
+        torch = import_torch("a torch-cnn bundle (digits)")
 
         module = build_digits_cnn(
             channels=int(params.get("channels", 16)),

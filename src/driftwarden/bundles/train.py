@@ -375,6 +375,9 @@ BUILTIN: dict[str, Callable[[], TrainedBundle]] = {
 }
 
 
+# Built-ins whose model is a torch module: absent from the images' default flavour.
+TORCH_BUILTINS = frozenset({"digits"})
+
 _RECIPE_MODULES = ("train.py", "datasets.py", "models.py", "manifest.py")
 
 
@@ -385,14 +388,18 @@ def recipe_fingerprint() -> str:
     cached built-in whose recipe differs, so an upgrade never serves a stale or
     unpicklable model.
     """
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     digest = hashlib.sha256()
     here = Path(__file__).parent
     for module in _RECIPE_MODULES:
         digest.update((here / module).read_bytes())
     for dist in ("scikit-learn", "torch", "numpy"):
-        digest.update(f"{dist}=={version(dist)}".encode())
+        try:
+            installed = version(dist)
+        except PackageNotFoundError:  # torch is optional (the images' default flavour)
+            installed = "absent"
+        digest.update(f"{dist}=={installed}".encode())
     return digest.hexdigest()[:16]
 
 

@@ -12,11 +12,12 @@ when available (else CPU); results are deterministic on a given device.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 from scipy.spatial.distance import pdist
+
+from driftwarden.common.optional import import_torch
 
 from .base import (
     Detector,
@@ -28,9 +29,18 @@ from .base import (
     initial_result,
 )
 
+if TYPE_CHECKING:
+    import torch
+
+
+def _torch() -> Any:
+    """torch, imported on first use: the default worker image has none (docs/images.md)."""
+    return import_torch("the MMD or NM-DDM detector")
+
 
 def default_device() -> torch.device:
     """CUDA when present, else CPU."""
+    torch = _torch()
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -94,6 +104,7 @@ class _PermutationWindow(Detector):
         self.max_reference = int(max_reference or self._DEFAULT_MAX_REFERENCE)
         self.seed = int(seed)
         self.nan_policy = nan_policy
+        torch = _torch()
         self.device = torch.device(device) if device else default_device()
         self.dim = ref.shape[1]
         # A fixed, seeded reference subsample keeps the cost O((W + R)^2) per permutation.
@@ -130,6 +141,7 @@ class _PermutationWindow(Detector):
         pooled = np.concatenate([self._reference, win])
         n = pooled.shape[0]
         perms = self._rng.permuted(np.tile(np.arange(n), (self.permutations, 1)), axis=1)
+        torch = _torch()
         t_pooled = torch.as_tensor(pooled, dtype=torch.float64, device=self.device)
         t_perms = torch.as_tensor(perms, device=self.device)
         stat, null = self._statistic_and_null(t_pooled, t_perms, win.shape[0])
@@ -231,6 +243,7 @@ class MMD(_PermutationWindow):
         self.bandwidth = med if med > 0 else 1.0
 
     def _statistic_and_null(self, pooled, perms, n_win):
+        torch = _torch()
         n = pooled.shape[0]
         n_ref = n - n_win
         gram = torch.exp(-torch.cdist(pooled, pooled).square() / (2.0 * self.bandwidth**2))
@@ -283,9 +296,11 @@ class NMDDM(_PermutationWindow):
         """Per-row (mean, std) summaries; a 1-d embedding is its own summary."""
         if x.shape[1] == 1:
             return x
+        torch = _torch()
         return torch.stack([x.mean(dim=1), x.std(dim=1, correction=1)], dim=1)
 
     def _statistic_and_null(self, pooled, perms, n_win):
+        torch = _torch()
         z = self.summaries(pooled)
         n, d = z.shape
         n_ref = n - n_win
