@@ -1,14 +1,21 @@
-"""The worker /status document: one typed model, written by the worker, read by everyone."""
+"""Documents between processes (worker /status, monitor.json): one typed model each."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from driftwarden.common.contracts import WorkerStatus, parse_worker_status
+from driftwarden.common.contracts import (
+    MonitorConfig,
+    WorkerStatus,
+    parse_worker_status,
+)
+from driftwarden.common.errors import ConfigError
+from driftwarden.common.spec import DriftMonitorSpec
 from driftwarden.testing.operator import FAKE_DRIFT_TIME, fake_stream, fake_worker_status
 
 
@@ -76,3 +83,36 @@ def test_a_malformed_document_is_an_error_naming_the_field(
 def test_text_that_is_not_json_is_an_error_too() -> None:
     with pytest.raises(ValueError, match="bad worker /status: .*Invalid JSON"):
         parse_worker_status(b"<html>502</html>")
+
+
+def test_the_monitor_config_round_trips_through_its_file(tmp_path: Path) -> None:
+    spec = DriftMonitorSpec.model_validate({"model": {"bundle": "builtin://iris"}})
+    config = MonitorConfig(name="m", namespace="ns", spec=spec)
+    config.write(tmp_path / "monitor.json")
+    doc = json.loads((tmp_path / "monitor.json").read_text())
+    assert sorted(doc) == ["name", "namespace", "spec"]
+    assert doc["spec"]["workers"]["window"] == 1000  # defaults filled
+    back = MonitorConfig.read(tmp_path / "monitor.json")
+    assert back == config and back.key == "ns/m"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, r"monitor.json does not exist; mount"),
+        ("[", r"monitor.json is invalid"),
+        ('{"name": "m", "namespace": "ns"}', r"monitor.json is invalid: spec: Field required"),
+        (
+            '{"name": "m", "namespace": "ns", "spec": {"model": {"bundle": "nope"}}}',
+            r"monitor.json is invalid: spec.model.bundle: ",
+        ),
+    ],
+)
+def test_a_bad_monitor_config_names_the_file_and_field(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    path = tmp_path / "monitor.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        MonitorConfig.read(path)

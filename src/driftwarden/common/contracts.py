@@ -8,13 +8,25 @@ snake_case (the document predates the models; the names did not change).
 Readers ignore fields they do not know, so an operator one version ahead of or
 behind its workers (during a rolling upgrade) still reads their status; a field the
 reader needs that is missing or has the wrong type is an error naming that field.
+
+``MonitorConfig`` is the monitor ConfigMap's ``monitor.json``: the operator writes it
+(:meth:`MonitorConfig.to_json`), the drift workers read it with
+:meth:`MonitorConfig.read`, which validates the spec as a ``DriftMonitorSpec`` and
+names the file and the bad field. (The model server reads only a few fields of the
+same file, leniently, in ``model_server.settings``.)
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from driftwarden.common.errors import ConfigError
 from driftwarden.common.sharding import ShardMap
+from driftwarden.common.spec import DriftMonitorSpec
 
 
 class _Doc(BaseModel):
@@ -155,3 +167,49 @@ def parse_worker_status(raw: str | bytes) -> WorkerStatus:
         return WorkerStatus.model_validate_json(raw)
     except ValidationError as exc:
         raise ValueError(f"bad worker /status: {validation_summary(exc)}") from None
+
+
+def spec_dump(spec: DriftMonitorSpec) -> dict[str, Any]:
+    """Return the spec as the wire dict with defaults filled (what monitor.json carries)."""
+    return spec.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+class MonitorConfig(_Doc):
+    """The monitor ConfigMap's ``monitor.json``: ``{"name", "namespace", "spec"}``."""
+
+    name: str = Field(description="The DriftMonitor's name.")
+    namespace: str = Field(description="The DriftMonitor's namespace.")
+    spec: DriftMonitorSpec = Field(description="The monitor's spec, defaults filled.")
+
+    @property
+    def key(self) -> str:
+        """Return the monitor key, ``'<namespace>/<name>'``."""
+        return f"{self.namespace}/{self.name}"
+
+    def to_json(self) -> str:
+        """Return the file's content: sorted keys, indented, with a final newline."""
+        doc = {"name": self.name, "namespace": self.namespace, "spec": spec_dump(self.spec)}
+        return json.dumps(doc, sort_keys=True, indent=2) + "\n"
+
+    def write(self, path: Path) -> None:
+        """Write the file to ``path``."""
+        path.write_text(self.to_json(), encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: Path) -> MonitorConfig:
+        """Return the validated file at ``path``; ``ConfigError`` names the file and field."""
+        try:
+            doc = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise ConfigError(
+                f"monitor config {path} does not exist; mount the '<monitor>-driftwarden' "
+                "ConfigMap there or set DRIFTWARDEN_MONITOR_CONFIG"
+            ) from None
+        except ValueError as exc:
+            raise ConfigError(f"monitor config {path} is invalid: {exc}") from None
+        try:
+            return cls.model_validate(doc)
+        except ValidationError as exc:
+            raise ConfigError(
+                f"monitor config {path} is invalid: {validation_summary(exc)}"
+            ) from None

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from driftwarden.common import auth
+from driftwarden.common.contracts import MonitorConfig
 from driftwarden.common.errors import ConfigError
 from driftwarden.common.spec import DriftMonitorSpec
 from driftwarden.drift_worker.plan import (
@@ -160,17 +161,8 @@ class Settings(BaseSettings):
 
 def read_monitor_config(path: Path) -> tuple[str, DriftMonitorSpec]:
     """Return ``(monitor key, spec)`` from ``monitor.json``."""
-    try:
-        doc = json.loads(path.read_bytes())
-        spec = DriftMonitorSpec.model_validate(doc["spec"])
-        return f"{doc['namespace']}/{doc['name']}", spec
-    except FileNotFoundError:
-        raise ConfigError(
-            f"monitor config {path} does not exist; mount the '<monitor>-driftwarden' ConfigMap "
-            "there or set DRIFTWARDEN_MONITOR_CONFIG"
-        ) from None
-    except (KeyError, ValueError) as exc:
-        raise ConfigError(f"monitor config {path} is invalid: {exc}") from None
+    config = MonitorConfig.read(path)
+    return config.key, config.spec
 
 
 def read_streams_file(path: Path) -> list[StreamSpec]:

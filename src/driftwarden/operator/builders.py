@@ -20,6 +20,7 @@ from typing import Any
 import kopf
 
 from driftwarden.common import auth
+from driftwarden.common.contracts import MonitorConfig, spec_dump
 from driftwarden.common.sharding import ShardMap
 from driftwarden.common.spec import DriftMonitorSpec
 from driftwarden.operator.monitor import Monitor
@@ -134,11 +135,6 @@ def canonical_json(obj: Any) -> str:
 
 def digest(obj: Any) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:32]
-
-
-def spec_dump(spec: DriftMonitorSpec) -> dict[str, Any]:
-    """Return the spec as the wire dict with defaults filled (what monitor.json carries)."""
-    return spec.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
 def config_hash(monitor: Monitor) -> str:
@@ -588,13 +584,13 @@ def build_config_map(
     monitor: Monitor, settings: OperatorSettings, shard_map: ShardMap
 ) -> dict[str, Any]:
     """Return the monitor ConfigMap: monitor.json and shardmap.json (contracts.md)."""
-    config = {"name": monitor.name, "namespace": monitor.namespace, "spec": spec_dump(monitor.spec)}
+    config = MonitorConfig(name=monitor.name, namespace=monitor.namespace, spec=monitor.spec)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta(monitor, config_name(monitor.name), COMPONENT_CONFIG),
         "data": {
-            MONITOR_FILE: json.dumps(config, sort_keys=True, indent=2) + "\n",
+            MONITOR_FILE: config.to_json(),
             SHARDMAP_FILE: json.dumps(shard_map.model_dump(mode="json"), sort_keys=True, indent=2)
             + "\n",
         },

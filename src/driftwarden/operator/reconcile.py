@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from driftwarden.common import auth, names
+from driftwarden.common.contracts import spec_dump
 from driftwarden.common.sharding import ShardMap
 from driftwarden.operator import builders
 from driftwarden.operator.kube import (
@@ -632,7 +633,7 @@ class Reconciler:
                 monitor.uid,
                 monitor.generation,
                 dict(monitor.labels),
-                builders.spec_dump(monitor.spec),
+                spec_dump(monitor.spec),
                 shard_map.model_dump(mode="json"),
                 worker_replicas,
             ]

@@ -8,7 +8,6 @@ reshard them. Every process it starts is stopped by :meth:`stop`.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -22,8 +21,9 @@ from typing import Any
 import httpx
 
 from driftwarden.common import auth
-from driftwarden.common.contracts import WorkerStatus, parse_worker_status
+from driftwarden.common.contracts import MonitorConfig, WorkerStatus, parse_worker_status
 from driftwarden.common.sharding import ShardMap
+from driftwarden.common.spec import DriftMonitorSpec
 from driftwarden.drift_worker.settings import write_streams_file
 from driftwarden.drift_worker.streams import StreamSpec
 
@@ -93,9 +93,9 @@ class LocalShards:
         # default: directly, like senders (a test may put a proxy in between)
         self.peer_base_port = peer_base_port
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        (self.root / "monitor.json").write_text(
-            json.dumps({"name": name, "namespace": namespace, "spec": monitor_spec})
-        )
+        MonitorConfig(
+            name=name, namespace=namespace, spec=DriftMonitorSpec.model_validate(monitor_spec)
+        ).write(self.root / "monitor.json")
         write_streams_file(self.root / "streams.json", streams)
         self.map = ShardMap(monitor=self.monitor, epoch=1, shards=shards)
         self.write_map()
