@@ -334,7 +334,7 @@ def test_a_model_free_monitor_still_gets_the_model_server_as_its_gateway():
         monitor, OperatorSettings(), shard_map=shard_map, renderers=FAKE
     )
     kinds = {(c["kind"], c["metadata"]["name"]) for c in children}
-    name = builders.model_name("churn")
+    name = names.model_service("churn")
     assert ("Deployment", name) in kinds and ("Service", name) in kinds
     deployment = next(c for c in children if c["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]

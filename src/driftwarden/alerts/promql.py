@@ -37,12 +37,12 @@ def monitor_matcher(name: str, namespace: str) -> str:
 
 def model_job(name: str) -> str:
     """Return the scrape job (Service name) of a monitor's model server."""
-    return f"{name}-model"
+    return names.model_service(name)
 
 
 def workers_job(name: str) -> str:
     """Return the scrape job (headless Service name) of a monitor's drift workers."""
-    return f"{name}-workers"
+    return names.workers_service(name)
 
 
 def feature_streams() -> str:

@@ -43,6 +43,40 @@ def monitor_name(key: str) -> str:
     return key.rsplit("/", 1)[-1]
 
 
+# A monitor's children and how they are reached. The operator names them; the alert
+# rules and dashboards select their scrape jobs by these names; senders and the
+# operator reach each shard through a URL template.
+
+
+def model_service(monitor: str) -> str:
+    """Return the name of the monitor's model-server Deployment and Service."""
+    return f"{monitor}-model"
+
+
+def workers_service(monitor: str) -> str:
+    """Return the name of the monitor's worker StatefulSet and headless Service."""
+    return f"{monitor}-workers"
+
+
+def worker_url_template(monitor: str, namespace: str, port: int) -> str:
+    """Return the in-cluster base URL of a shard, ``{ordinal}`` left to fill.
+
+    Each pod of the StatefulSet resolves as ``<set>-<ordinal>.<headless service>.<ns>.svc``.
+    """
+    svc = workers_service(monitor)
+    return f"http://{svc}-{{ordinal}}.{svc}.{namespace}.svc:{port}"
+
+
+def shard_url(template: str, ordinal: int, base_port: int = 8080, **fields: str) -> str:
+    """Fill a worker URL template; no trailing slash.
+
+    ``{ordinal}``; ``{port}`` is ``base_port + ordinal``, for shards that share one host
+    (local runs and tests); ``fields`` fill others (the operator's ``{monitor}`` and
+    ``{namespace}``).
+    """
+    return template.format(ordinal=ordinal, port=base_port + ordinal, **fields).rstrip("/")
+
+
 # Metric names (prefix driftwarden_). Owners may add metrics; add the name here.
 # drift worker
 M_STREAM_STATISTIC = "driftwarden_stream_statistic"

@@ -52,6 +52,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from driftwarden.common import auth
+from driftwarden.common.names import shard_url
 from driftwarden.common.sharding import ShardMap, check_pushed_map
 from driftwarden.drift_worker.evidence import (
     EVIDENCE_PATH,
@@ -62,7 +63,6 @@ from driftwarden.drift_worker.evidence import (
 from driftwarden.drift_worker.metrics import WorkerCollector, collect_rows, status_document
 from driftwarden.drift_worker.shard import Refusal, ShardWorker
 from driftwarden.ingest import wire
-from driftwarden.ingest.sender import shard_url
 
 log = logging.getLogger("driftwarden.worker")
 

@@ -88,11 +88,6 @@ class SenderSettings(BaseModel):
     )
 
 
-def shard_url(template: str, ordinal: int, base_port: int = 8080) -> str:
-    """Return the base URL of shard ``ordinal`` from a URL template."""
-    return template.format(ordinal=ordinal, port=base_port + ordinal).rstrip("/")
-
-
 @dataclass
 class _Chunk:
     kind: str
@@ -543,7 +538,10 @@ class Sender:
 
     async def _send(self, shard: int, batch: wire.Batch, streams: list[str]) -> None:
         assert self._client is not None
-        url = shard_url(self.settings.url_template, shard, self.settings.base_port) + INGEST_PATH
+        url = (
+            names.shard_url(self.settings.url_template, shard, self.settings.base_port)
+            + INGEST_PATH
+        )
         outcome: str | int = "retry"
         try:
             body = wire.encode(batch)

@@ -19,7 +19,7 @@ from typing import Any
 
 import kopf
 
-from driftwarden.common import auth
+from driftwarden.common import auth, names
 from driftwarden.common.contracts import MonitorConfig, spec_dump
 from driftwarden.common.sharding import ShardMap
 from driftwarden.common.spec import DriftMonitorSpec
@@ -71,14 +71,6 @@ def default_renderers() -> Renderers:
 # ----------------------------------------------------------------------------- names
 
 
-def model_name(monitor: str) -> str:
-    return f"{monitor}-model"
-
-
-def workers_name(monitor: str) -> str:
-    return f"{monitor}-workers"
-
-
 def config_name(monitor: str) -> str:
     return f"{monitor}-driftwarden"
 
@@ -96,8 +88,7 @@ def dashboard_name(monitor: Monitor, settings: OperatorSettings) -> str:
 
 def worker_url_template(monitor: Monitor) -> str:
     """Return the sender's per-shard URL template (``{ordinal}`` left for the sender)."""
-    svc = workers_name(monitor.name)
-    return f"http://{svc}-{{ordinal}}.{svc}.{monitor.namespace}.svc:{WORKER_PORT}"
+    return names.worker_url_template(monitor.name, monitor.namespace, WORKER_PORT)
 
 
 # ---------------------------------------------------------------------------- labels
@@ -257,7 +248,7 @@ def _meta(monitor: Monitor, name: str, component: str) -> dict[str, Any]:
 
 def build_model_deployment(monitor: Monitor, settings: OperatorSettings) -> dict[str, Any]:
     """Return the model-server Deployment."""
-    name = model_name(monitor.name)
+    name = names.model_service(monitor.name)
     volumes = _volumes()
     volumes[0]["configMap"]["name"] = config_name(monitor.name)
     cred_volume, cred_mount, cred_env = _credential(monitor, auth.SENDER_FILE)
@@ -316,7 +307,7 @@ def build_model_service(monitor: Monitor, settings: OperatorSettings) -> dict[st
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(monitor, model_name(monitor.name), COMPONENT_MODEL),
+        "metadata": _meta(monitor, names.model_service(monitor.name), COMPONENT_MODEL),
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(monitor.name, COMPONENT_MODEL),
@@ -331,7 +322,7 @@ def build_worker_statefulset(
     monitor: Monitor, settings: OperatorSettings, *, replicas: int | None = None
 ) -> dict[str, Any]:
     """Return the drift-worker StatefulSet: one shard per pod, one volume per shard."""
-    name = workers_name(monitor.name)
+    name = names.workers_service(monitor.name)
     volumes = _volumes()
     volumes[0]["configMap"]["name"] = config_name(monitor.name)
     cred_volume, cred_mount, cred_env = _credential(monitor, auth.WORKER_FILE)
@@ -419,7 +410,7 @@ def build_worker_service(monitor: Monitor, settings: OperatorSettings) -> dict[s
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(monitor, workers_name(monitor.name), COMPONENT_WORKER),
+        "metadata": _meta(monitor, names.workers_service(monitor.name), COMPONENT_WORKER),
         "spec": {
             "clusterIP": "None",
             # Shards reach each other for handoff before they are Ready.
@@ -447,12 +438,12 @@ def build_model_autoscaler(monitor: Monitor, settings: OperatorSettings) -> dict
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _meta(monitor, model_name(monitor.name), COMPONENT_MODEL),
+        "metadata": _meta(monitor, names.model_service(monitor.name), COMPONENT_MODEL),
         "spec": {
             "scaleTargetRef": {
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
-                "name": model_name(monitor.name),
+                "name": names.model_service(monitor.name),
             },
             "minReplicas": autoscaling.min_replicas,
             "maxReplicas": autoscaling.max_replicas,
@@ -491,12 +482,12 @@ def build_model_disruption_budget(monitor: Monitor, settings: OperatorSettings) 
     (minAvailable 1 would block it for good) and needs no update when replicas or the
     autoscaler change the count.
     """
-    return _disruption_budget(monitor, model_name(monitor.name), COMPONENT_MODEL)
+    return _disruption_budget(monitor, names.model_service(monitor.name), COMPONENT_MODEL)
 
 
 def build_worker_disruption_budget(monitor: Monitor, settings: OperatorSettings) -> dict[str, Any]:
     """Return the drift workers' PodDisruptionBudget: a drain never takes two shards at once."""
-    return _disruption_budget(monitor, workers_name(monitor.name), COMPONENT_WORKER)
+    return _disruption_budget(monitor, names.workers_service(monitor.name), COMPONENT_WORKER)
 
 
 # ---------------------------------------------------------------------- network policies
@@ -534,7 +525,7 @@ def build_worker_network_policy(
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _meta(monitor, workers_name(monitor.name), COMPONENT_WORKER),
+        "metadata": _meta(monitor, names.workers_service(monitor.name), COMPONENT_WORKER),
         "spec": {
             "podSelector": {"matchLabels": selector_labels(monitor.name, COMPONENT_WORKER)},
             "policyTypes": ["Ingress"],
@@ -568,7 +559,7 @@ def build_model_network_policy(
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _meta(monitor, model_name(monitor.name), COMPONENT_MODEL),
+        "metadata": _meta(monitor, names.model_service(monitor.name), COMPONENT_MODEL),
         "spec": {
             "podSelector": {"matchLabels": selector_labels(monitor.name, COMPONENT_MODEL)},
             "policyTypes": ["Ingress"],
@@ -703,12 +694,14 @@ def _service_monitor(
 
 def build_model_service_monitor(monitor: Monitor, settings: OperatorSettings) -> dict[str, Any]:
     """Return the ServiceMonitor that scrapes the model server."""
-    return _service_monitor(monitor, settings, model_name(monitor.name), COMPONENT_MODEL)
+    return _service_monitor(monitor, settings, names.model_service(monitor.name), COMPONENT_MODEL)
 
 
 def build_worker_service_monitor(monitor: Monitor, settings: OperatorSettings) -> dict[str, Any]:
     """Return the ServiceMonitor that scrapes every drift-worker shard."""
-    return _service_monitor(monitor, settings, workers_name(monitor.name), COMPONENT_WORKER)
+    return _service_monitor(
+        monitor, settings, names.workers_service(monitor.name), COMPONENT_WORKER
+    )
 
 
 def build_prometheus_rule(

@@ -387,7 +387,7 @@ class Reconciler:
 
     @staticmethod
     def _model_deployment(monitor: Monitor, children: list[dict[str, Any]]) -> dict[str, Any]:
-        key = ("apps/v1", "Deployment", monitor.namespace, builders.model_name(monitor.name))
+        key = ("apps/v1", "Deployment", monitor.namespace, names.model_service(monitor.name))
         return next(c for c in children if child_key(c) == key)
 
     async def prune(
@@ -698,7 +698,7 @@ class Reconciler:
 
         # A scale-down keeps the StatefulSet at its size until every shard has handed
         # its streams over under the new map (docs/operator.md, "Scaling").
-        sts_key = ("apps/v1", "StatefulSet", monitor.namespace, builders.workers_name(monitor.name))
+        sts_key = ("apps/v1", "StatefulSet", monitor.namespace, names.workers_service(monitor.name))
         running_sts = await self.observed(sts_key, fresh=fresh)
         running = int((running_sts or {}).get("spec", {}).get("replicas") or 0)
         draining = running > shards
@@ -749,10 +749,10 @@ class Reconciler:
             await self._finish_scale_down(monitor, state, shard_map, running, logger)
         await self._probe(monitor, state, shards)
         dep = self.cache.get(
-            ("apps/v1", "Deployment", monitor.namespace, builders.model_name(monitor.name))
+            ("apps/v1", "Deployment", monitor.namespace, names.model_service(monitor.name))
         )
         sts = self.cache.get(
-            ("apps/v1", "StatefulSet", monitor.namespace, builders.workers_name(monitor.name))
+            ("apps/v1", "StatefulSet", monitor.namespace, names.workers_service(monitor.name))
         )
         obs = Observation(
             shards=shards,

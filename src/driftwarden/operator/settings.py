@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from driftwarden import __version__
+from driftwarden.common import names
 
 DEFAULT_MODEL_SERVER_IMAGE = f"driftwarden/driftwarden-model-server:{__version__}"
 DEFAULT_DRIFT_WORKER_IMAGE = f"driftwarden/driftwarden-drift-worker:{__version__}"
@@ -114,7 +115,7 @@ class OperatorSettings(BaseModel):
         60.0, gt=0, description="Idle resync period per monitor (restores edited children)."
     )
     worker_status_url: str = Field(
-        "http://{monitor}-workers-{ordinal}.{monitor}-workers.{namespace}.svc:8080/status",
+        names.worker_url_template("{monitor}", "{namespace}", 8080) + "/status",
         description="Where the operator reads each shard's /status; empty disables.",
     )
     worker_status_timeout_seconds: float = Field(1.0, gt=0)

@@ -19,6 +19,7 @@ import httpx
 
 from driftwarden.common import names
 from driftwarden.common.contracts import WorkerStatus, parse_worker_status
+from driftwarden.common.names import shard_url
 from driftwarden.common.sharding import ShardMap
 from driftwarden.operator.status import DriftObservation, format_time, summarise_detectors
 
@@ -89,17 +90,6 @@ def handoff_url(status_url_template: str) -> str:
     """Return the ``GET /v1/handoff`` URL template beside a shard's ``/status`` URL."""
     base = status_url_template.removesuffix("/status")
     return f"{base}/v1/handoff"
-
-
-def shard_url(template: str, *, monitor: str, namespace: str, ordinal: int, base_port: int) -> str:
-    """Fill a worker URL template: ``{monitor}``, ``{namespace}``, ``{ordinal}``, ``{port}``.
-
-    ``{port}`` is ``base_port + ordinal``, for shards that share one host (local runs
-    and tests), as in the workers' own peer URL template.
-    """
-    return template.format(
-        monitor=monitor, namespace=namespace, ordinal=ordinal, port=base_port + ordinal
-    )
 
 
 async def unsettled_handoffs(
