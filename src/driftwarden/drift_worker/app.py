@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +51,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from driftwarden.common import auth
+from driftwarden.common.backoff import jittered
 from driftwarden.common.names import shard_url
 from driftwarden.common.sharding import ShardMap, check_pushed_map
 from driftwarden.drift_worker.evidence import (
@@ -391,9 +391,7 @@ class WorkerService:
                     backoff = 0.05
                     continue
                 results = await asyncio.gather(*(self._push(s, t, g) for s, t, g in pending))
-                backoff = (
-                    0.05 if all(results) else min(5.0, backoff * 2) * (0.5 + random.random() / 2)
-                )
+                backoff = 0.05 if all(results) else jittered(min(5.0, backoff * 2))
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -31,7 +31,6 @@ import contextlib
 import functools
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -49,6 +48,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field
 
 from driftwarden.common import auth, names
+from driftwarden.common.backoff import Backoff, jittered
 from driftwarden.common.sharding import ShardMap
 from driftwarden.ingest import wire
 
@@ -177,7 +177,7 @@ class Sender:
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         self._inflight: dict[int, asyncio.Task[None]] = {}
-        self._backoff: dict[int, float] = {}
+        self._backoff: dict[int, Backoff] = {}
         self._not_before: dict[int, float] = {}
 
         self._registry = registry
@@ -573,13 +573,14 @@ class Sender:
             self._release(streams, batch, acked=False)
             with self._lock:
                 self._retries += 1
-            delay = min(
-                self.settings.backoff_max,
-                self._backoff.get(shard, self.settings.backoff_initial / 2) * 2,
-            )
-            self._backoff[shard] = delay
+            backoff = self._backoff.get(shard)
+            if backoff is None:
+                backoff = self._backoff[shard] = Backoff(
+                    self.settings.backoff_initial, self.settings.backoff_max
+                )
+            delay = backoff.next()
             if outcome != "rerouted":
-                self._not_before[shard] = time.monotonic() + delay * (0.5 + random.random() / 2)
+                self._not_before[shard] = time.monotonic() + jittered(delay)
         self._poke()
 
     def _drop_segment(self, seg: wire.Segment) -> None:

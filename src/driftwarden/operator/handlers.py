@@ -20,6 +20,7 @@ import httpx
 import kopf
 
 from driftwarden.common import names
+from driftwarden.common.backoff import Backoff
 from driftwarden.operator import builders, metrics
 from driftwarden.operator.kube import (
     CHILD_KINDS,
@@ -156,7 +157,7 @@ async def run_monitor(
     uid = meta["uid"]
     wake = memo.wakers.register(uid)
     state = MonitorState()
-    backoff = 1.0
+    backoff = Backoff(1.0, MAX_BACKOFF_SECONDS)
     try:
         while not stopped:
             wake.clear()
@@ -166,11 +167,11 @@ async def run_monitor(
                     metrics.RECONCILES.labels(result="ok").inc()
                     # sooner while a scale-down waits for the shards' handoffs
                     delay = state.next_pass_in or memo.settings.resync_seconds
-                    backoff = 1.0
+                    backoff.reset()
                 except Exception as exc:
                     metrics.RECONCILES.labels(result="error").inc()
-                    logger.warning("reconcile failed, retrying in %.0fs: %s", backoff, exc)
-                    delay, backoff = backoff, min(backoff * 2, MAX_BACKOFF_SECONDS)
+                    delay = backoff.next()
+                    logger.warning("reconcile failed, retrying in %.0fs: %s", delay, exc)
             if await _sleep(wake, stopped, delay):
                 await asyncio.sleep(DEBOUNCE_SECONDS)  # coalesce bursts of child events
     finally:
