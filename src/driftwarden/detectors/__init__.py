@@ -16,7 +16,7 @@ from .categorical import PSI, Chi2, JensenShannon, KLDivergence
 from .concept import ErrorRateIncrease, RelativeMSE
 from .decision import StreamDecision, benjamini_hochberg, bonferroni, decide, wasserstein_sigma
 from .edetectors import MixtureCUSUM, MultinomialCUSUM
-from .factory import DETECTOR_CLASSES, StreamKind, detector_from_state, make_detector
+from .factory import DETECTOR_CLASSES, ValueKind, detector_from_state, make_detector
 from .ks import IKS, KSWindow
 from .multivariate import MMD, NMDDM
 from .sequential import ADWIN, DDM, EDDM, HDDMA, HDDMW, PageHinkley
@@ -46,7 +46,7 @@ __all__ = [
     "PageHinkley",
     "RelativeMSE",
     "StreamDecision",
-    "StreamKind",
+    "ValueKind",
     "benjamini_hochberg",
     "bonferroni",
     "decide",

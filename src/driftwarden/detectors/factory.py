@@ -17,9 +17,11 @@ from .ks import IKS, KSWindow
 from .multivariate import MMD, NMDDM
 from .sequential import ADWIN, DDM, EDDM, HDDMA, HDDMW, PageHinkley
 
-#: What a stream carries: numeric or categorical feature values (and predictions),
-#: or embedding vectors. Concept-drift detectors take per-sample errors whatever it is.
-StreamKind = Literal["numeric", "categorical", "embedding"]
+#: The shape of the values a detector reads: numeric or categorical values, or
+#: embedding vectors. Not the stream kind (``drift_worker.streams.StreamKind``): a
+#: performance stream's values (per-sample errors) are numeric here. Concept-drift
+#: detectors take per-sample errors whatever it is.
+ValueKind = Literal["numeric", "categorical", "embedding"]
 
 DETECTOR_CLASSES: dict[str, type[Detector]] = {
     cls.kind: cls
@@ -59,7 +61,7 @@ def make_detector(
     config: DetectorConfig,
     *,
     reference: np.ndarray | None,
-    kind: StreamKind = "numeric",
+    kind: ValueKind = "numeric",
     window: int = 1000,
     evaluate_every: int = 100,
     seed: int = 0,
@@ -73,7 +75,7 @@ def make_detector(
         reference: the stream's reference sample from the model bundle (values,
             categories, per-sample errors for concept drift, or an embedding
             matrix); required by every detector that compares with a reference.
-        kind: what the stream carries (see :data:`StreamKind`).
+        kind: the shape of the stream's values (see :data:`ValueKind`).
         window: sliding-window length (``spec.workers.window``).
         evaluate_every: values between windowed tests (``spec.workers.evaluateEvery``).
         seed: seed of detectors that draw random numbers (permutation tests);

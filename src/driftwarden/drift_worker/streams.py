@@ -22,6 +22,8 @@ from driftwarden.ingest import wire
 
 log = logging.getLogger("driftwarden.worker")
 
+#: What a stream carries (the one stream-kind type); its detectors see the values'
+#: shape (``detectors.ValueKind``): a performance stream's per-sample errors are numeric.
 StreamKind = Literal["numeric", "categorical", "embedding", "performance"]
 Task = Literal["regression", "classification"]
 
