@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | md5sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup venv tools test test-unit test-cluster test-e2e test-pods demo train cluster-up cluster-down bench generate lint \
+.PHONY: setup venv tools test test-unit test-cluster test-e2e test-pods test-images images demo train cluster-up cluster-down bench generate lint \
         kind-up kind-images kind-install kind-demo kind-down clean help
 
 help:
@@ -27,8 +27,8 @@ $(STAMP): pyproject.toml constraints.txt
 tools: ## Build or fetch pinned tools into ~/.cache/driftwarden (reused across clones)
 	bash hack/install-tools.sh
 
-test: setup ## Run every test tier: unit, cluster (real control plane), e2e (real Prometheus/Alertmanager), pods (real nodes)
-	$(BIN)/python -m pytest -m "unit or cluster or e2e or pods" $(PYTEST_ARGS)
+test: setup ## Run every test tier: unit, cluster (real control plane), e2e (real Prometheus/Alertmanager), pods (real nodes), images (built and run)
+	$(BIN)/python -m pytest -m "unit or cluster or e2e or pods or images" $(PYTEST_ARGS)
 
 test-unit: setup ## Unit tier only (seconds; promtool, helm and CRD schemas come from the tools)
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
@@ -38,6 +38,12 @@ test-cluster: setup ## Cluster tier only
 
 test-pods: setup ## Pods tier only (real kubelet/containerd/kube-proxy/CoreDNS node; root, podman, buildah, iptables)
 	$(BIN)/python -m pytest -m pods $(PYTEST_ARGS)
+
+test-images: setup ## Images tier only (builds the images, cached; runs them as the operator renders their pods)
+	$(BIN)/python -m pytest -m images $(PYTEST_ARGS)
+
+images: ## Build the operator, model-server and drift-worker images (Docker, else podman); IMAGES_ARGS=--torch adds the -torch flavours
+	bash hack/images.sh $(IMAGES_ARGS)
 
 test-e2e: setup ## End-to-end tier only
 	$(BIN)/python -m pytest -m e2e $(PYTEST_ARGS)

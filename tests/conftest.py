@@ -1,4 +1,5 @@
-"""Test tiers follow the folder: tests/unit, tests/cluster, tests/e2e, tests/pods."""
+"""Test tiers follow the folder: tests/unit, tests/cluster, tests/e2e, tests/pods,
+tests/images."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-_TIERS = ("unit", "cluster", "e2e", "pods")
+_TIERS = ("unit", "cluster", "e2e", "pods", "images")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
