@@ -25,6 +25,7 @@ import httpx
 from driftwarden.common import auth, names
 from driftwarden.common.contracts import spec_dump
 from driftwarden.common.sharding import ShardMap
+from driftwarden.common.spec import ConditionStatus
 from driftwarden.operator import builders
 from driftwarden.operator.kube import (
     CHILD_KINDS,
@@ -37,6 +38,8 @@ from driftwarden.operator.kube import (
 from driftwarden.operator.monitor import InvalidMonitor, Monitor
 from driftwarden.operator.settings import OperatorSettings
 from driftwarden.operator.status import (
+    DEGRADED,
+    READY,
     DriftObservation,
     Observation,
     compute_status,
@@ -664,8 +667,8 @@ class Reconciler:
             conditions = merge_conditions(
                 previous.get("conditions") or [],
                 [
-                    ("Ready", "False", "InvalidSpec", str(exc)),
-                    ("Degraded", "True", "InvalidSpec", str(exc)),
+                    (READY, ConditionStatus.FALSE, "InvalidSpec", str(exc)),
+                    (DEGRADED, ConditionStatus.TRUE, "InvalidSpec", str(exc)),
                 ],
                 generation=int(meta.get("generation") or 0),
                 now=_now_text(),

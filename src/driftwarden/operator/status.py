@@ -18,6 +18,8 @@ from driftwarden.common.contracts import DetectorStatus, WorkerStatus
 from driftwarden.common.spec import (
     DEFAULT_MODEL_REPLICAS,
     MAX_DETECTION_ENTRIES,
+    Condition,
+    ConditionStatus,
     DetectionStatus,
     DetectorThresholds,
 )
@@ -177,18 +179,28 @@ def _data_drift(monitor: Monitor, drift: DriftObservation) -> tuple[str, str, st
         f"dataDriftShare {wanted:.0%})"
     )
     if features and share >= wanted:
-        return (DATA_DRIFT, "True", "DriftDetected", f"{counted}: {_listed(features)}")
+        return (
+            DATA_DRIFT,
+            ConditionStatus.TRUE,
+            "DriftDetected",
+            f"{counted}: {_listed(features)}",
+        )
     if not drift.complete:
         return (
             DATA_DRIFT,
-            "Unknown",
+            ConditionStatus.UNKNOWN,
             "PartialWorkerStatus",
             f"{drift.shards_answered}/{drift.shards_asked} shards answered, {counted} on "
             "those; the rest are unreachable",
         )
     if features:
-        return (DATA_DRIFT, "False", "BelowDataDriftShare", f"{counted}: {_listed(features)}")
-    return (DATA_DRIFT, "False", "NoDrift", "no data drift on any shard")
+        return (
+            DATA_DRIFT,
+            ConditionStatus.FALSE,
+            "BelowDataDriftShare",
+            f"{counted}: {_listed(features)}",
+        )
+    return (DATA_DRIFT, ConditionStatus.FALSE, "NoDrift", "no data drift on any shard")
 
 
 def _conditions(monitor: Monitor, obs: Observation) -> list[tuple[str, str, str, str]]:
@@ -206,19 +218,26 @@ def _conditions(monitor: Monitor, obs: Observation) -> list[tuple[str, str, str,
     )
 
     if obs.apply_error:
-        out.append((READY, "False", "ApplyFailed", obs.apply_error))
-        out.append((PROGRESSING, "False", "ApplyFailed", obs.apply_error))
-        out.append((DEGRADED, "True", "ApplyFailed", obs.apply_error))
+        out.append((READY, ConditionStatus.FALSE, "ApplyFailed", obs.apply_error))
+        out.append((PROGRESSING, ConditionStatus.FALSE, "ApplyFailed", obs.apply_error))
+        out.append((DEGRADED, ConditionStatus.TRUE, "ApplyFailed", obs.apply_error))
     else:
         if obs.handing_off:
-            out.append((READY, "False", "HandingOff", obs.handing_off))
-            out.append((PROGRESSING, "True", "HandingOff", obs.handing_off))
+            out.append((READY, ConditionStatus.FALSE, "HandingOff", obs.handing_off))
+            out.append((PROGRESSING, ConditionStatus.TRUE, "HandingOff", obs.handing_off))
         elif model_done and workers_done:
-            out.append((READY, "True", "AllReplicasReady", f"{model_msg}; {workers_msg}{skipped}"))
+            out.append(
+                (
+                    READY,
+                    ConditionStatus.TRUE,
+                    "AllReplicasReady",
+                    f"{model_msg}; {workers_msg}{skipped}",
+                )
+            )
             out.append(
                 (
                     PROGRESSING,
-                    "False",
+                    ConditionStatus.FALSE,
                     "Reconciled",
                     f"every child matches generation {monitor.generation}",
                 )
@@ -228,12 +247,12 @@ def _conditions(monitor: Monitor, obs: Observation) -> list[tuple[str, str, str,
             pending = "; ".join(
                 m for done, m in ((model_done, model_msg), (workers_done, workers_msg)) if not done
             )
-            out.append((READY, "False", reason, pending))
-            out.append((PROGRESSING, "True", "RollingOut", pending))
+            out.append((READY, ConditionStatus.FALSE, reason, pending))
+            out.append((PROGRESSING, ConditionStatus.TRUE, "RollingOut", pending))
         if failure:
-            out.append((DEGRADED, "True", "ModelServerFailing", failure))
+            out.append((DEGRADED, ConditionStatus.TRUE, "ModelServerFailing", failure))
         else:
-            out.append((DEGRADED, "False", "AsExpected", "no failures observed"))
+            out.append((DEGRADED, ConditionStatus.FALSE, "AsExpected", "no failures observed"))
 
     drift = obs.drift
     concept = [s for s in (drift.drifting if drift else ()) if _is_concept(s)]
@@ -243,7 +262,7 @@ def _conditions(monitor: Monitor, obs: Observation) -> list[tuple[str, str, str,
             out.append(
                 (
                     ctype,
-                    "Unknown",
+                    ConditionStatus.UNKNOWN,
                     "WorkerStatusUnavailable",
                     f"cannot read the drift workers' /status: {why}",
                 )
@@ -254,7 +273,7 @@ def _conditions(monitor: Monitor, obs: Observation) -> list[tuple[str, str, str,
             out.append(
                 (
                     ctype,
-                    "True",
+                    ConditionStatus.TRUE,
                     "DriftDetected",
                     f"{len(streams)} stream(s) drifting: {_listed(streams)}",
                 )
@@ -263,7 +282,7 @@ def _conditions(monitor: Monitor, obs: Observation) -> list[tuple[str, str, str,
             out.append(
                 (
                     ctype,
-                    "Unknown",
+                    ConditionStatus.UNKNOWN,
                     "PartialWorkerStatus",
                     (
                         f"{drift.shards_answered}/{drift.shards_asked} shards answered, none "
@@ -272,7 +291,7 @@ def _conditions(monitor: Monitor, obs: Observation) -> list[tuple[str, str, str,
                 )
             )
         else:
-            out.append((ctype, "False", "NoDrift", f"no {what} drift on any shard"))
+            out.append((ctype, ConditionStatus.FALSE, "NoDrift", f"no {what} drift on any shard"))
     return out
 
 
@@ -289,16 +308,15 @@ def merge_conditions(
     for ctype, status, reason, message in fresh:
         before = old.get(ctype)
         changed = before is None or before.get("status") != status
-        out.append(
-            {
-                "type": ctype,
-                "status": status,
-                "reason": reason,
-                "message": message[:32768],
-                "lastTransitionTime": now if changed else before["lastTransitionTime"],
-                "observedGeneration": generation,
-            }
+        condition = Condition(
+            type=ctype,
+            status=ConditionStatus(status),
+            reason=reason,
+            message=message[:32768],
+            last_transition_time=now if changed else before["lastTransitionTime"],
+            observed_generation=generation,
         )
+        out.append(condition.model_dump(by_alias=True, mode="json"))
     return out
 
 
@@ -337,7 +355,10 @@ def compute_status(
     if last is None:
         # No timestamp from the workers: the moment a drift condition turned True.
         for cond in conditions:
-            if cond["type"] in (DATA_DRIFT, CONCEPT_DRIFT) and cond["status"] == "True":
+            if (
+                cond["type"] in (DATA_DRIFT, CONCEPT_DRIFT)
+                and cond["status"] == ConditionStatus.TRUE
+            ):
                 last = max(last or "", cond["lastTransitionTime"])
     answered = drift is not None and drift.shards_answered > 0
     status["detection"] = DetectionStatus(
