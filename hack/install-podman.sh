@@ -19,19 +19,8 @@ if ((${#missing[@]} == 0)); then
   dw_log "$(podman --version) and buildah $(buildah --version | awk '{print $3}') already installed"
   exit 0
 fi
-command -v apt-get >/dev/null 2>&1 ||
-  dw_die "missing ${missing[*]} and this is not a Debian/Ubuntu system (no apt-get): install them with your package manager"
-if [[ $(id -u) -eq 0 ]]; then
-  as_root=()
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-  as_root=(sudo -n)
-else
-  dw_die "missing ${missing[*]}; installing them needs root: run 'sudo apt-get install -y --no-install-recommends ${missing[*]}'"
-fi
+dw_apt_ready ||
+  dw_die "missing ${missing[*]}; installing them needs apt-get and root: run 'sudo apt-get install -y --no-install-recommends ${missing[*]}' (or use your package manager)"
 dw_log "installing ${missing[*]} with apt-get"
-export DEBIAN_FRONTEND=noninteractive
-"${as_root[@]}" apt-get update -qq ||
-  dw_die "apt-get update failed; check the machine's Debian mirrors and network"
-"${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
-  dw_die "apt-get install ${missing[*]} failed (see above)"
+dw_apt_install "${missing[@]}"
 dw_log "installed $(podman --version), buildah $(buildah --version | awk '{print $3}')"

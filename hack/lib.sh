@@ -71,3 +71,27 @@ dw_go_mod_download() {
   fi
   printf '%s\n' "$value"
 }
+
+# dw_apt_ready -> true when Debian packages can be installed here (apt-get, and root or
+# password-less sudo); sets DW_AS_ROOT to the command prefix. The caller decides whether
+# "no" is an error or a warning.
+dw_apt_ready() {
+  command -v apt-get >/dev/null 2>&1 || return 1
+  if [[ $(id -u) -eq 0 ]]; then
+    DW_AS_ROOT=()
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    DW_AS_ROOT=(sudo -n)
+  else
+    return 1
+  fi
+}
+
+# dw_apt_install PKG... -> apt-get update, then install PKG... without recommends
+# (after dw_apt_ready); dies naming what failed.
+dw_apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  "${DW_AS_ROOT[@]}" apt-get update -qq ||
+    dw_die "apt-get update failed; check the machine's Debian mirrors and network"
+  "${DW_AS_ROOT[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
+    dw_die "apt-get install $* failed (see above)"
+}
