@@ -113,7 +113,6 @@ class LocalShards:
         """Return the Authorization header of ``role`` (operator: map pushes, state reads)."""
         return self._tokens[role].header()
 
-    @property
     def sender_env(self) -> dict[str, str]:
         """Return the settings of a model server that sends to these shards."""
         return {
@@ -124,6 +123,7 @@ class LocalShards:
             "DRIFTWARDEN_CREDENTIAL_FILE": str(self.credential_files[auth.SENDER_FILE]),
         }
 
+    @property
     def sender_credential(self) -> auth.Credential:
         """The credential a Sender to these shards needs (the sender role key only)."""
         return self.credential.for_role(auth.ROLE_SENDER)
