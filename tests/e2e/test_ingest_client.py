@@ -15,14 +15,12 @@ from typing import Any
 
 import pytest
 
-from driftwarden.bundles import load_bundle
 from driftwarden.client import Client
 from driftwarden.common import names
-from driftwarden.common.spec import DriftMonitorSpec
-from driftwarden.drift_worker.plan import plan_from_bundle
 from driftwarden.testing.local.processes import ManagedProcess, free_port
 from driftwarden.testing.localshards import LocalShards
 from support.model_server import serve_process
+from support.workers import bundle_shards
 
 SPEC: dict[str, Any] = {
     "model": {"bundle": "builtin://iris"},
@@ -52,14 +50,8 @@ def stream_values(local: LocalShards) -> dict[str, int]:
 
 @pytest.fixture
 def shards(tmp_path: Path) -> Any:
-    bundle = load_bundle("builtin://iris")
-    plan = plan_from_bundle("default/local", DriftMonitorSpec.model_validate(SPEC), bundle)
-    local = LocalShards(tmp_path / "shards", SPEC, list(plan.streams.values()), 2, fsync="never")
-    try:
-        local.start_all()
-        yield local, bundle
-    finally:
-        local.stop()
+    with bundle_shards(tmp_path / "shards", SPEC, "builtin://iris") as running:
+        yield running
 
 
 def test_client_records_survive_a_model_server_restart(shards, tmp_path):

@@ -17,13 +17,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from driftwarden.bundles import load_bundle
 from driftwarden.common import names
-from driftwarden.common.spec import DriftMonitorSpec
-from driftwarden.drift_worker.plan import plan_from_bundle
 from driftwarden.testing.local.processes import ManagedProcess, free_port
 from driftwarden.testing.localshards import LocalShards
 from support.model_server import serve_process
+from support.workers import bundle_shards
 
 KEY = "request_id"
 SPEC: dict[str, Any] = {
@@ -61,14 +59,8 @@ def join_counts(local: LocalShards) -> dict[str, float]:
 
 @pytest.fixture
 def shards(tmp_path: Path) -> Any:
-    bundle = load_bundle("builtin://iris")
-    plan = plan_from_bundle("default/local", DriftMonitorSpec.model_validate(SPEC), bundle)
-    local = LocalShards(tmp_path / "shards", SPEC, list(plan.streams.values()), 2, fsync="never")
-    try:
-        local.start_all()
-        yield local, bundle
-    finally:
-        local.stop()
+    with bundle_shards(tmp_path / "shards", SPEC, "builtin://iris") as running:
+        yield running
 
 
 def test_labels_join_on_the_declared_key(shards, tmp_path):

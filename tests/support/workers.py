@@ -9,16 +9,21 @@ counted exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from driftwarden.bundles import Bundle, load_bundle
 from driftwarden.common import names
 from driftwarden.common.sharding import ShardMap
+from driftwarden.common.spec import DriftMonitorSpec
+from driftwarden.drift_worker.plan import plan_from_bundle
 from driftwarden.drift_worker.settings import Settings, WorkerOptions, build_plan
 from driftwarden.drift_worker.shard import ShardWorker
 from driftwarden.ingest import wire
@@ -238,3 +243,18 @@ async def _read_message(reader: asyncio.StreamReader) -> bytes | None:
             length = int(value.strip())
     body = await reader.readexactly(length) if length else b""
     return head + body
+
+
+@contextlib.contextmanager
+def bundle_shards(
+    root: Path, spec: dict[str, Any], bundle_uri: str, shards: int = 2
+) -> Iterator[tuple[LocalShards, Bundle]]:
+    """Run ``shards`` local worker processes for ``spec`` on the streams of a bundle."""
+    bundle = load_bundle(bundle_uri)
+    plan = plan_from_bundle("default/local", DriftMonitorSpec.model_validate(spec), bundle)
+    local = LocalShards(root, spec, list(plan.streams.values()), shards, fsync="never")
+    try:
+        local.start_all()
+        yield local, bundle
+    finally:
+        local.stop()
